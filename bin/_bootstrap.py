@@ -1,0 +1,60 @@
+"""Run a ctipipe command from a fresh clone: prepare .venv once, then hand over to it.
+
+Every script in bin/ is three lines that call run(); the first run creates
+.venv beside bin/, installs the package (editable, with its test extra so the
+test command needs nothing more) and notes what it installed, so later runs
+start at once. A lock keeps concurrent first runs from installing twice.
+"""
+import fcntl
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENV = REPO / ".venv"
+PYTHON = VENV / "bin" / "python"
+STAMP = VENV / ".ctipipe-installed"
+LOG = VENV / "install.log"
+
+
+def _wanted() -> str:
+    # Reinstall whenever the dependencies in pyproject.toml change.
+    return hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
+
+
+def _ensure_venv() -> None:
+    if STAMP.exists() and STAMP.read_text() == _wanted() and PYTHON.exists():
+        return
+    VENV.mkdir(exist_ok=True)
+    with open(VENV / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if STAMP.exists() and STAMP.read_text() == _wanted() and PYTHON.exists():
+            return
+        print("ctipipe: first run: installing into .venv (trio, orjson, test tools); "
+              "this happens once", file=sys.stderr, flush=True)
+        with open(LOG, "w") as log:
+            steps = [
+                [sys.executable, "-m", "venv", str(VENV)],
+                [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check",
+                 "-e", f"{REPO}[test]"],
+            ]
+            for step in steps:
+                if subprocess.call(step, stdout=log, stderr=subprocess.STDOUT) != 0:
+                    sys.exit(f"ctipipe: error: installing into {VENV} failed; see {LOG}")
+        STAMP.write_text(_wanted())
+        print("ctipipe: installed", file=sys.stderr, flush=True)
+
+
+def run(command: str) -> None:
+    """Replace this process with `python -m ctipipe COMMAND ARGS...` from .venv."""
+    _ensure_venv()
+    os.execv(PYTHON, [str(PYTHON), "-m", "ctipipe", command, *sys.argv[1:]])
+
+
+def run_tests() -> None:
+    """Replace this process with pytest from .venv, run at the top of the clone."""
+    _ensure_venv()
+    os.chdir(REPO)
+    os.execv(PYTHON, [str(PYTHON), "-m", "pytest", *sys.argv[1:]])

@@ -1,0 +1,32 @@
+"""`python -m ctipipe COMMAND [ARGS...]`: how bin/ scripts and wrappers start each stage."""
+import importlib
+import sys
+
+# command name -> (module, entry point); the same table as [project.scripts].
+COMMANDS = {
+    "ctirelay": ("relay", "main"),
+    "ctistrip": ("strip", "main"),
+    "ctiinclude": ("include", "main_include"),
+    "ctiexclude": ("include", "main_exclude"),
+    "ctipretty": ("pretty", "main"),
+    "ctisplit": ("split", "main"),
+    "ctistat": ("stat", "main"),
+    "ctispy": ("classic", "main_spy"),
+    "ctisave": ("classic", "main_save"),
+    "ctidemo": ("demo", "main"),
+}
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print("usage: python -m ctipipe {%s} [ARGS...]" % ",".join(COMMANDS), file=sys.stderr)
+        return 2
+    name = sys.argv[1]
+    module, func = COMMANDS[name]
+    sys.argv = [name, *sys.argv[2:]]
+    entry = getattr(importlib.import_module(f"ctipipe.{module}"), func)
+    return entry()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""What every command shares: argument parsing, exit codes, one-line errors,
+and the read-handle-write loop of filters and sinks."""
+from __future__ import annotations
+
+import argparse
+import enum
+import os
+import signal
+import sys
+import traceback
+from typing import Callable, Protocol
+
+import orjson
+
+from . import stream
+
+
+class Exit(enum.IntEnum):
+    OK = 0
+    ERROR = 1  # the command could not do its job (unreachable server, bad path, full disk)
+    USAGE = 2  # bad arguments, found before anything is read or listened on
+    STAGE_FAILED = 3  # a wrapper's pipeline lost a stage
+    INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
+class CommandError(Exception):
+    """An error the user can act on; its text becomes the one line we print."""
+
+
+# A stage warns about this many malformed lines, then only counts them, so
+# a stream of garbage cannot bury the rest of standard error.
+MAX_WARNINGS = 100
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors and examples kept as written."""
+
+    def __init__(self, prog: str, description: str, example: str) -> None:
+        super().__init__(
+            prog=prog,
+            description=description,
+            epilog="example:\n  " + example.strip().replace("\n", "\n  "),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        self.add_argument("--debug", action="store_true", help="show a traceback on errors")
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(Exit.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def add_relay_options(parser: argparse.ArgumentParser, *, raw: bool = True) -> None:
+    """The relay's options, shared by ctirelay and the classic wrappers."""
+    parser.add_argument("host", metavar="HOST", help="the CTI server to relay to")
+    parser.add_argument("--port", type=_port, default=5003, help="the server's port (default 5003)")
+    parser.add_argument("--listen-addr", metavar="ADDR", default=None,
+                        help="listen on this address only (default: every address)")
+    parser.add_argument("--listen-port", type=_port, default=50030,
+                        help="where CTI clients connect (default 50030)")
+    parser.add_argument("--loop", action="store_true",
+                        help="keep accepting sessions (default: serve one, then exit)")
+    if raw:
+        parser.add_argument("--raw", action="store_true",
+                            help="record each read as it came, without splitting lines")
+    parser.add_argument("--max-line", type=_positive, default=16 << 20, metavar="BYTES",
+                        help="emit longer lines in pieces (default 16 MiB)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log each session's open and close on standard error")
+
+
+def relay_argv(args: argparse.Namespace) -> list[str]:
+    """Turn parsed relay options back into ctirelay's arguments (for wrappers)."""
+    argv = [args.host, "--port", str(args.port), "--listen-port", str(args.listen_port),
+            "--max-line", str(args.max_line)]
+    if args.listen_addr is not None:
+        argv += ["--listen-addr", args.listen_addr]
+    if args.loop:
+        argv.append("--loop")
+    if getattr(args, "raw", False):
+        argv.append("--raw")
+    if args.verbose:
+        argv.append("-v")
+    return argv
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def report(prog: str, message: str) -> None:
+    """One line on standard error, prefixed with the command's name."""
+    try:
+        sys.stderr.write(f"{prog}: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass  # nowhere left to say it
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The real errors inside (possibly nested) exception groups."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for sub in error.exceptions for leaf in _leaves(sub)]
+    return [error]
+
+
+def guarded(prog: str, body: Callable[[], int], debug: bool = False) -> int:
+    """Run a command's body; turn whatever escapes into one line and an exit status.
+
+    This is the one place tracebacks are stopped. Trio reports errors in
+    exception groups, so each group is unwrapped to the error inside it.
+    """
+    try:
+        return int(body())
+    except BaseException as error:  # noqa: BLE001 - this is the boundary
+        leaves = _leaves(error)
+        if any(isinstance(e, SystemExit) for e in leaves):
+            raise
+        if all(isinstance(e, KeyboardInterrupt) for e in leaves):
+            return Exit.INTERRUPTED
+        if all(isinstance(e, BrokenPipeError) for e in leaves):
+            _silence_stdout()
+            return Exit.OK
+        if debug:
+            traceback.print_exception(error)
+        for leaf in leaves:
+            if isinstance(leaf, (KeyboardInterrupt, BrokenPipeError)):
+                continue
+            if isinstance(leaf, CommandError):
+                report(prog, f"error: {leaf}")
+            elif isinstance(leaf, OSError) and leaf.strerror:
+                where = f" {leaf.filename}" if leaf.filename else ""
+                report(prog, f"error:{where}: {leaf.strerror}" if where else f"error: {leaf.strerror}")
+            else:
+                report(prog, f"error: {type(leaf).__name__}: {leaf} (run with --debug for details)")
+        return Exit.ERROR
+
+
+def _silence_stdout() -> None:
+    # After a closed pipe, make sure nothing (not even interpreter shutdown
+    # flushing sys.stdout) tries to write there again and complains.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
+# --- the filter and sink loop ------------------------------------------------
+
+class Stage(Protocol):
+    def handle(self, record: dict, line: bytes) -> bytes | None:
+        """Return what to write for this record (without newline), or None."""
+
+    def end_of_batch(self) -> None:
+        """Called after each read's lines are handled (sinks with files flush here)."""
+
+    def finish(self) -> bytes | None:
+        """Called once at end of input (or Ctrl-C on a terminal); return a summary."""
+
+
+class _Stop(Exception):
+    """Raised from a signal handler: stop reading, finish, exit."""
+
+
+def _stop(signum, frame):
+    raise _Stop
+
+
+def run_stage(prog: str, stage: Stage, infd: int = 0, outfd: int = 1) -> int:
+    """Feed stdin's records to `stage` and write what it returns to stdout.
+
+    One read, the handling of every complete line in it, one write: messages
+    flow at once when traffic is slow and in large writes when it is heavy.
+    Ctrl-C: reading a pipe we keep going until the producer closes it (it
+    writes its close events first); reading a terminal we stop at once.
+    """
+    reading_terminal = os.isatty(infd)
+    signal.signal(signal.SIGINT, signal.default_int_handler if reading_terminal else signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop)
+    loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
+    handle = stage.handle
+    lineno = 0
+    malformed = 0
+
+    def warn(number: int, why: str) -> None:
+        nonlocal malformed
+        malformed += 1
+        if malformed <= MAX_WARNINGS:
+            report(prog, f"line {number}: {why}; skipped")
+        elif malformed == MAX_WARNINGS + 1:
+            report(prog, "more malformed lines; counting them without a message each")
+
+    try:
+        for lines in stream.read_lines(infd):
+            out = []
+            for line in lines:
+                lineno += 1
+                try:
+                    record = loads(line)
+                except JSONDecodeError as error:
+                    warn(lineno, f"not JSON ({error})")
+                    continue
+                if type(record) is not dict:
+                    warn(lineno, "not a JSON object")
+                    continue
+                result = handle(record, line)
+                if result is not None:
+                    out.append(result)
+            if out:
+                out.append(b"")
+                _write_all(outfd, b"\n".join(out))
+            stage.end_of_batch()
+    except (KeyboardInterrupt, _Stop):
+        pass
+    summary = stage.finish()
+    if summary:
+        _write_all(outfd, summary)
+    if malformed > MAX_WARNINGS:
+        report(prog, f"{malformed} malformed lines in all")
+    return Exit.OK
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def stage_main(prog: str, parser: Parser, make_stage: Callable[[argparse.Namespace], Stage],
+               argv: list[str] | None = None) -> int:
+    """Parse arguments, build the stage, run it on stdin/stdout behind the error boundary."""
+    args = parser.parse_args(argv)
+    return guarded(prog, lambda: run_stage(prog, make_stage(args)), debug=args.debug)

@@ -1,0 +1,281 @@
+"""ctirelay: a transparent TCP proxy between a CTI client and server that
+writes the tagged stream of everything that passed.
+
+Each session is one nursery with two one-way pumps. A pump forwards every read
+unchanged, hands it to the tap (a non-blocking append) and goes on; an EOF on
+one side becomes a half-close on the other, and the session ends only when
+both pumps are done, or at once when either side resets.
+"""
+from __future__ import annotations
+
+import errno
+import signal
+import socket
+import struct
+import time
+
+import trio
+
+from . import cli, stream
+from .tap import Tap
+
+PROG = "ctirelay"
+
+# One socket read. Below glibc's 128 KiB mmap threshold, so each read's buffer
+# is a cheap heap allocation; large enough that a busy stream costs few reads.
+READ_SIZE = 1 << 16
+
+# How long to wait for the CTI server to accept a connection before the
+# client is told no (by closing it): a filtered address never answers.
+CONNECT_TIMEOUT = 10.0
+
+# At shutdown, how long to keep trying to write the last records (close
+# events) to a reader that does not read, before exiting anyway.
+FLUSH_TIMEOUT = 5.0
+
+EXAMPLE = """\
+ctirelay xivo-new | ctipretty              # clients connect to this host, port 50030
+ctirelay xivo-new --loop --listen-addr 127.0.0.1 > session.jsonl
+"""
+
+
+class _Counts:
+    __slots__ = ("bytes", "reads")
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.reads = 0
+
+
+class _Ending:
+    """How a session ended: who first, and what went wrong if anything."""
+
+    __slots__ = ("by", "error", "reset")
+
+    def __init__(self) -> None:
+        self.by: str | None = None
+        self.error: str | None = None
+        self.reset: set[str] = set()  # sides that reset; the other is aborted too
+
+
+class Relay:
+    def __init__(self, host: str, port: int, *, listen_addr: str | None, listen_port: int,
+                 loop: bool, tap: Tap, verbose: bool) -> None:
+        self.host = host
+        self.port = port
+        self.listen_addr = listen_addr
+        self.listen_port = listen_port
+        self.loop = loop
+        self.tap = tap
+        self.verbose = verbose
+        self.sessions = 0
+
+    def log(self, message: str) -> None:
+        if self.verbose:
+            cli.report(PROG, message)
+
+    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, then relay one session (or, with loop, every session).
+
+        Resource handling: the listeners are closed when serving ends (after the
+        first session's accept without loop, so later clients are refused).
+        Error handling: an address in use or not permitted is a CommandError;
+        without loop, an unreachable server is too; with loop it is an `error`
+        record and the relay goes on.
+        """
+        try:
+            listeners = await trio.open_tcp_listeners(self.listen_port, host=self.listen_addr)
+        except OSError as error:
+            where = f"{self.listen_addr or '*'}:{self.listen_port}"
+            hint = {errno.EADDRINUSE: " (another relay running? choose another --listen-port)",
+                    errno.EACCES: " (ports below 1024 need privileges)",
+                    errno.EADDRNOTAVAIL: " (not an address of this machine)"}.get(error.errno, "")
+            raise cli.CommandError(f"cannot listen on {where}: {error.strerror}{hint}") from None
+        bound = [_name(listener.socket.getsockname()) for listener in listeners]
+        task_status.started(bound)
+        self.log("listening on " + ", ".join(bound))
+        async with trio.open_nursery() as sessions:
+            if self.loop:
+                await trio.serve_listeners(self._session, listeners, handler_nursery=sessions)
+            else:
+                client = await _accept_one(listeners)
+                for listener in listeners:
+                    await listener.aclose()
+                await self._session(client)
+
+    async def _session(self, client: trio.SocketStream) -> None:
+        self.sessions += 1
+        conn = self.sessions
+        peer = _name(client.socket.getpeername())
+        target = _join(self.host, self.port)
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT):
+                server = await trio.open_tcp_stream(self.host, self.port)
+        except (OSError, trio.TooSlowError) as error:
+            why = f"timed out after {CONNECT_TIMEOUT:g} s" if isinstance(error, trio.TooSlowError) \
+                else (getattr(error, "strerror", None) or str(error))
+            message = f"cannot reach {target}: {why}"
+            self.tap.event(stream.event_record(time.time(), conn, "error", error=message,
+                                               client=peer))
+            await _abort(client)
+            if not self.loop:
+                raise cli.CommandError(message) from None
+            cli.report(PROG, f"session {conn}: {message}; client {peer} disconnected")
+            return
+        session = self.tap.session(conn)
+        started = time.time()
+        self.tap.opened(session, stream.event_record(started, conn, "open", client=peer,
+                                                     server=target))
+        self.log(f"session {conn} open: {peer} -> {target}")
+        counts = {"client": _Counts(), "server": _Counts()}
+        ending = _Ending()
+        try:
+            async with trio.open_nursery() as pumps:
+                pumps.start_soon(self._pump, client, server, "client", "server",
+                                 session.client, counts["client"], ending, pumps.cancel_scope)
+                pumps.start_soon(self._pump, server, client, "server", "client",
+                                 session.server, counts["server"], ending, pumps.cancel_scope)
+        except trio.Cancelled:
+            ending.by = "relay"
+            raise
+        finally:
+            for side, stream_ in (("client", client), ("server", server)):
+                if ending.reset and side not in ending.reset:
+                    await _abort(stream_)  # pass a reset on as a reset
+                else:
+                    await _close(stream_)
+            ended = time.time()
+            fields = {
+                "by": ending.by or "relay",
+                "bytes": {side: c.bytes for side, c in counts.items()},
+                "reads": {side: c.reads for side, c in counts.items()},
+                "duration": round(ended - started, 6),
+            }
+            if ending.error:
+                fields["error"] = ending.error
+            self.tap.closed(session, ended, fields)
+            self.log(f"session {conn} closed by {fields['by']} after {fields['duration']:.3f} s "
+                     f"(client sent {fields['bytes']['client']} bytes, "
+                     f"server {fields['bytes']['server']})"
+                     + (f": {ending.error}" if ending.error else ""))
+
+    async def _pump(self, src: trio.SocketStream, dst: trio.SocketStream, side: str, other: str,
+                    side_tap, counts: _Counts, ending: _Ending, scope: trio.CancelScope) -> None:
+        """Forward one direction until EOF (then half-close dst) or a reset (then end all)."""
+        tap_data = self.tap.data
+        clock = time.time
+        receive, send = src.receive_some, dst.send_all
+        try:
+            while True:
+                try:
+                    data = await receive(READ_SIZE)
+                except trio.BrokenResourceError as error:
+                    self._failed(ending, side, error, scope)
+                    return
+                if not data:
+                    break
+                counts.bytes += len(data)
+                counts.reads += 1
+                tap_data(side_tap, clock(), data)
+                try:
+                    await send(data)
+                except trio.BrokenResourceError as error:
+                    self._failed(ending, other, error, scope)
+                    return
+        except trio.ClosedResourceError:
+            return
+        if ending.by is None:
+            ending.by = side
+        try:
+            await dst.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+
+    @staticmethod
+    def _failed(ending: _Ending, side: str, error: BaseException, scope: trio.CancelScope) -> None:
+        cause = error.__cause__ if isinstance(error.__cause__, OSError) else None
+        reset = cause is not None and cause.errno in (errno.ECONNRESET, errno.EPIPE)
+        if ending.by is None or ending.error is None:
+            ending.by = side
+            ending.error = (f"connection reset by {side}" if reset else
+                            f"{side} connection failed: {cause.strerror if cause else error}")
+        ending.reset.add(side)
+        scope.cancel()
+
+
+async def _accept_one(listeners: list) -> trio.SocketStream:
+    """The first client to connect on any of the listeners."""
+    accepted: list[trio.SocketStream] = []
+    async with trio.open_nursery() as nursery:
+        async def accept(listener) -> None:
+            stream_ = await listener.accept()
+            if accepted:
+                await stream_.aclose()
+                return
+            accepted.append(stream_)
+            nursery.cancel_scope.cancel()
+        for listener in listeners:
+            nursery.start_soon(accept, listener)
+    return accepted[0]
+
+
+async def _close(stream_: trio.SocketStream) -> None:
+    with trio.CancelScope(shield=True):
+        try:
+            await stream_.aclose()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+
+
+async def _abort(stream_: trio.SocketStream) -> None:
+    """Close with a reset (SO_LINGER 0), as the peer on the other side did."""
+    try:
+        stream_.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    await _close(stream_)
+
+
+def _name(address) -> str:
+    return _join(address[0], address[1])
+
+
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def _run(args) -> int:
+    tap = Tap(1, raw=args.raw, max_line=args.max_line, notify=lambda m: cli.report(PROG, m))
+    relay = Relay(args.host, args.port, listen_addr=args.listen_addr, listen_port=args.listen_port,
+                  loop=args.loop, tap=tap, verbose=args.verbose)
+    async with trio.open_nursery() as root:
+        root.start_soon(tap.run)
+        try:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async with trio.open_nursery() as serving:
+                    serving.start_soon(_stop_on_signal, signals, serving.cancel_scope, relay)
+                    await relay.serve()
+                    serving.cancel_scope.cancel()
+        finally:
+            tap.close()
+            with trio.move_on_after(FLUSH_TIMEOUT):
+                await tap.finished.wait()
+            if not tap.finished.is_set():
+                cli.report(PROG, "standard output is not being read; exiting without the last records")
+                root.cancel_scope.cancel()
+    return cli.Exit.OK
+
+
+async def _stop_on_signal(signals, scope: trio.CancelScope, relay: Relay) -> None:
+    async for signum in signals:
+        relay.log(f"{signal.Signals(signum).name}: closing the sessions")
+        scope.cancel()
+        return
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = cli.Parser(PROG, "A transparent proxy for XiVO CTI sessions that writes the tagged "
+                        "stream of what passed on standard output.", EXAMPLE)
+    cli.add_relay_options(parser)
+    args = parser.parse_args(argv)
+    return cli.guarded(PROG, lambda: trio.run(_run, args), debug=args.debug)

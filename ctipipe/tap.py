@@ -1,0 +1,306 @@
+"""The relay's tap: turns what a session's sockets read into tagged records.
+
+Forwarding only hands each read to `Tap.data` (an append to a bounded queue);
+a single writer task splits lines, validates JSON, formats records and writes
+them out, so the proxied session never waits on standard output. When the
+queue is full, reads are not recorded: their lines are counted and reported
+in a `gap` record before the session's next record.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import time
+
+import orjson
+import trio
+
+from . import stream
+
+# How much unwritten traffic the tap holds before it starts dropping records.
+# A busy CTI session moves about 1 MB/s (4,000 status messages a second), so
+# 8 MiB lets a display or pipe pause for several seconds without a loss, while
+# keeping the relay's memory well under 40 MB even if the consumer stalls.
+TAP_BUFFER = 8 << 20
+
+# The writer formats at most this much traffic between two writes: large
+# enough that a heavy stream goes out in large writes, small enough that
+# formatting one batch never holds the event loop for long (~1 ms).
+WRITE_BATCH = 1 << 18
+
+_DATA, _DROP, _EVENT, _CLOSE = range(4)
+
+
+class SideTap:
+    """One direction of one session: the line splitter and its record formatter."""
+
+    __slots__ = ("session", "side", "max_line", "pending", "pending_len",
+                 "skipping", "oversize", "marker")
+
+    def __init__(self, session: "SessionTap", side: str, max_line: int) -> None:
+        self.session = session
+        self.side = side
+        self.max_line = max_line
+        self.pending: list[bytes] = []  # the start of an unfinished line
+        self.pending_len = 0
+        self.skipping = False  # the unfinished line's start was dropped
+        self.oversize = False  # the unfinished line was already cut into pieces
+        self.marker: list | None = None  # the drop marker still waiting in the queue
+
+    def lines(self, ts: float, data: bytes, out: list[bytes]) -> None:
+        """Append the records of every line `data` completes; keep the rest."""
+        head = stream.data_head(ts, self.session.conn, self.side)
+        if self.skipping:
+            end = data.find(b"\n")
+            if end < 0:
+                return
+            self.session.lost += 1  # the line whose start was dropped
+            self.skipping = False
+            data = data[end + 1:]
+        if self.pending or self.oversize:
+            end = data.find(b"\n")
+            if end < 0:
+                self._hold(head, data, out)
+                return
+            self.pending.append(data[:end])
+            first = b"".join(self.pending)
+            self.pending.clear()
+            self.pending_len = 0
+            self._line(head, first, out)
+            data = data[end + 1:]
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        loads, JSONDecodeError, max_line = orjson.loads, orjson.JSONDecodeError, self.max_line
+        for line in lines:
+            size = len(line) + 1
+            if size > max_line:
+                self._pieces(head, line, out)
+                continue
+            try:
+                loads(line)
+            except JSONDecodeError:
+                out.append(stream.raw_record(head, size, line))
+                continue
+            # Validated, so only JSON whitespace can surround the value.
+            out.append(b'%s%d,"msg":%s}\n' % (head, size, line.strip()))
+        if tail:
+            self._hold(head, tail, out)
+
+    def _line(self, head: bytes, line: bytes, out: list[bytes]) -> None:
+        if self.oversize or len(line) + 1 > self.max_line:
+            self._pieces(head, line, out)
+            return
+        size = len(line) + 1
+        try:
+            orjson.loads(line)
+        except orjson.JSONDecodeError:
+            out.append(stream.raw_record(head, size, line))
+        else:
+            out.append(stream.message_record(head, size, line.strip()))
+
+    def _pieces(self, head: bytes, line: bytes, out: list[bytes]) -> None:
+        """The end of a line too long to keep whole: pieces of max_line bytes."""
+        step = self.max_line
+        for start in range(0, len(line) - step + 1, step):
+            out.append(stream.raw_record(head, step, line[start:start + step], b',"oversize":true'))
+        rest = line[len(line) - len(line) % step:] if len(line) >= step else line
+        out.append(stream.raw_record(head, len(rest) + 1, rest, b',"oversize":true'))
+        self.oversize = False
+
+    def _hold(self, head: bytes, data: bytes, out: list[bytes]) -> None:
+        """Keep an unfinished line, cutting it into pieces once it passes max_line."""
+        self.pending.append(data)
+        self.pending_len += len(data)
+        if self.pending_len < self.max_line:
+            return
+        held = b"".join(self.pending)
+        step = self.max_line
+        cut = len(held) - len(held) % step
+        for start in range(0, cut, step):
+            out.append(stream.raw_record(head, step, held[start:start + step], b',"oversize":true'))
+        self.pending = [held[cut:]] if cut < len(held) else []
+        self.pending_len = len(held) - cut
+        self.oversize = True
+
+    def chunk(self, ts: float, data: bytes, out: list[bytes]) -> None:
+        """--raw: one record per read, exactly as it came."""
+        head = stream.data_head(ts, self.session.conn, self.side)
+        out.append(stream.raw_record(head, len(data), data))
+
+    def dropped(self, newlines: int, unfinished: bool) -> None:
+        """Account for reads that were not recorded (a drop marker reached the writer)."""
+        # Every line those reads finished is lost; so is the line they leave
+        # unfinished (counted once its newline or the close arrives).
+        self.session.lost += newlines
+        self.skipping = unfinished
+        self.pending.clear()
+        self.pending_len = 0
+        self.oversize = False
+
+    def end(self, ts: float, out: list[bytes]) -> None:
+        """At close: what is left without a newline becomes a partial record."""
+        if self.skipping:
+            self.session.lost += 1
+            self.skipping = False
+        if self.pending:
+            held = b"".join(self.pending)
+            self.pending.clear()
+            flags = b',"partial":true' + (b',"oversize":true' if self.oversize else b"")
+            head = stream.data_head(ts, self.session.conn, self.side)
+            out.append(stream.raw_record(head, len(held), held, flags))
+
+
+class SessionTap:
+    """A session's two directions, and the records lost from it not yet reported."""
+
+    __slots__ = ("conn", "lost", "client", "server")
+
+    def __init__(self, conn: int, max_line: int) -> None:
+        self.conn = conn
+        self.lost = 0
+        self.client = SideTap(self, "client", max_line)
+        self.server = SideTap(self, "server", max_line)
+
+
+class Tap:
+    """The bounded queue between the sessions and standard output, and its writer."""
+
+    def __init__(self, fd: int, *, raw: bool, max_line: int, notify,
+                 buffer_limit: int = TAP_BUFFER) -> None:
+        self.fd = fd
+        self.raw = raw
+        self.max_line = max_line
+        self.notify = notify  # one-line messages for standard error
+        self.buffer_limit = buffer_limit
+        self.queue: collections.deque = collections.deque()
+        self.queued = 0  # bytes of traffic waiting in the queue
+        self.closed_output = False
+        self.closing = False
+        self.finished = trio.Event()
+        self._wakeup = trio.Event()
+        self.records_lost = 0
+
+    def session(self, conn: int) -> SessionTap:
+        return SessionTap(conn, self.max_line)
+
+    # --- called by the sessions (must never block) -------------------------
+
+    def data(self, side: SideTap, ts: float, data: bytes) -> None:
+        if self.closed_output:
+            return
+        if self.queued + len(data) > self.buffer_limit:
+            marker = side.marker
+            if marker is None:
+                marker = side.marker = [0, False]
+                self.queue.append((_DROP, side, marker, None))
+            marker[0] += data.count(b"\n")
+            marker[1] = data[-1] != 10
+            return
+        side.marker = None
+        self.queued += len(data)
+        self.queue.append((_DATA, side, ts, data))
+        self._wakeup.set()
+
+    def event(self, record: bytes) -> None:
+        """An event that belongs to no open session (error events)."""
+        if not self.closed_output:
+            self.queue.append((_EVENT, None, record, None))
+            self._wakeup.set()
+
+    def opened(self, session: SessionTap, record: bytes) -> None:
+        if not self.closed_output:
+            self.queue.append((_EVENT, session, record, None))
+            self._wakeup.set()
+
+    def closed(self, session: SessionTap, ts: float, fields: dict) -> None:
+        if not self.closed_output:
+            self.queue.append((_CLOSE, session, ts, fields))
+            self._wakeup.set()
+
+    def close(self) -> None:
+        """No more input: the writer drains the queue, then `finished` is set."""
+        self.closing = True
+        self._wakeup.set()
+
+    # --- the writer ---------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            while True:
+                if not self.queue:
+                    if self.closing:
+                        break
+                    self._wakeup = trio.Event()
+                    await self._wakeup.wait()
+                    continue
+                batch = self._format_batch()
+                if batch and not self.closed_output:
+                    await self._write(batch)
+        finally:
+            self.finished.set()
+
+    def _format_batch(self) -> bytes:
+        out: list[bytes] = []
+        taken = 0
+        queue = self.queue
+        chunk = self.raw
+        while queue and taken < WRITE_BATCH:
+            kind, owner, a, b = queue.popleft()
+            if kind == _DATA:
+                taken += len(b)
+                session = owner.session
+                records: list[bytes] = []
+                if chunk:
+                    owner.chunk(a, b, records)
+                else:
+                    owner.lines(a, b, records)
+                if session.lost and records:
+                    self._gap(session, a, out)
+                out += records
+            elif kind == _DROP:
+                if owner.marker is a:
+                    owner.marker = None
+                owner.dropped(a[0], a[1])
+            elif kind == _EVENT:
+                out.append(a)
+            else:  # _CLOSE: leftovers, any gap, then the close event itself
+                records = []
+                owner.client.end(a, records)
+                owner.server.end(a, records)
+                out += records
+                if owner.lost:
+                    self._gap(owner, a, out)
+                out.append(stream.event_record(a, owner.conn, "close", **b))
+        self.queued -= taken
+        return b"".join(out)
+
+    def _gap(self, session: SessionTap, ts: float, out: list[bytes]) -> None:
+        out.append(stream.event_record(ts, session.conn, "gap", lost=session.lost))
+        self.records_lost += session.lost
+        self.notify(f"output too slow: {session.lost} records of session {session.conn} "
+                    f"were not written (see its gap record); the session itself was not affected")
+        session.lost = 0
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            # A thread does the blocking write, so the event loop (and the
+            # forwarding) never waits on a slow reader; stdout is left in
+            # blocking mode, as a shared terminal expects.
+            await trio.to_thread.run_sync(_write_all, self.fd, data, abandon_on_cancel=True)
+        except OSError as error:
+            self.closed_output = True
+            self.queue.clear()
+            self.queued = 0
+            why = "closed" if isinstance(error, BrokenPipeError) else error.strerror
+            self.notify(f"standard output {why}: no more records are written; "
+                        f"sessions go on being relayed")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def now() -> float:
+    return time.time()
