@@ -111,10 +111,10 @@ def report(prog: str, message: str) -> None:
         pass  # nowhere left to say it
 
 
-def _leaves(error: BaseException) -> list[BaseException]:
+def leaves(error: BaseException) -> list[BaseException]:
     """The real errors inside (possibly nested) exception groups."""
     if isinstance(error, BaseExceptionGroup):
-        return [leaf for sub in error.exceptions for leaf in _leaves(sub)]
+        return [leaf for sub in error.exceptions for leaf in leaves(sub)]
     return [error]
 
 
@@ -127,17 +127,17 @@ def guarded(prog: str, body: Callable[[], int], debug: bool = False) -> int:
     try:
         return int(body())
     except BaseException as error:  # noqa: BLE001 - this is the boundary
-        leaves = _leaves(error)
-        if any(isinstance(e, SystemExit) for e in leaves):
+        found = leaves(error)
+        if any(isinstance(e, SystemExit) for e in found):
             raise
-        if all(isinstance(e, KeyboardInterrupt) for e in leaves):
+        if all(isinstance(e, KeyboardInterrupt) for e in found):
             return Exit.INTERRUPTED
-        if all(isinstance(e, BrokenPipeError) for e in leaves):
+        if all(isinstance(e, BrokenPipeError) for e in found):
             _silence_stdout()
             return Exit.OK
         if debug:
             traceback.print_exception(error)
-        for leaf in leaves:
+        for leaf in found:
             if isinstance(leaf, (KeyboardInterrupt, BrokenPipeError)):
                 continue
             if isinstance(leaf, CommandError):

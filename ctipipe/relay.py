@@ -9,6 +9,7 @@ both pumps are done, or at once when either side resets.
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import socket
 import struct
@@ -112,8 +113,7 @@ class Relay:
             with trio.fail_after(CONNECT_TIMEOUT):
                 server = await trio.open_tcp_stream(self.host, self.port)
         except (OSError, trio.TooSlowError) as error:
-            why = f"timed out after {CONNECT_TIMEOUT:g} s" if isinstance(error, trio.TooSlowError) \
-                else (getattr(error, "strerror", None) or str(error))
+            why = _reason(error)
             message = f"cannot reach {target}: {why}"
             self.tap.event(stream.event_record(time.time(), conn, "error", error=message,
                                                client=peer))
@@ -234,6 +234,22 @@ async def _abort(stream_: trio.SocketStream) -> None:
     except OSError:
         pass
     await _close(stream_)
+
+
+def _reason(error: BaseException) -> str:
+    """Why a connection failed, in the system's words ("Connection refused")."""
+    if isinstance(error, trio.TooSlowError):
+        return f"no answer after {CONNECT_TIMEOUT:g} s"
+    # trio tries every address and reports "all attempts failed", with the
+    # individual errors as the cause; the first of those says it best.
+    cause = error.__cause__
+    leaves = cli.leaves(cause) if cause is not None else []
+    for leaf in [*leaves, error]:
+        if isinstance(leaf, OSError) and leaf.errno and not isinstance(leaf, socket.gaierror):
+            return os.strerror(leaf.errno)
+        if isinstance(leaf, OSError) and leaf.strerror:
+            return leaf.strerror
+    return str(error)
 
 
 def _name(address) -> str:

@@ -1,0 +1,440 @@
+"""ctirelay as a user runs it: a real process between real sockets on 127.0.0.1."""
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+from hypothesis import given, strategies as st
+
+from helpers import (LOCALHOST, WAIT, Proc, Relay, command, free_port, is_closed, recv_all, reset,
+                     send_in_chunks)
+
+KEY_ORDER_DATA = ["ts", "conn", "from"]
+
+
+def check_record(record: dict, raw_line: bytes) -> None:
+    """Every record follows STREAM.md: key order, types, exactly one content key."""
+    keys = list(record)
+    assert keys[:2] == ["ts", "conn"] or (record.get("event") == "error" and keys[0] == "ts")
+    assert isinstance(record["ts"], float)
+    assert len(raw_line.split(b".")[1].split(b",")[0]) <= 6  # microsecond precision
+    if "from" in record:
+        assert keys[2] == "from" and record["from"] in ("client", "server")
+        content = [k for k in ("msg", "raw", "raw_b64") if k in record]
+        assert len(content) == 1
+        assert isinstance(record["size"], int)
+        if "msg" in record:
+            assert keys[-1] == "msg"
+    else:
+        assert keys[2 if "conn" in record else 1] == "event"
+
+
+def session(server, relay_args=(), client_data=b"", server_data=b""):
+    """One session: send both ways, half-close both, return what each side and the tap saw."""
+    relay = Relay(server.port, *relay_args)
+    client = relay.connect()
+    upstream = server.accept()
+    results = {}
+
+    def drain(name, sock):
+        results[name] = recv_all(sock)
+
+    threads = [threading.Thread(target=drain, args=("server_got", upstream)),
+               threading.Thread(target=drain, args=("client_got", client))]
+    for t in threads:
+        t.start()
+    client.sendall(client_data)
+    upstream.sendall(server_data)
+    client.shutdown(socket.SHUT_WR)
+    upstream.shutdown(socket.SHUT_WR)
+    for t in threads:
+        t.join(WAIT)
+    client.close()
+    upstream.close()
+    assert relay.finish() == 0, relay.err
+    return relay, results
+
+
+def test_records_follow_the_stream_contract(server):
+    relay = Relay(server.port)
+    client = relay.connect()
+    upstream = server.accept()
+    sent = [b'{"class": "login_id", "commandid": 1092130023, "userlogin": "alice"}\n',
+            b'{"class":"getlist","commandid":5}\n',
+            b'{"class":"a"}\n{"class":"b"}\nnot json\n\xff\xfe\n\n']
+    client.sendall(sent[0])
+    time.sleep(0.05)
+    # a message split across reads, then several in one read
+    send_in_chunks(client, sent[1], [7, 15])
+    time.sleep(0.05)
+    client.sendall(sent[2])
+    upstream.sendall(b'{"class": "login_id", "sessionid": "21UaGDfst7", "timenow": 1361268824.64}\n')
+    assert recv_all(upstream, len(b"".join(sent))) == b"".join(sent)
+    client.close()
+    upstream.close()
+    assert relay.finish() == 0
+    lines = relay.out.splitlines()
+    records = [json.loads(line) for line in lines]
+    for record, line in zip(records, lines):
+        check_record(record, line)
+    assert records[0]["event"] == "open"
+    assert records[0]["client"].startswith("127.0.0.1:")
+    assert records[0]["server"] == f"127.0.0.1:{server.port}"
+    client_records = [r for r in records if r.get("from") == "client"]
+    assert [r.get("msg", {}).get("class") if isinstance(r.get("msg"), dict) else None
+            for r in client_records][:5] == ["login_id", "getlist", "a", "b", None]
+    assert client_records[1]["size"] == len(b'{"class":"getlist","commandid":5}\n')
+    assert client_records[4] == {**client_records[4], "raw": "not json", "size": 9}
+    assert base64.b64decode(client_records[5]["raw_b64"]) == b"\xff\xfe"
+    assert client_records[6]["raw"] == "" and client_records[6]["size"] == 1
+    # the server's spacing is kept inside msg: embedded, not re-encoded
+    assert b'"msg":{"class": "login_id", "sessionid": "21UaGDfst7", "timenow": 1361268824.64}}' in relay.out
+    close = records[-1]
+    assert close["event"] == "close"
+    assert list(close)[:4] == ["ts", "conn", "event", "by"]
+    assert close["bytes"]["client"] == sum(r["size"] for r in client_records)
+    assert close["reads"]["client"] >= 3
+    assert close["duration"] > 0
+
+
+def test_half_close_by_client_still_delivers_server_replies(server):
+    relay = Relay(server.port)
+    client = relay.connect()
+    upstream = server.accept()
+    client.sendall(b'{"class":"logout"}\n')
+    client.shutdown(socket.SHUT_WR)
+    assert recv_all(upstream) == b'{"class":"logout"}\n'  # EOF passed on
+    upstream.sendall(b'{"class":"bye"}\n' * 3)
+    upstream.close()
+    assert recv_all(client) == b'{"class":"bye"}\n' * 3
+    client.close()
+    assert relay.finish() == 0
+    close = relay.closes()[0]
+    assert close["by"] == "client" and "error" not in close
+    assert close["bytes"] == {"client": 19, "server": 48}
+
+
+def test_half_close_by_server_still_delivers_client_messages(server):
+    relay = Relay(server.port)
+    client = relay.connect()
+    upstream = server.accept()
+    upstream.sendall(b'{"class":"disconnect"}\n')
+    upstream.shutdown(socket.SHUT_WR)
+    assert recv_all(client) == b'{"class":"disconnect"}\n'
+    client.sendall(b'{"class":"ack"}\n')
+    client.close()
+    assert recv_all(upstream) == b'{"class":"ack"}\n'
+    upstream.close()
+    assert relay.finish() == 0
+    assert relay.closes()[0]["by"] == "server"
+
+
+def test_client_reset_ends_session_and_resets_server(server):
+    relay = Relay(server.port)
+    client = relay.connect()
+    upstream = server.accept()
+    client.sendall(b'{"class":"x"}\n')
+    assert recv_all(upstream, 14) == b'{"class":"x"}\n'
+    reset(client)
+    with pytest.raises(ConnectionResetError):
+        upstream.recv(10)
+    upstream.close()
+    assert relay.finish() == 0
+    close = relay.closes()[0]
+    assert close["by"] == "client" and "reset" in close["error"]
+
+
+def test_server_closing_mid_message_gives_partial_record(server):
+    relay = Relay(server.port)
+    client = relay.connect()
+    upstream = server.accept()
+    upstream.sendall(b'{"class":"getlist","list":["1","2"')
+    upstream.close()
+    assert recv_all(client) == b'{"class":"getlist","list":["1","2"'
+    client.close()
+    assert relay.finish() == 0
+    partial = [r for r in relay.records() if r.get("partial")]
+    assert partial == [{**partial[0], "from": "server", "raw": '{"class":"getlist","list":["1","2"',
+                        "size": 34}]
+    assert relay.closes()[0]["by"] == "server"
+
+
+def test_oversize_lines_come_in_pieces(server):
+    line = b'{"class":"big","data":"' + b"x" * 250 + b'"}\n'
+    relay, got = session(server, ["--max-line", "100"], client_data=line + b'{"a":1}\n')
+    assert got["server_got"] == line + b'{"a":1}\n'
+    records = [r for r in relay.records() if r.get("from") == "client"]
+    pieces = [r for r in records if r.get("oversize")]
+    assert "".join(r["raw"] for r in pieces).encode() + b"\n" == line
+    assert sum(r["size"] for r in pieces) == len(line)
+    assert all(r["size"] <= 100 for r in pieces)
+    assert records[-1]["msg"] == {"a": 1}
+
+
+def test_concurrent_sessions_with_loop(server):
+    relay = Relay(server.port, "--loop")
+    pairs = []
+    for _ in range(5):
+        client = relay.connect()
+        pairs.append((client, server.accept()))
+    for n, (client, upstream) in enumerate(pairs):
+        client.sendall(b'{"class":"hello","n":%d}\n' % n)
+        upstream.sendall(b'{"class":"welcome","n":%d}\n' % n)
+    for n, (client, upstream) in enumerate(pairs):
+        assert recv_all(upstream, 22) == b'{"class":"hello","n":%d}\n' % n
+        assert recv_all(client, 24) == b'{"class":"welcome","n":%d}\n' % n
+        client.close()
+        upstream.close()
+    relay.wait_for(lambda p: p.out.count(b'"event":"close"') == 5, what="five closes")
+    relay.signal(signal.SIGTERM)
+    assert relay.finish() == 0
+    by_conn = {}
+    for r in relay.records():
+        by_conn.setdefault(r["conn"], []).append(r)
+    assert sorted(by_conn) == [1, 2, 3, 4, 5]
+    for conn, records in by_conn.items():
+        assert [r.get("event") for r in records if "event" in r] == ["open", "close"]
+        assert len({r["msg"]["n"] for r in records if "msg" in r}) == 1
+
+
+def test_unreachable_server_without_loop_exits_1(server):
+    port = free_port()
+    relay = Relay(port)
+    client = relay.connect()
+    assert is_closed(client)
+    assert relay.finish() == 1
+    errors = [line for line in relay.err.splitlines() if "error" in line]
+    assert errors == [f"ctirelay: error: cannot reach 127.0.0.1:{port}: Connection refused"]
+    assert "Traceback" not in relay.err
+    [record] = relay.records()
+    assert record["event"] == "error" and record["conn"] == 1 and "Connection refused" in record["error"]
+
+
+def test_unreachable_server_with_loop_goes_on(server):
+    port = free_port()
+    relay = Relay(port, "--loop")
+    for _ in range(2):
+        client = relay.connect()
+        assert is_closed(client)
+    relay.wait_for(lambda p: p.out.count(b'"event":"error"') == 2, what="two error events")
+    assert relay.popen.poll() is None
+    relay.signal(signal.SIGINT)
+    assert relay.finish() == 0
+    assert [r["conn"] for r in relay.records()] == [1, 2]
+
+
+def test_listen_port_in_use_exits_1(server):
+    proc = Proc(command("ctirelay", LOCALHOST, "--port", str(server.port),
+                        "--listen-addr", LOCALHOST, "--listen-port", str(server.port)))
+    assert proc.finish() == 1
+    assert proc.err.count("\n") == 1
+    assert "cannot listen on 127.0.0.1" in proc.err and "Address already in use" in proc.err
+
+
+@pytest.mark.parametrize("args", [[], ["xivo", "--port", "notaport"], ["xivo", "--bogus"],
+                                  ["xivo", "--listen-port", "70000"]])
+def test_bad_arguments_exit_2(args):
+    proc = Proc(command("ctirelay", *args))
+    assert proc.finish() == 2
+    assert proc.err.count("\n") == 1 and proc.err.startswith("ctirelay: error:")
+
+
+def test_help_shows_an_example():
+    proc = Proc(command("ctirelay", "--help"))
+    assert proc.finish() == 0
+    assert "example:" in proc.out.decode() and "ctirelay xivo-new" in proc.out.decode()
+
+
+def test_closed_stdout_does_not_disturb_the_session(server):
+    read_end, write_end = os.pipe()
+    relay = Relay(server.port, stdout=write_end)
+    os.close(write_end)
+    os.close(read_end)  # nobody reads the records: a `| head` that exited
+    client = relay.connect()
+    upstream = server.accept()
+    payload = b'{"class":"getlist","function":"updatestatus"}\n' * 2000
+    for _ in range(5):
+        client.sendall(payload)
+        assert recv_all(upstream, len(payload)) == payload
+        upstream.sendall(payload)
+        assert recv_all(client, len(payload)) == payload
+    client.close()
+    upstream.close()
+    assert relay.finish() == 0
+    assert relay.err.count("standard output closed") == 1
+    assert "Traceback" not in relay.err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_closes_sessions_with_close_events(server, signum):
+    relay = Relay(server.port, "--loop")
+    clients = [relay.connect() for _ in range(2)]
+    upstreams = [server.accept() for _ in clients]
+    for c, u in zip(clients, upstreams):
+        c.sendall(b'{"class":"keepalive"}\n')
+        assert recv_all(u, 22)
+    relay.wait_for(lambda p: p.out.count(b'"from":"client"') == 2, what="records")
+    relay.signal(signum)
+    assert relay.finish() == 0
+    closes = relay.closes()
+    assert sorted(c["conn"] for c in closes) == [1, 2]
+    assert all(c["by"] == "relay" for c in closes)
+    for c in clients:
+        assert recv_all(c) == b""  # the sessions were closed
+    assert "Traceback" not in relay.err
+
+
+# --- byte-exactness as a property -------------------------------------------
+
+chunked_bytes = st.binary(max_size=3000).flatmap(
+    lambda data: st.tuples(st.just(data), st.lists(st.integers(0, len(data)), max_size=8)))
+line_heavy = st.lists(st.sampled_from([b"\n", b"{}", b'{"a":"\xc3\xa9"}', b"\xff", b"x" * 200,
+                                       b" ", b"\r", b"[1]"]), max_size=40).map(b"".join)
+
+
+class LoopRelay:
+    """One --loop relay for many hypothesis examples: each example is a new session."""
+
+    def __init__(self, server, *args):
+        self.server = server
+        self.relay = Relay(server.port, "--loop", "--max-line", "512", *args)
+        self.sessions = 0
+
+    def exchange(self, up: bytes, up_cuts, down: bytes, down_cuts):
+        client = self.relay.connect()
+        upstream = self.server.accept()
+        self.sessions += 1
+        results = {}
+        threads = [threading.Thread(target=lambda: results.__setitem__("up", recv_all(upstream))),
+                   threading.Thread(target=lambda: results.__setitem__("down", recv_all(client)))]
+        for t in threads:
+            t.start()
+        senders = [threading.Thread(target=send_in_chunks, args=(client, up, up_cuts)),
+                   threading.Thread(target=send_in_chunks, args=(upstream, down, down_cuts))]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join(WAIT)
+        client.shutdown(socket.SHUT_WR)
+        upstream.shutdown(socket.SHUT_WR)
+        for t in threads:
+            t.join(WAIT)
+        client.close()
+        upstream.close()
+        conn = self.sessions
+        self.relay.wait_for(lambda p: b'"conn":%d,"event":"close"' % conn in p.out, what="close")
+        records = [r for r in self.relay.records() if r["conn"] == conn]
+        return results, records
+
+    def stop(self):
+        self.relay.signal(signal.SIGTERM)
+        assert self.relay.finish() == 0
+
+
+def content(record) -> bytes:
+    if "raw_b64" in record:
+        return base64.b64decode(record["raw_b64"])
+    if "raw" in record:
+        return record["raw"].encode()
+    return json.dumps(record["msg"]).encode()
+
+
+@pytest.fixture(scope="module")
+def loop_relays():
+    from helpers import Server
+    server = Server()
+    relays = {"lines": LoopRelay(server), "raw": LoopRelay(server, "--raw")}
+    yield relays
+    for relay in relays.values():
+        relay.stop()
+    server.close()
+
+
+@given(st.one_of(chunked_bytes, line_heavy.map(lambda d: (d, [3, 50, 51]))), chunked_bytes)
+def test_bytes_arrive_unchanged_and_raw_records_concatenate_back(loop_relays, up, down):
+    relay = loop_relays["raw"]
+    results, records = relay.exchange(up[0], up[1], down[0], down[1])
+    assert results == {"up": up[0], "down": down[0]}
+    for side, sent in (("client", up[0]), ("server", down[0])):
+        chunks = [r for r in records if r.get("from") == side]
+        assert b"".join(content(r) for r in chunks) == sent
+        assert sum(r["size"] for r in chunks) == len(sent)
+
+
+@given(st.one_of(chunked_bytes, line_heavy.map(lambda d: (d, [1, 7, 300]))))
+def test_line_records_account_for_every_byte(loop_relays, up):
+    relay = loop_relays["lines"]
+    data, cuts = up
+    results, records = relay.exchange(data, cuts, b"", [])
+    assert results["up"] == data
+    side = [r for r in records if r.get("from") == "client"]
+    assert sum(r["size"] for r in side) == len(data)
+    # undecodable lines come back byte for byte, messages parse to the same value
+    rebuilt = []
+    line_parts = []
+    for r in side:
+        if "msg" in r:
+            rebuilt.append(("msg", r["msg"]))
+        else:
+            line_parts.append(content(r))
+            if not r.get("oversize") or r["size"] > len(line_parts[-1]):
+                rebuilt.append(("raw", b"".join(line_parts)))
+                line_parts = []
+    if line_parts:
+        rebuilt.append(("raw", b"".join(line_parts)))
+    lines = data.split(b"\n")
+    expected = []
+    for n, line in enumerate(lines):
+        last = n == len(lines) - 1
+        if last and not line:
+            continue
+        try:
+            value = json.loads(line.decode("utf-8")) if not last and len(line) < 511 else None
+            valid = not last and len(line) < 511
+        except (ValueError, UnicodeDecodeError):
+            valid = False
+        expected.append(("msg", value) if valid else ("raw", line))
+    assert [kind for kind, _ in rebuilt] == [kind for kind, _ in expected]
+    for (kind, got), (_, want) in zip(rebuilt, expected):
+        assert got == want
+
+
+def test_stalled_reader_loses_records_counted_by_a_gap(server):
+    """Nobody reads the relay's output for a while: the session runs at full speed,
+    and once reading resumes a gap record counts exactly the records not written."""
+    read_end, write_end = os.pipe()
+    relay = Relay(server.port, stdout=write_end)
+    os.close(write_end)
+    client = relay.connect()
+    upstream = server.accept()
+    message = b'{"class":"getlist","function":"updatestatus","listname":"agents","tid":7,' \
+              b'"status":{"availability":"available","on_call":false,"queues":[]}}\n'
+    burst = message * 20000  # 2.9 MB a burst, 29 MB in all: far over the tap buffer
+    receiver = threading.Thread(target=lambda: results.append(recv_all(client)))
+    results = []
+    receiver.start()
+    for _ in range(10):
+        upstream.sendall(burst)
+    upstream.close()
+    receiver.join(WAIT)
+    assert results == [burst * 10]  # the session itself was not held up
+    client.close()
+    # now read: the relay writes what it kept, a gap, and the close
+    output = bytearray()
+    while chunk := os.read(read_end, 1 << 20):
+        output += chunk
+    os.close(read_end)
+    assert relay.finish() == 0
+    records = [json.loads(line) for line in output.splitlines()]
+    gaps = [r for r in records if r.get("event") == "gap"]
+    messages = [r for r in records if "msg" in r]
+    assert gaps and all(list(g) == ["ts", "conn", "event", "lost"] for g in gaps)
+    assert len(messages) + sum(g["lost"] for g in gaps) == 200000
+    assert all(r["size"] == len(message) for r in records if "from" in r)  # nothing torn
+    assert records[-1]["event"] == "close"
+    assert "were not written" in relay.err
