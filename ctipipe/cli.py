@@ -35,12 +35,13 @@ MAX_WARNINGS = 100
 class Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors and examples kept as written."""
 
-    def __init__(self, prog: str, description: str, example: str) -> None:
+    def __init__(self, prog: str, description: str = "", example: str = "", **kwargs) -> None:
         super().__init__(
             prog=prog,
             description=description,
-            epilog="example:\n  " + example.strip().replace("\n", "\n  "),
+            epilog=("example:\n  " + example.strip().replace("\n", "\n  ")) if example else None,
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            **kwargs,
         )
         self.add_argument("--debug", action="store_true", help="show a traceback on errors")
 
@@ -224,19 +225,19 @@ def run_stage(prog: str, stage: Stage, infd: int = 0, outfd: int = 1) -> int:
                     out.append(result)
             if out:
                 out.append(b"")
-                _write_all(outfd, b"\n".join(out))
+                write_all(outfd, b"\n".join(out))
             stage.end_of_batch()
     except (KeyboardInterrupt, _Stop):
         pass
     summary = stage.finish()
     if summary:
-        _write_all(outfd, summary)
+        write_all(outfd, summary)
     if malformed > MAX_WARNINGS:
         report(prog, f"{malformed} malformed lines in all")
     return Exit.OK
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]

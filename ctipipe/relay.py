@@ -264,22 +264,28 @@ async def _run(args) -> int:
     tap = Tap(1, raw=args.raw, max_line=args.max_line, notify=lambda m: cli.report(PROG, m))
     relay = Relay(args.host, args.port, listen_addr=args.listen_addr, listen_port=args.listen_port,
                   loop=args.loop, tap=tap, verbose=args.verbose)
-    async with trio.open_nursery() as root:
-        root.start_soon(tap.run)
-        try:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async with trio.open_nursery() as serving:
-                    serving.start_soon(_stop_on_signal, signals, serving.cancel_scope, relay)
-                    await relay.serve()
-                    serving.cancel_scope.cancel()
-        finally:
-            tap.close()
-            with trio.move_on_after(FLUSH_TIMEOUT):
-                await tap.finished.wait()
-            if not tap.finished.is_set():
-                cli.report(PROG, "standard output is not being read; exiting without the last records")
-                root.cancel_scope.cancel()
+    # The signals stay caught until the very end, so a second Ctrl-C (the
+    # terminal's and a wrapper's) cannot interrupt the final flush.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as root:
+            root.start_soon(tap.run)
+            await _serve_until_signal(relay, signals, tap, root)
     return cli.Exit.OK
+
+
+async def _serve_until_signal(relay: Relay, signals, tap: Tap, root: trio.Nursery) -> None:
+    try:
+        async with trio.open_nursery() as serving:
+            serving.start_soon(_stop_on_signal, signals, serving.cancel_scope, relay)
+            await relay.serve()
+            serving.cancel_scope.cancel()
+    finally:
+        tap.close()
+        with trio.move_on_after(FLUSH_TIMEOUT):
+            await tap.finished.wait()
+        if not tap.finished.is_set():
+            cli.report(PROG, "standard output is not being read; exiting without the last records")
+            root.cancel_scope.cancel()
 
 
 async def _stop_on_signal(signals, scope: trio.CancelScope, relay: Relay) -> None:

@@ -87,5 +87,53 @@ def read_lines(fd: int, read_size: int = READ_SIZE) -> Iterator[list[bytes]]:
 
 
 def encode(record: dict) -> bytes:
-    """Encode a record a stage has changed, keeping its key order (no newline)."""
-    return orjson.dumps(record)
+    """Encode a record a stage has changed, keeping its key order (no newline).
+
+    `ts` keeps the producer's fixed six decimals, so a changed record reads
+    like its neighbours (orjson would write the shortest form instead).
+    """
+    ts = record.get("ts")
+    if type(ts) is not float or next(iter(record)) != "ts":
+        return orjson.dumps(record)
+    rest = orjson.dumps({key: value for key, value in record.items() if key != "ts"})
+    return b'{"ts":%.6f%s' % (ts, b"," + rest[1:] if len(rest) > 2 else b"}")
+
+
+# --- showing messages to people --------------------------------------------
+
+_INDENT_SORTED = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+
+
+def indented(value: object) -> bytes:
+    """JSON with sorted keys, indented by 4 (the classic ctisave layout), no newline.
+
+    orjson only indents by 2, so each depth's indentation is widened in one
+    pass per depth: pass k turns lines with at least 4k-2 leading spaces (depth
+    k or more, given the passes before) into 4k. JSON strings hold no raw
+    newline, so "\\n" followed by spaces is always indentation. This is the same
+    text as json.dumps(value, indent=4, sort_keys=True, ensure_ascii=False) at
+    a fraction of its cost.
+    """
+    text = orjson.dumps(value, option=_INDENT_SORTED)
+    depth = 1
+    while (old := b"\n" + b" " * (4 * depth - 2)) in text:
+        text = text.replace(old, b"\n" + b" " * (4 * depth))
+        depth += 1
+    return text
+
+
+def one_line(value: object) -> bytes:
+    """JSON with sorted keys on one line."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def content_bytes(record: dict) -> bytes | None:
+    """The bytes of an undecodable line or raw chunk (None for other records)."""
+    if "raw" in record:
+        return str(record["raw"]).encode("utf-8", "surrogatepass")
+    if "raw_b64" in record:
+        try:
+            return base64.b64decode(record["raw_b64"], validate=True)
+        except (ValueError, TypeError):
+            return None
+    return None

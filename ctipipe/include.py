@@ -1,0 +1,92 @@
+"""ctiinclude and ctiexclude: keep or drop the messages that match KEY=VALUE expressions.
+
+Several expressions in one stage give OR; several stages in a row give AND.
+"""
+from __future__ import annotations
+
+from . import cli, paths
+
+INCLUDE_EXAMPLE = """\
+ctirelay xivo-new | ctiinclude class=getlist class=ipbxcommand | ctipretty
+ctirelay xivo-new | ctiinclude listname=agents --from server | ctipretty
+"""
+EXCLUDE_EXAMPLE = """\
+ctirelay xivo-new | ctiexclude function=updatestatus | ctipretty
+ctiexclude class=keepalive < session.jsonl > quiet.jsonl
+"""
+
+
+class Include:
+    """Keeps matching messages (of one side with `side`); events pass, raw lines go
+    (with no expression, only the side is chosen and its raw lines stay)."""
+
+    def __init__(self, expressions: list[paths.Expression], side: str | None) -> None:
+        self.expressions = expressions
+        self.side = side
+
+    def handle(self, record: dict, line: bytes) -> bytes | None:
+        side = record.get("from")
+        if side is None:
+            return line  # events and kinds we do not know pass
+        if self.side is not None and side != self.side:
+            return None
+        if not self.expressions:
+            return line
+        if "msg" not in record:
+            return None
+        return line if paths.matches_any(self.expressions, record["msg"]) else None
+
+    def end_of_batch(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        return None
+
+
+class Exclude:
+    """Drops matching messages; everything else passes."""
+
+    def __init__(self, expressions: list[paths.Expression]) -> None:
+        self.expressions = expressions
+
+    def handle(self, record: dict, line: bytes) -> bytes | None:
+        if "from" in record and "msg" in record and paths.matches_any(self.expressions, record["msg"]):
+            return None
+        return line
+
+    def end_of_batch(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        return None
+
+
+def _expressions(parser: cli.Parser, texts: list[str]) -> list[paths.Expression]:
+    try:
+        return [paths.Expression(text) for text in texts]
+    except cli.CommandError as error:
+        parser.error(str(error))
+
+
+def main_include(argv: list[str] | None = None) -> int:
+    prog = "ctiinclude"
+    parser = cli.Parser(prog, "Keep only the messages matching one of the KEY=VALUE expressions; "
+                        "events pass, undecodable lines are dropped.", INCLUDE_EXAMPLE)
+    parser.add_argument("expressions", nargs="*", metavar="KEY=VALUE")
+    parser.add_argument("--from", dest="side", choices=("client", "server"),
+                        help="keep only this side's records")
+    args = parser.parse_args(argv)
+    if not args.expressions and args.side is None:
+        parser.error("give at least one KEY=VALUE expression, or --from")
+    stage = Include(_expressions(parser, args.expressions), args.side)
+    return cli.guarded(prog, lambda: cli.run_stage(prog, stage), debug=args.debug)
+
+
+def main_exclude(argv: list[str] | None = None) -> int:
+    prog = "ctiexclude"
+    parser = cli.Parser(prog, "Drop the messages matching one of the KEY=VALUE expressions; "
+                        "everything else passes.", EXCLUDE_EXAMPLE)
+    parser.add_argument("expressions", nargs="+", metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    stage = Exclude(_expressions(parser, args.expressions))
+    return cli.guarded(prog, lambda: cli.run_stage(prog, stage), debug=args.debug)

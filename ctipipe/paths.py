@@ -1,0 +1,66 @@
+"""Dotted paths into messages (`config.lastcall`) and KEY=VALUE expressions."""
+from __future__ import annotations
+
+import orjson
+
+from .cli import CommandError
+
+_MISSING = object()
+
+
+def split_path(path: str) -> list[str]:
+    if not path or any(not part for part in path.split(".")):
+        raise CommandError(f"not a field path: {path!r} (use names joined by dots, e.g. config.lastcall)")
+    return path.split(".")
+
+
+def lookup(value: object, path: list[str]) -> object:
+    """The value at path, or _MISSING."""
+    for key in path:
+        if type(value) is not dict:
+            return _MISSING
+        value = value.get(key, _MISSING)
+        if value is _MISSING:
+            return _MISSING
+    return value
+
+
+def remove(value: object, path: list[str]) -> bool:
+    """Remove the field at path; True if there was one."""
+    for key in path[:-1]:
+        if type(value) is not dict:
+            return False
+        value = value.get(key)
+    if type(value) is dict and path[-1] in value:
+        del value[path[-1]]
+        return True
+    return False
+
+
+class Expression:
+    """KEY=VALUE: the value at KEY is the string VALUE, or a number, true, false
+    or null whose JSON text is VALUE (so commandid=5 matches 5 and "5")."""
+
+    __slots__ = ("path", "text")
+
+    def __init__(self, expression: str) -> None:
+        key, sep, text = expression.partition("=")
+        if not sep:
+            raise CommandError(f"not a KEY=VALUE expression: {expression!r}")
+        self.path = split_path(key)
+        self.text = text
+
+    def matches(self, message: object) -> bool:
+        value = lookup(message, self.path)
+        if type(value) is str:
+            return value == self.text
+        if value is _MISSING or type(value) in (dict, list):
+            return False
+        return orjson.dumps(value).decode() == self.text
+
+
+def matches_any(expressions: list[Expression], message: object) -> bool:
+    for expression in expressions:
+        if expression.matches(message):
+            return True
+    return False

@@ -1,0 +1,88 @@
+"""ctisplit: the client's messages to one file, the server's to another (the
+classic ctisave layout), so that two sessions compare well with diff."""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from . import cli, stream
+
+PROG = "ctisplit"
+
+EXAMPLE = """\
+ctirelay xivo-new | ctistrip timenow | ctisplit /tmp/cti-client /tmp/cti-server
+ctisplit --jsonl client.jsonl server.jsonl < session.jsonl
+"""
+
+
+def open_private(path: str) -> int:
+    """Open for writing, mode 0600 (captures hold credentials), never through a symlink.
+
+    An existing file is truncated and its mode narrowed to 0600 too.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise cli.CommandError(f"{path} is a symbolic link; not writing through it "
+                                   f"(give the real path)") from None
+        raise cli.CommandError(f"cannot open {path}: {error.strerror}") from None
+    if stat.S_ISREG(os.fstat(fd).st_mode):  # not /dev/null and the like
+        os.fchmod(fd, 0o600)
+    return fd
+
+
+class Split:
+    def __init__(self, client_path: str, server_path: str, jsonl: bool) -> None:
+        self.paths = {"client": client_path, "server": server_path}
+        self.fds = {side: open_private(path) for side, path in self.paths.items()}
+        self.jsonl = jsonl
+        self.pending: dict[str, list[bytes]] = {"client": [], "server": []}
+
+    def handle(self, record: dict, line: bytes) -> None:
+        side = record.get("from")
+        if self.jsonl:
+            if side in self.pending:
+                self.pending[side] += (line, b"\n")
+            elif "event" in record:  # each file stays a complete stream
+                for lines in self.pending.values():
+                    lines += (line, b"\n")
+            return None
+        if side not in self.pending:
+            return None
+        if "msg" in record:
+            self.pending[side] += (stream.indented(record["msg"]), b"\n")
+        else:
+            raw = stream.content_bytes(record)
+            if raw is not None:
+                self.pending[side] += (raw, b"\n")
+        return None
+
+    def end_of_batch(self) -> None:
+        for side, lines in self.pending.items():
+            if lines:
+                data = b"".join(lines)
+                lines.clear()
+                try:
+                    cli.write_all(self.fds[side], data)
+                except OSError as error:
+                    raise cli.CommandError(f"cannot write {self.paths[side]}: {error.strerror}") from None
+
+    def finish(self) -> None:
+        self.end_of_batch()
+        for fd in self.fds.values():
+            os.close(fd)
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = cli.Parser(PROG, "Write the client's messages to CLIENTFILE and the server's to "
+                        "SERVERFILE, as indented JSON with sorted keys (files are mode 0600).",
+                        EXAMPLE)
+    parser.add_argument("client_file", metavar="CLIENTFILE")
+    parser.add_argument("server_file", metavar="SERVERFILE")
+    parser.add_argument("--jsonl", action="store_true", help="write the tagged records themselves")
+    args = parser.parse_args(argv)
+    return cli.guarded(PROG, lambda: cli.run_stage(
+        PROG, Split(args.client_file, args.server_file, args.jsonl)), debug=args.debug)

@@ -1,0 +1,245 @@
+"""ctistat: a session's statistics when it ends: messages by class, reply
+latency, or network figures. Given a HOST it is the classic tool instead."""
+from __future__ import annotations
+
+import collections
+
+import orjson
+
+from . import cli
+
+PROG = "ctistat"
+
+# Estimated TCP/IP header bytes per read, as the classic ctistat counted them.
+HEADER_BYTES = 50
+
+# Requests still waiting for a reply that one session keeps track of: a client
+# that never gets replies must not make the sink grow without bound.
+MAX_PENDING = 100_000
+
+EXAMPLE = """\
+ctirelay xivo-new | tee session.jsonl | ctistat
+ctistat -n < session.jsonl
+ctistat xivo-new -m                 # the classic tool: relay and statistics in one
+"""
+
+
+class _Session:
+    def __init__(self, conn: object) -> None:
+        self.conn = conn
+        self.open: dict | None = None
+        self.close: dict | None = None
+        self.classes = {"client": collections.Counter(), "server": collections.Counter()}
+        self.bytes = {"client": 0, "server": 0}
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+        self.pending: dict = {}  # commandid -> (ts, class)
+        self.latency: dict[str, list[float]] = collections.defaultdict(list)
+        self.unanswered: collections.Counter = collections.Counter()
+        self.lost = 0
+
+    def add(self, record: dict, side: str) -> None:
+        ts = record.get("ts")
+        if isinstance(ts, (int, float)):
+            if self.first_ts is None:
+                self.first_ts = ts
+            self.last_ts = ts
+        size = record.get("size")
+        if isinstance(size, int):
+            self.bytes[side] += size
+        if "msg" not in record:
+            self.classes[side]["(not JSON)"] += 1
+            return
+        message = record["msg"]
+        if type(message) is not dict:
+            self.classes[side]["(not an object)"] += 1
+            return
+        name = message.get("class")
+        name = name if type(name) is str else "(no class)"
+        self.classes[side][name] += 1
+        if side == "client" and "commandid" in message and isinstance(ts, (int, float)):
+            key = _key(message["commandid"])
+            if key in self.pending:
+                self.unanswered[self.pending.pop(key)[1]] += 1
+            self.pending[key] = (ts, name)
+            if len(self.pending) > MAX_PENDING:
+                oldest = next(iter(self.pending))
+                self.unanswered[self.pending.pop(oldest)[1]] += 1
+        elif side == "server" and "replyid" in message and isinstance(ts, (int, float)):
+            asked = self.pending.pop(_key(message["replyid"]), None)
+            if asked is not None:
+                self.latency[asked[1]].append((ts - asked[0]) * 1000.0)
+
+    def summary(self) -> dict:
+        close = self.close or {}
+        duration = close.get("duration")
+        if not isinstance(duration, (int, float)):
+            duration = (self.last_ts - self.first_ts) if self.first_ts is not None else 0.0
+        sent = close.get("bytes") if isinstance(close.get("bytes"), dict) else self.bytes
+        reads = close.get("reads") if isinstance(close.get("reads"), dict) else None
+        unanswered = collections.Counter(self.unanswered)
+        for _, name in self.pending.values():
+            unanswered[name] += 1
+        latency = {}
+        for name in sorted(set(self.latency) | set(unanswered)):
+            values = sorted(self.latency.get(name, ()))
+            latency[name] = {
+                "count": len(values),
+                "median_ms": _rank(values, 0.5),
+                "p95_ms": _rank(values, 0.95),
+                "max_ms": values[-1] if values else None,
+                "no_reply": unanswered.get(name, 0),
+            }
+        result = {
+            "conn": self.conn,
+            "client": (self.open or {}).get("client"),
+            "server": (self.open or {}).get("server"),
+            "closed_by": close.get("by"),
+            "ended": "closed" if self.close else "input ended",
+            "duration": round(duration, 6),
+            "messages": {side: dict(counter.most_common()) for side, counter in self.classes.items()},
+            "bytes": {side: sent.get(side, 0) for side in ("client", "server")},
+            "reads": ({side: reads.get(side, 0) for side in ("client", "server")} if reads else None),
+            "latency": latency,
+            "lost": self.lost,
+        }
+        if close.get("error"):
+            result["error"] = close["error"]
+        return result
+
+
+def _key(value: object) -> object:
+    # commandid 5 and replyid "5" are the same request
+    return str(value) if not isinstance(value, (dict, list)) else orjson.dumps(value)
+
+
+def _rank(values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile."""
+    if not values:
+        return None
+    index = max(0, min(len(values) - 1, int(-(-fraction * len(values) // 1)) - 1))
+    return round(values[index], 3)
+
+
+class Stat:
+    def __init__(self, network: bool, as_json: bool) -> None:
+        self.network = network
+        self.as_json = as_json
+        self.sessions: dict[object, _Session] = {}
+
+    def _session(self, conn: object) -> _Session:
+        key = _key(conn)
+        session = self.sessions.get(key)
+        if session is None:
+            session = self.sessions[key] = _Session(conn)
+        return session
+
+    def handle(self, record: dict, line: bytes) -> bytes | None:
+        side = record.get("from")
+        if side in ("client", "server"):
+            self._session(record.get("conn")).add(record, side)
+            return None
+        event = record.get("event")
+        if event == "open":
+            self._session(record.get("conn")).open = record
+        elif event == "gap":
+            lost = record.get("lost")
+            self._session(record.get("conn")).lost += lost if isinstance(lost, int) else 0
+        elif event == "close":
+            session = self._session(record.get("conn"))
+            session.close = record
+            del self.sessions[_key(record.get("conn"))]
+            return self._report(session)
+        return None
+
+    def _report(self, session: _Session) -> bytes:
+        summary = session.summary()
+        if self.as_json:
+            return orjson.dumps(summary)
+        return (format_network(summary) if self.network else format_messages(summary)).encode()
+
+    def end_of_batch(self) -> None:
+        pass
+
+    def finish(self) -> bytes | None:
+        """Sessions still open when input ended get their statistics too."""
+        reports = [self._report(session) for session in self.sessions.values()]
+        self.sessions.clear()
+        return b"".join(report + b"\n" for report in reports) or None
+
+
+def _title(summary: dict) -> str:
+    title = f"=== Session {summary['conn']}"
+    if summary["client"]:
+        title += f": {summary['client']} > {summary['server']}"
+    if summary["ended"] == "closed":
+        title += f", closed by {summary['closed_by']} after {summary['duration']:.3f} s"
+    else:
+        title += f", still open when input ended ({summary['duration']:.3f} s seen)"
+    if summary.get("error"):
+        title += f" ({summary['error']})"
+    if summary["lost"]:
+        title += f"; {summary['lost']} records lost by the tap, not counted"
+    return title
+
+
+def format_messages(summary: dict) -> str:
+    lines = [_title(summary)]
+    for side in ("client", "server"):
+        lines.append(f"=== Messages sent by {side}")
+        lines += [f"{name} {count}" for name, count in summary["messages"][side].items()]
+    if summary["latency"]:
+        lines.append("=== Reply latency by class (client commandid -> server replyid), ms")
+        lines.append(f"{'class':<24} {'count':>7} {'median':>9} {'p95':>9} {'max':>9} {'no reply':>9}")
+        for name, row in summary["latency"].items():
+            cells = [_ms(row[key]) for key in ("median_ms", "p95_ms", "max_ms")]
+            lines.append(f"{name:<24} {row['count']:>7} {cells[0]:>9} {cells[1]:>9} {cells[2]:>9} "
+                         f"{row['no_reply']:>9}")
+    return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def format_network(summary: dict) -> str:
+    duration = summary["duration"]
+    sent = summary["bytes"]
+    total = sent["client"] + sent["server"]
+    lines = [_title(summary), "=== Network statistics", f"Running time: {duration:.3f} s"]
+    for side in ("client", "server"):
+        lines.append(f"Bytes sent by {side}: {sent[side]}")
+    lines.append(f"Total bytes: {total}")
+    rate = (lambda n: f"{n / duration:.1f}") if duration > 0 else (lambda n: "-")
+    lines.append(f"Bytes per second: client {rate(sent['client'])}, server {rate(sent['server'])}, "
+                 f"total {rate(total)}")
+    reads = summary["reads"]
+    if reads:
+        lines.append(f"IP packets (reads) sent by client: {reads['client']}, by server: "
+                     f"{reads['server']}, total: {reads['client'] + reads['server']}")
+        wire = {side: sent[side] + HEADER_BYTES * reads[side] for side in ("client", "server")}
+        lines.append(f"Estimated bytes on the wire ({HEADER_BYTES} header bytes per packet): "
+                     f"client {wire['client']}, server {wire['server']}, "
+                     f"total {wire['client'] + wire['server']}")
+    else:
+        lines.append("IP packets: unknown (no close record)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    if any(not arg.startswith("-") for arg in argv):
+        from . import classic  # a HOST was given: the classic tool
+        return classic.main_stat(argv)
+    parser = cli.Parser(PROG, "Print each session's statistics when it ends (its close record, "
+                        "or the end of input). With a HOST, relay to it and do the same.",
+                        EXAMPLE)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("-m", "--msg", action="store_true", help="messages by class per side (default)")
+    mode.add_argument("-n", "--network", action="store_true",
+                      help="bytes, reads, rates and running time")
+    parser.add_argument("--json", action="store_true", help="one JSON object per session")
+    args = parser.parse_args(argv)
+    return cli.guarded(PROG, lambda: cli.run_stage(PROG, Stat(args.network, args.json)),
+                       debug=args.debug)
