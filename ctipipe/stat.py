@@ -87,7 +87,7 @@ class _Session:
                 "count": len(values),
                 "median_ms": _rank(values, 0.5),
                 "p95_ms": _rank(values, 0.95),
-                "max_ms": values[-1] if values else None,
+                "max_ms": round(values[-1], 3) if values else None,
                 "no_reply": unanswered.get(name, 0),
             }
         result = {

@@ -1,0 +1,400 @@
+"""The filters and sinks: their logic in-process, and each command on real pipes."""
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given, strategies as st
+
+from ctipipe import stream
+from ctipipe.include import Exclude
+from ctipipe.paths import Expression
+from ctipipe.strip import Strip
+from helpers import WAIT, Proc, command
+
+GOLDEN = Path(__file__).parent / "golden"
+SESSION = (GOLDEN / "session.jsonl").read_bytes()
+UTC = {**os.environ, "TZ": "UTC"}
+
+
+def run(name: str, *args: str, data: bytes = SESSION, env=UTC) -> subprocess.CompletedProcess:
+    return subprocess.run(command(name, *args), input=data, capture_output=True, timeout=WAIT,
+                          env=env)
+
+
+# --- golden input / expected pairs -------------------------------------------
+
+GOLDEN_CASES = {
+    "strip.expected": ("ctistrip", "timenow", "config.lastcall"),
+    "include.expected": ("ctiinclude", "class=getlist", "commandid=5"),
+    "include-server.expected": ("ctiinclude", "--from", "server"),
+    "exclude.expected": ("ctiexclude", "class=getlist"),
+    "pretty.expected": ("ctipretty", "--color", "never"),
+    "pretty-compact.expected": ("ctipretty", "--compact", "--color", "never"),
+    "stat.expected": ("ctistat",),
+    "stat-network.expected": ("ctistat", "-n"),
+    "stat-json.expected": ("ctistat", "--json"),
+}
+
+
+@pytest.mark.parametrize("expected", sorted(GOLDEN_CASES))
+def test_golden(expected):
+    result = run(*GOLDEN_CASES[expected])
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == b""
+    assert result.stdout.decode() == (GOLDEN / expected).read_text()
+
+
+def test_filters_keep_untouched_lines_byte_for_byte():
+    for args in (("ctistrip", "no_such_field"), ("ctiexclude", "class=nothing"),
+                 ("ctiinclude", "--from", "client")):
+        result = run(*args)
+        kept = set(result.stdout.splitlines())
+        assert kept <= set(SESSION.splitlines())
+
+
+def test_strip_keeps_key_order_and_ts_text():
+    out = run("ctistrip", "timenow").stdout.splitlines()
+    stripped = [line for line in out if b'"sessionid"' in line][0]
+    assert stripped.startswith(b'{"ts":1764262479.126340,"conn":1,"from":"server","size":75,"msg":')
+    assert list(json.loads(stripped)) == ["ts", "conn", "from", "size", "msg"]
+
+
+def test_redact_masks_credentials_at_any_depth():
+    data = (b'{"ts":1.000000,"conn":1,"from":"client","size":9,"msg":{"class":"login_pass",'
+            b'"hashedpassword":"e5229e","nested":{"token":"t0k","list":[{"password":"p"}]},"pin":"1234"}}\n')
+    out = json.loads(run("ctistrip", "--redact", "--redact-field", "pin", data=data).stdout)
+    assert out["msg"] == {"class": "login_pass", "hashedpassword": "***",
+                          "nested": {"token": "***", "list": [{"password": "***"}]}, "pin": "***"}
+
+
+def test_expressions_compare_json_text():
+    assert Expression("commandid=5").matches({"commandid": 5})
+    assert Expression("commandid=5").matches({"commandid": "5"})
+    assert not Expression("commandid=5").matches({"commandid": 50})
+    assert Expression("config.enablednd=false").matches({"config": {"enablednd": False}})
+    assert Expression("voicemailid=null").matches({"voicemailid": None})
+    assert not Expression("voicemailid=null").matches({})
+    assert Expression("class=").matches({"class": ""})
+    assert not Expression("a.b=1").matches({"a": [1]})
+    assert not Expression("class=x").matches([1, 2])
+
+
+@pytest.mark.parametrize("name,args", [("ctiinclude", ["class"]), ("ctiexclude", ["=x"]),
+                                       ("ctiexclude", []), ("ctistrip", []),
+                                       ("ctistrip", ["a..b"]), ("ctistat", ["-m", "-n"]),
+                                       ("ctipretty", ["--color", "pink"]), ("ctisplit", ["one"])])
+def test_usage_errors_exit_2_in_one_line_before_reading(name, args):
+    # stdin is a pipe nobody writes to: a usage error must not wait for it
+    proc = Proc(command(name, *args), stdin=subprocess.PIPE)
+    assert proc.finish() == 2
+    assert proc.err.count("\n") == 1 and proc.err.startswith(f"{name}: error:")
+
+
+@pytest.mark.parametrize("name", ["ctistrip", "ctiinclude", "ctiexclude", "ctipretty", "ctisplit",
+                                  "ctistat"])
+def test_help_has_an_example(name):
+    result = subprocess.run(command(name, "--help"), capture_output=True, timeout=WAIT)
+    assert result.returncode == 0
+    assert b"example:" in result.stdout and name.encode() in result.stdout.split(b"example:")[1]
+
+
+def test_malformed_lines_are_reported_with_their_number_and_skipped():
+    lines = SESSION.splitlines()
+    bad = b"\n".join([lines[0], b"{not json", b"[1,2]", b'"text"', lines[1], b"\xff\xfe"]) + b"\n"
+    for name, args in [("ctistrip", ["x"]), ("ctiexclude", ["a=b"]), ("ctipretty", []),
+                       ("ctistat", []), ("ctiinclude", ["--from", "client"])]:
+        result = run(name, *args, data=bad)
+        assert result.returncode == 0
+        errors = result.stderr.decode().splitlines()
+        assert [e.split(":")[1].strip() for e in errors] == ["line 2", "line 3", "line 4", "line 6"]
+        assert b"Traceback" not in result.stderr
+    for line in run("ctistrip", "x", data=bad).stdout.splitlines():
+        json.loads(line)  # the rest is well-formed
+
+
+def test_last_line_without_newline_is_still_handled():
+    result = run("ctistrip", "x", data=SESSION.rstrip(b"\n"))
+    assert result.stdout == SESSION
+
+
+def test_unicode_and_very_large_messages():
+    big = {"class": "getlist", "list": [f"Zoé Müller 李 {n}" for n in range(200000)]}
+    line = (b'{"ts":1.000000,"conn":1,"from":"server","size":1,"msg":' + orjson.dumps(big) + b"}\n")
+    assert len(line) > 4_000_000
+    result = run("ctistrip", "timenow", data=line * 3)
+    assert result.stdout == line * 3
+    pretty = run("ctipretty", "--color", "never", data=line)
+    assert json.loads(pretty.stdout.split(b"\n", 1)[1]) == big
+
+
+# --- live behaviour on real pipes -----------------------------------------------
+
+CHAIN = [["ctistrip", "timenow"], ["ctiinclude", "--from", "server"], ["ctiexclude", "class=nope"],
+         ["ctistrip", "tid"], ["ctipretty", "--compact", "--color", "never"]]
+
+
+def start_pipeline(stages):
+    procs = []
+    previous = None
+    for index, argv in enumerate(stages):
+        last = index == len(stages) - 1
+        popen_out = subprocess.PIPE
+        proc = subprocess.Popen(command(*argv), stdin=previous.stdout if previous else subprocess.PIPE,
+                                stdout=popen_out, stderr=subprocess.PIPE, env=UTC)
+        if previous:
+            previous.stdout.close()
+        procs.append(proc)
+        previous = proc
+    return procs
+
+
+def read_until(fd, needle: bytes, timeout=WAIT) -> bytes:
+    import select
+    got = b""
+    deadline = time.monotonic() + timeout
+    while needle not in got:
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out waiting for {needle!r}; got {got!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 65536)
+            assert chunk, f"EOF before {needle!r}; got {got!r}"
+            got += chunk
+    return got
+
+
+def kill_all(procs):
+    for proc in procs:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(WAIT)
+
+
+def test_a_message_crosses_five_stages_at_once_while_input_stays_open():
+    procs = start_pipeline(CHAIN)
+    try:
+        lines = SESSION.splitlines(keepends=True)
+        procs[0].stdin.write(lines[2])  # one server message, input left open
+        procs[0].stdin.flush()
+        got = read_until(procs[-1].stdout.fileno(), b'"sessionid":"21UaGDfst7"')
+        assert b"Server > Client" in got and b"timenow" not in got
+        procs[0].stdin.write(lines[4])
+        procs[0].stdin.flush()
+        read_until(procs[-1].stdout.fileno(), b'"capalist":[2]')
+        procs[0].stdin.close()
+        assert [p.wait(WAIT) for p in procs] == [0] * 5
+    finally:
+        kill_all(procs)
+
+
+def test_closed_stdout_ends_a_stage_quietly():
+    big = SESSION * 5000
+    for name, args in [("ctistrip", ["timenow"]), ("ctipretty", []), ("ctiexclude", ["a=b"])]:
+        proc = subprocess.Popen(command(name, *args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+
+        def feed():
+            try:
+                proc.stdin.write(big)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+
+        writer = threading.Thread(target=feed)
+        writer.start()
+        proc.stdout.readline()
+        proc.stdout.close()  # `| head -1`
+        assert proc.wait(WAIT) == 0
+        writer.join(WAIT)
+        assert proc.stderr.read() == b""
+
+
+def test_sigint_on_a_pipe_finishes_the_input_then_summarises():
+    proc = subprocess.Popen(command("ctistat", "--json"), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        lines = SESSION.splitlines(keepends=True)
+        proc.stdin.write(b"".join(lines[:8]))
+        proc.stdin.flush()
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGINT)  # Ctrl-C: the relay upstream would now close
+        time.sleep(0.2)
+        assert proc.poll() is None  # still reading
+        proc.stdin.write(b"".join(lines[8:]))
+        proc.stdin.close()
+        assert proc.wait(WAIT) == 0
+        summaries = [json.loads(line) for line in proc.stdout.read().splitlines()]
+        assert [s["conn"] for s in summaries] == [2, 1]
+        assert summaries[1]["messages"]["client"]["ipbxcommand"] == 1  # read after the SIGINT
+    finally:
+        kill_all([proc])
+
+
+def test_stat_reports_sessions_still_open_at_end_of_input():
+    lines = SESSION.splitlines(keepends=True)
+    result = run("ctistat", data=b"".join(lines[:9]))
+    text = result.stdout.decode()
+    assert text.count("still open when input ended") == 2
+    assert "=== Messages sent by client\nlogin_id 1\nlogin_pass 1\ngetlist 1" in text
+
+
+def test_stat_latency_pairs_commandid_with_replyid():
+    records = []
+    for n in range(100):
+        records.append({"ts": 100.0 + n, "conn": 1, "from": "client", "size": 1,
+                        "msg": {"class": "getlist", "commandid": n}})
+        records.append({"ts": 100.0 + n + (n + 1) / 1000, "conn": 1, "from": "server", "size": 1,
+                        "msg": {"class": "getlist", "replyid": n}})
+    records.append({"ts": 300.0, "conn": 1, "from": "client", "size": 1,
+                    "msg": {"class": "ipbxcommand", "commandid": 999}})
+    data = b"".join(orjson.dumps(r) + b"\n" for r in records)
+    [summary] = [json.loads(line) for line in run("ctistat", "--json", data=data).stdout.splitlines()]
+    getlist = summary["latency"]["getlist"]
+    assert getlist["count"] == 100 and getlist["no_reply"] == 0
+    assert getlist["median_ms"] == pytest.approx(50, abs=0.01)
+    assert getlist["p95_ms"] == pytest.approx(95, abs=0.01)
+    assert getlist["max_ms"] == pytest.approx(100, abs=0.01)
+    assert summary["latency"]["ipbxcommand"]["no_reply"] == 1
+
+
+# --- ctisplit ------------------------------------------------------------------------
+
+def test_split_writes_classic_layout_with_mode_0600(tmp_path):
+    client, server = tmp_path / "client", tmp_path / "server"
+    server.write_text("old content")
+    server.chmod(0o644)
+    result = run("ctisplit", str(client), str(server))
+    assert result.returncode == 0, result.stderr
+    assert client.stat().st_mode & 0o777 == 0o600
+    assert server.stat().st_mode & 0o777 == 0o600
+    expected_client = [json.loads(line)["msg"] for line in SESSION.splitlines()
+                       if b'"from":"client"' in line]
+    text = client.read_text()
+    assert text == "".join(json.dumps(m, indent=4, sort_keys=True, ensure_ascii=False) + "\n"
+                           for m in expected_client)
+    server_bytes = server.read_bytes()
+    assert b"not json at\n\xff\xfe\n" in server_bytes
+    assert b'"firstname": "Bj\xc3\xb6rn"' in server_bytes
+
+
+def test_split_jsonl_keeps_records_and_events(tmp_path):
+    client, server = tmp_path / "c.jsonl", tmp_path / "s.jsonl"
+    assert run("ctisplit", str(client), str(server), "--jsonl").returncode == 0
+    for path, side in ((client, "client"), (server, "server")):
+        records = [json.loads(line) for line in path.read_bytes().splitlines()]
+        assert all(r.get("from", side) == side for r in records)
+        assert sum(1 for r in records if r.get("event") == "close") == 2
+
+
+def test_split_refuses_a_planted_symlink(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.write_text("precious")
+    link = tmp_path / "client"
+    link.symlink_to(target)
+    result = run("ctisplit", str(link), str(tmp_path / "server"))
+    assert result.returncode == 1
+    assert result.stderr.decode().count("\n") == 1 and b"symbolic link" in result.stderr
+    assert target.read_text() == "precious"
+
+
+def test_split_bad_path_fails_at_once(tmp_path):
+    proc = Proc(command("ctisplit", str(tmp_path / "no" / "dir"), str(tmp_path / "s")),
+                stdin=subprocess.PIPE)
+    assert proc.finish() == 1  # before any input arrives
+    assert proc.err.startswith("ctisplit: error: cannot open") and proc.err.count("\n") == 1
+
+
+def test_split_full_disk_is_one_error_and_what_was_written_stays(tmp_path):
+    result = run("ctisplit", str(tmp_path / "client"), "/dev/full")
+    assert result.returncode == 1
+    assert result.stderr.decode().strip() == "ctisplit: error: cannot write /dev/full: No space left on device"
+
+
+def test_split_sigterm_keeps_what_was_read(tmp_path):
+    client = tmp_path / "client"
+    proc = subprocess.Popen(command("ctisplit", str(client), str(tmp_path / "server")),
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        lines = SESSION.splitlines(keepends=True)
+        proc.stdin.write(b"".join(lines[:4]))
+        proc.stdin.flush()
+        deadline = time.monotonic() + WAIT
+        while not client.exists() or b"login_pass" not in client.read_bytes():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(WAIT) == 0
+        assert client.read_text().count('"class"') == 2
+    finally:
+        kill_all([proc])
+
+
+# --- properties --------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.text(max_size=20)
+    | st.floats(allow_nan=False, allow_infinity=False, min_value=-1e15, max_value=1e15),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children,
+                                                                         max_size=4),
+    max_leaves=20)
+messages = st.dictionaries(st.sampled_from(["class", "timenow", "commandid", "config", "tid", "x"]),
+                           json_values, max_size=6)
+
+
+@given(json_values)
+def test_indented_is_json_dumps_indent_4_sorted(value):
+    ours = stream.indented(value).decode()
+    assert json.loads(ours) == value or value != value
+    if not _has_float(value):
+        assert ours == json.dumps(value, indent=4, sort_keys=True, ensure_ascii=False)
+
+
+def _has_float(value) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, list):
+        return any(_has_float(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_float(v) for v in value.values())
+    return False
+
+
+def record_line(message, side="server") -> bytes:
+    return b'{"ts":1764262479.126340,"conn":1,"from":"%s","size":10,"msg":%s}' % (
+        side.encode(), orjson.dumps(message))
+
+
+@given(st.lists(messages, max_size=10), st.lists(st.sampled_from(["timenow", "config.x", "tid", "x.y.z"]),
+                                                 min_size=1, max_size=3))
+def test_strip_changes_only_the_named_fields(batch, fields):
+    stage = Strip(fields, set())
+    for message in batch:
+        line = record_line(message)
+        out = stage.handle(orjson.loads(line), line)
+        got, want = orjson.loads(out), orjson.loads(line)
+        for field in fields:
+            *parents, last = field.split(".")
+            node = want["msg"]
+            for key in parents:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(last, None)
+        assert got == want
+        if out != line:
+            assert out.startswith(b'{"ts":1764262479.126340,"conn":1,"from":"server","size":10,"msg":')
+
+
+@given(st.lists(messages, max_size=10), st.sampled_from(["class=getlist", "tid=1", "x=null"]))
+def test_exclude_never_changes_what_it_keeps(batch, expression):
+    stage = Exclude([Expression(expression)])
+    for message in batch:
+        line = record_line(message)
+        out = stage.handle(orjson.loads(line), line)
+        assert out is None or out is line
+        assert (out is None) == Expression(expression).matches(message)
