@@ -1,0 +1,306 @@
+"""The classic names as users type them, end to end: a stand-in CTI server and a
+client on 127.0.0.1, the wrapper and its real pipeline of stage processes."""
+import base64
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from helpers import LOCALHOST, WAIT, Proc, command, free_port, recv_all
+
+REPO = Path(__file__).resolve().parent.parent
+HEADER = re.compile(r"^    \d\d:\d\d:\d\d\.\d{6} (Client > Server|Server > Client)( \(.*\))?(  \[session \d+\])?$")
+
+CLIENT_MESSAGES = [
+    {"class": "login_id", "commandid": 1092130023, "userlogin": "alice", "company": "default"},
+    {"class": "login_pass", "commandid": 1646064863, "hashedpassword": "e5229ef45824333e0f8bbeed20dccfa2ddcb1c80"},
+    {"class": "getlist", "commandid": 489035169, "function": "listid", "listname": "users", "tipbxid": "xivo"},
+    {"class": "getlist", "commandid": 5, "function": "updateconfig", "listname": "users", "tid": "17"},
+    {"class": "ipbxcommand", "command": "dial", "commandid": 1683305913, "destination": "exten:xivo/1202"},
+]
+SERVER_MESSAGES = [
+    {"class": "login_id", "sessionid": "21UaGDfst7", "timenow": 1361268824.64, "xivoversion": "1.2"},
+    {"capalist": [2], "class": "login_pass", "replyid": 1646064863, "timenow": 1361268824.68},
+    {"class": "getlist", "function": "listid", "listname": "users", "list": ["1", "17"],
+     "replyid": 489035169, "timenow": 1362735061.17},
+    {"class": "getlist", "function": "updateconfig", "listname": "users", "tid": "17", "replyid": 5,
+     "timenow": 1362741166.4, "config": {"firstname": "Björn", "lastname": "Lindström"}},
+    {"class": "ipbxcommand", "command": "dial", "ipbxreply": 1, "replyid": 1683305913, "timenow": 1395756534.64},
+    {"class": "dial_success", "exten": "1202"},
+    {"class": "getlist", "function": "updatestatus", "listname": "agents", "tid": 7,
+     "timenow": 1362664323.94, "status": {"availability": "available", "on_call": False}},
+]
+
+
+def wire(messages) -> bytes:
+    return b"".join(orjson.dumps(m) + b"\n" for m in messages)
+
+
+class Classic(Proc):
+    """A classic tool started with a relay port chosen for the test."""
+
+    def __init__(self, name: str, server_port: int, *args: str, **popen):
+        self.listen_port = free_port()
+        super().__init__(command(name, LOCALHOST, "--port", str(server_port), "--listen-addr",
+                                 LOCALHOST, "--listen-port", str(self.listen_port), *args),
+                         env={**os.environ, "TZ": "UTC"}, **popen)
+
+    def connect(self) -> socket.socket:
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                return socket.create_connection((LOCALHOST, self.listen_port), timeout=WAIT)
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, f"never listened; stderr: {self.err}"
+                assert self.popen.poll() is None, f"exited early; stderr: {self.err}"
+                time.sleep(0.05)
+
+    def children(self) -> list[int]:
+        path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        return [int(pid) for pid in path.read_text().split()]
+
+
+def converse(tool: Classic, server, client_messages=CLIENT_MESSAGES, server_messages=SERVER_MESSAGES):
+    """One session: the client speaks, the server answers, both close."""
+    client = tool.connect()
+    upstream = server.accept()
+    client.sendall(wire(client_messages))
+    assert recv_all(upstream, len(wire(client_messages))) == wire(client_messages)
+    upstream.sendall(wire(server_messages))
+    assert recv_all(client, len(wire(server_messages))) == wire(server_messages)
+    client.close()
+    upstream.close()
+
+
+def shown(output: bytes):
+    """(direction, message) pairs from ctispy's compact output."""
+    lines = output.decode().splitlines()
+    pairs = []
+    for header, body in zip(lines, lines[1:]):
+        match = HEADER.match(header)
+        if match and not match.group(2):
+            pairs.append((match.group(1), json.loads(body)))
+    return pairs
+
+
+def test_ctispy_shows_every_message_in_order_with_classic_headers(server):
+    tool = Classic("ctispy", server.port)
+    converse(tool, server)
+    assert tool.finish() == 0, tool.err
+    pairs = shown(tool.out)
+    assert [m for d, m in pairs if d == "Client > Server"] == CLIENT_MESSAGES
+    assert [m for d, m in pairs if d == "Server > Client"] == SERVER_MESSAGES
+    lines = tool.out.decode().splitlines()
+    assert lines[0].startswith("--- ") and "session 1 opened" in lines[0]
+    assert "session 1 closed by" in lines[-1]
+    # compact: one line per message, keys sorted
+    assert lines[2] == json.dumps(CLIENT_MESSAGES[0], sort_keys=True, separators=(",", ":"))
+
+
+def test_ctispy_pretty_print_indents(server):
+    tool = Classic("ctispy", server.port, "--pretty-print")
+    converse(tool, server)
+    assert tool.finish() == 0
+    text = tool.out.decode()
+    assert json.dumps(SERVER_MESSAGES[3], indent=4, sort_keys=True, ensure_ascii=False) in text
+    assert "    \"firstname\": \"Björn\"," in text
+
+
+def test_ctispy_raw_shows_the_traffic_undecoded(server):
+    tool = Classic("ctispy", server.port, "--raw")
+    client = tool.connect()
+    upstream = server.accept()
+    client.sendall(b'{"class":"login_id"}\nnot json at all\n')
+    assert recv_all(upstream, 37)
+    upstream.sendall(b'\xff\xfe binary\n')
+    assert recv_all(client, 10) == b'\xff\xfe binary\n'
+    client.close()
+    upstream.close()
+    assert tool.finish() == 0
+    text = tool.out.decode()
+    assert '{"class":"login_id"}\nnot json at all' in text
+    assert base64.b64encode(b'\xff\xfe binary\n').decode() in text  # not UTF-8: base64
+
+
+def test_ctispy_strip_removes_the_fields(server):
+    tool = Classic("ctispy", server.port, "--strip", "timenow", "-s", "commandid", "--strip", "replyid")
+    converse(tool, server)
+    assert tool.finish() == 0
+    pairs = shown(tool.out)
+    assert len(pairs) == len(CLIENT_MESSAGES) + len(SERVER_MESSAGES)
+    for _, message in pairs:
+        assert not {"timenow", "commandid", "replyid"} & set(message)
+    assert pairs[0][1] == {k: v for k, v in CLIENT_MESSAGES[0].items() if k != "commandid"}
+
+
+@pytest.mark.parametrize("option", ["--include", "-i"])
+def test_ctispy_include(server, option):
+    tool = Classic("ctispy", server.port, option, "class=getlist")
+    converse(tool, server)
+    assert tool.finish() == 0
+    want = [m for m in CLIENT_MESSAGES + SERVER_MESSAGES if m["class"] == "getlist"]
+    canonical = lambda messages: sorted(json.dumps(m, sort_keys=True) for m in messages)  # noqa: E731
+    assert canonical(m for _, m in shown(tool.out)) == canonical(want)
+
+
+def test_ctispy_exclude(server):
+    tool = Classic("ctispy", server.port, "-e", "class=getlist", "--exclude", "class=dial_success")
+    converse(tool, server)
+    assert tool.finish() == 0
+    got = [m for _, m in shown(tool.out)]
+    assert got and all(m["class"] not in ("getlist", "dial_success") for m in got)
+    assert len(got) == sum(1 for m in CLIENT_MESSAGES + SERVER_MESSAGES
+                           if m["class"] not in ("getlist", "dial_success"))
+
+
+@pytest.mark.parametrize("option,kept", [("--no-client", "Server > Client"),
+                                         ("--no-server", "Client > Server")])
+def test_ctispy_one_side(server, option, kept):
+    tool = Classic("ctispy", server.port, option)
+    converse(tool, server)
+    assert tool.finish() == 0
+    pairs = shown(tool.out)
+    assert pairs and {d for d, _ in pairs} == {kept}
+    assert len(pairs) == len(SERVER_MESSAGES if kept.startswith("Server") else CLIENT_MESSAGES)
+
+
+def test_ctispy_loop_tells_sessions_apart_and_stops_on_sigint(server):
+    tool = Classic("ctispy", server.port, "--loop")
+    converse(tool, server)
+    converse(tool, server, CLIENT_MESSAGES[:1], SERVER_MESSAGES[:1])
+    tool.wait_for(lambda p: b"session 2 closed" in p.out, what="second session closed")
+    assert tool.popen.poll() is None
+    tool.signal(signal.SIGINT)
+    assert tool.finish() == 0
+    text = tool.out.decode()
+    assert "session 1 opened" in text and "session 2 opened" in text
+    assert "Client > Server  [session 2]" in text
+
+
+def test_ctisave_writes_both_sides_mode_0600(server, tmp_path):
+    client_file, server_file = tmp_path / "cti-client", tmp_path / "cti-server"
+    tool = Classic("ctisave", server.port, str(client_file), str(server_file), "--strip", "timenow",
+                   "--strip", "commandid", "--strip", "replyid")
+    converse(tool, server)
+    assert tool.finish() == 0, tool.err
+    for path, sent in ((client_file, CLIENT_MESSAGES), (server_file, SERVER_MESSAGES)):
+        assert path.stat().st_mode & 0o777 == 0o600
+        stripped = [{k: v for k, v in m.items() if k not in ("timenow", "commandid", "replyid")}
+                    for m in sent]
+        assert path.read_text() == "".join(
+            json.dumps(m, indent=4, sort_keys=True, ensure_ascii=False) + "\n" for m in stripped)
+
+
+def test_ctisave_redact_masks_the_password(server, tmp_path):
+    client_file, server_file = tmp_path / "c", tmp_path / "s"
+    tool = Classic("ctisave", server.port, str(client_file), str(server_file), "--redact")
+    converse(tool, server)
+    assert tool.finish() == 0
+    assert "e5229ef4" not in client_file.read_text()
+    assert '"hashedpassword": "***"' in client_file.read_text()
+
+
+def test_ctisave_bad_path_is_one_line_before_listening(server, tmp_path):
+    tool = Classic("ctisave", server.port, str(tmp_path / "missing" / "c"), str(tmp_path / "s"))
+    assert tool.finish() == 1
+    assert tool.err.count("\n") == 1 and "cannot open" in tool.err
+
+
+@pytest.mark.parametrize("mode", ["-m", None])
+def test_ctistat_counts_messages_by_class(server, mode):
+    tool = Classic("ctistat", server.port, *([mode] if mode else []))
+    converse(tool, server)
+    assert tool.finish() == 0, tool.err
+    text = tool.out.decode()
+    for side, sent in (("client", CLIENT_MESSAGES), ("server", SERVER_MESSAGES)):
+        section = text.split(f"=== Messages sent by {side}\n")[1].split("===")[0]
+        counts = dict(line.rsplit(" ", 1) for line in section.strip().splitlines())
+        expected = {}
+        for m in sent:
+            expected[m["class"]] = expected.get(m["class"], 0) + 1
+        assert {k: int(v) for k, v in counts.items()} == expected
+
+
+def test_ctistat_network(server):
+    tool = Classic("ctistat", server.port, "-n")
+    converse(tool, server)
+    assert tool.finish() == 0
+    text = tool.out.decode()
+    assert f"Bytes sent by client: {len(wire(CLIENT_MESSAGES))}\n" in text
+    assert f"Bytes sent by server: {len(wire(SERVER_MESSAGES))}\n" in text
+    assert "Running time:" in text and "IP packets (reads)" in text
+
+
+def test_ctrl_c_stops_the_pipeline_and_ctistat_still_summarises(server):
+    tool = Classic("ctistat", server.port)
+    client = tool.connect()
+    upstream = server.accept()
+    client.sendall(wire(CLIENT_MESSAGES[:3]))
+    assert recv_all(upstream, len(wire(CLIENT_MESSAGES[:3])))
+    time.sleep(0.3)
+    # Ctrl-C in a terminal signals the whole foreground group: wrapper and every stage
+    for pid in [tool.pid, *tool.children()]:
+        os.kill(pid, signal.SIGINT)
+    assert tool.finish() == 0, tool.err
+    assert "closed by relay" in tool.out.decode()
+    assert "=== Messages sent by client\nlogin_id 1\nlogin_pass 1\ngetlist 1" in tool.out.decode()
+    assert "Traceback" not in tool.err
+    assert recv_all(client) == b""
+
+
+def test_a_dying_stage_is_named_and_stops_the_pipeline(server):
+    tool = Classic("ctispy", server.port, "--strip", "timenow")
+    client = tool.connect()
+    upstream = server.accept()
+    children = tool.children()
+    assert len(children) == 3  # ctirelay | ctistrip | ctipretty
+    os.kill(children[1], signal.SIGKILL)
+    assert tool.finish() != 0
+    assert "ctistrip stopped (killed by SIGKILL)" in tool.err
+    assert all(not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+               for pid in children)
+    client.close()
+    upstream.close()
+
+
+@pytest.mark.parametrize("name,args", [
+    ("ctispy", ["xivo", "--no-client", "--no-server"]),
+    ("ctispy", ["xivo", "--include", "class"]),
+    ("ctispy", ["xivo", "--raw", "--strip", "timenow"]),
+    ("ctispy", []),
+    ("ctistat", ["xivo", "-m", "-n"]),
+    ("ctisave", ["xivo", "onlyonefile"]),
+])
+def test_usage_errors_exit_2_before_listening(name, args):
+    proc = Proc(command(name, *args))
+    assert proc.finish() == 2
+    assert proc.err.count("\n") == 1 and proc.err.startswith(f"{name}: error:")
+
+
+@pytest.mark.parametrize("name", ["ctispy", "ctisave", "ctistat", "ctirelay", "ctidemo"])
+def test_bin_scripts_run_from_the_clone(name):
+    result = subprocess.run([str(REPO / "bin" / name), "--help"], capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert b"example:" in result.stdout
+
+
+def test_demo_runs_end_to_end():
+    port = free_port()
+    proc = Proc(command("ctidemo", "--listen-port", str(port), "--compact", "--pause", "0"),
+                env={**os.environ, "TZ": "UTC"})
+    assert proc.finish(timeout=30) == 0, proc.err
+    pairs = shown(proc.out)
+    classes = [m.get("class") for _, m in pairs]
+    assert classes[:6] == ["login_id", "login_id", "login_pass", "login_pass", "login_capas", "login_capas"]
+    replies = {m["replyid"] for d, m in pairs if d == "Server > Client" and "replyid" in m}
+    asked = {m["commandid"] for d, m in pairs if d == "Client > Server" and m["class"] == "ipbxcommand"}
+    assert asked and asked <= replies  # ipbxcommand replies carry the request's commandid
+    assert any("ö" in json.dumps(m, ensure_ascii=False) for _, m in pairs)
+    assert "session 1 closed by client" in proc.out.decode()
