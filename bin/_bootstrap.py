@@ -58,3 +58,9 @@ def run_tests() -> None:
     _ensure_venv()
     os.chdir(REPO)
     os.execv(PYTHON, [str(PYTHON), "-m", "pytest", *sys.argv[1:]])
+
+
+def run_script(relative_path: str) -> None:
+    """Replace this process with a script of the clone run by .venv's python."""
+    _ensure_venv()
+    os.execv(PYTHON, [str(PYTHON), str(REPO / relative_path), *sys.argv[1:]])

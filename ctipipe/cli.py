@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import gc
 import os
 import signal
 import sys
@@ -168,19 +169,16 @@ class Stage(Protocol):
     def handle(self, record: dict, line: bytes) -> bytes | None:
         """Return what to write for this record (without newline), or None."""
 
-    def end_of_batch(self) -> None:
-        """Called after each read's lines are handled (sinks with files flush here)."""
+    def end_of_batch(self) -> bytes | None:
+        """Called after each read's lines are handled; may return more to write
+        (stages that render a whole batch at once), or write files itself."""
 
     def finish(self) -> bytes | None:
         """Called once at end of input (or Ctrl-C on a terminal); return a summary."""
 
 
 class _Stop(Exception):
-    """Raised from a signal handler: stop reading, finish, exit."""
-
-
-def _stop(signum, frame):
-    raise _Stop
+    """Raised from a signal handler while waiting for input: stop, finish, exit."""
 
 
 def run_stage(prog: str, stage: Stage, infd: int = 0, outfd: int = 1) -> int:
@@ -189,11 +187,22 @@ def run_stage(prog: str, stage: Stage, infd: int = 0, outfd: int = 1) -> int:
     One read, the handling of every complete line in it, one write: messages
     flow at once when traffic is slow and in large writes when it is heavy.
     Ctrl-C: reading a pipe we keep going until the producer closes it (it
-    writes its close events first); reading a terminal we stop at once.
+    writes its close events first); reading a terminal we stop. SIGTERM stops
+    us too. A stop never cuts a batch in half: while a batch is being handled
+    the signal is only noted, and acted on once it has been written.
     """
     reading_terminal = os.isatty(infd)
-    signal.signal(signal.SIGINT, signal.default_int_handler if reading_terminal else signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _stop)
+    waiting = False
+    stop_requested = False
+
+    def on_stop(signum, frame):
+        nonlocal stop_requested
+        if waiting:
+            raise _Stop
+        stop_requested = True
+
+    signal.signal(signal.SIGINT, on_stop if reading_terminal else signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, on_stop)
     loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
     handle = stage.handle
     lineno = 0
@@ -207,28 +216,41 @@ def run_stage(prog: str, stage: Stage, infd: int = 0, outfd: int = 1) -> int:
         elif malformed == MAX_WARNINGS + 1:
             report(prog, "more malformed lines; counting them without a message each")
 
-    try:
-        for lines in stream.read_lines(infd):
-            out = []
-            for line in lines:
-                lineno += 1
-                try:
-                    record = loads(line)
-                except JSONDecodeError as error:
-                    warn(lineno, f"not JSON ({error})")
-                    continue
-                if type(record) is not dict:
-                    warn(lineno, "not a JSON object")
-                    continue
-                result = handle(record, line)
-                if result is not None:
-                    out.append(result)
-            if out:
-                out.append(b"")
-                write_all(outfd, b"\n".join(out))
-            stage.end_of_batch()
-    except (KeyboardInterrupt, _Stop):
-        pass
+    # Records are trees without cycles, freed as soon as they are handled: the
+    # cycle collector would only rescan them (about a tenth of a stage's time).
+    gc.disable()
+    begin_batch = getattr(stage, "begin_batch", None)
+    batches = stream.read_blocks(infd)
+    while not stop_requested:
+        waiting = True
+        try:
+            block = next(batches)
+        except (StopIteration, _Stop):
+            break
+        finally:
+            waiting = False
+        if begin_batch is not None:
+            begin_batch(block)
+        out = []
+        for line in block.split(b"\n"):
+            lineno += 1
+            try:
+                record = loads(line)
+            except JSONDecodeError as error:
+                warn(lineno, f"not JSON ({error})")
+                continue
+            if type(record) is not dict:
+                warn(lineno, "not a JSON object")
+                continue
+            result = handle(record, line)
+            if result is not None:
+                out.append(result)
+        rendered = stage.end_of_batch()
+        if rendered is not None:
+            out.append(rendered)
+        if out:
+            out.append(b"")
+            write_all(outfd, b"\n".join(out))
     summary = stage.finish()
     if summary:
         write_all(outfd, summary)

@@ -1,6 +1,7 @@
 """ctipretty: show the tagged stream to a person, as the classic ctispy did."""
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -26,58 +27,83 @@ _COLORS = {
     "number": b"\x1b[35m",
     "literal": b"\x1b[33m",
 }
-_DIRECTION = {"client": "Client > Server", "server": "Server > Client"}
+_DIRECTION = {"client": b"Client > Server", "server": b"Server > Client"}
+_NO_MESSAGE = object()
 _TOKEN = re.compile(rb'("(?:[^"\\]|\\.)*")(\s*:)?|(-?\d[\d.eE+-]*)|\b(true|false|null)\b')
 
 
 class Pretty:
-    def __init__(self, compact: bool, color: bool) -> None:
-        self.format = stream.one_line if compact else stream.indented
-        self.color = color
-        self._second = None
-        self._clock = ""
+    """Renders a whole batch at once: messages are laid out by orjson with an
+    indent of 2 and widened to 4 in one pass over the batch (stream.widen). So
+    that the pass touches only JSON, header lines start with a \x00 that
+    becomes their four spaces afterwards, and raw text lines start with a
+    \x01 that is removed (raw text has its control characters escaped, so
+    neither byte can come from the traffic)."""
 
-    def _time(self, ts: object) -> str:
+    def __init__(self, compact: bool, color: bool) -> None:
+        self.compact = compact
+        self.format = functools.partial(orjson.dumps, option=orjson.OPT_SORT_KEYS if compact
+                                        else orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
+        self.color = color
+        self.parts: list[bytes] = []
+        self.exact = True  # this batch needs the exact (slower) widening
+        self._second = None
+        self._clock = b""
+
+    def _time(self, ts: object) -> bytes:
         """Local time with microseconds; localtime() only once per second."""
         if not isinstance(ts, (int, float)):
-            return "??:??:??.??????"
+            return b"??:??:??.??????"
         second = int(ts)
         if second != self._second:
             self._second = second
-            self._clock = time.strftime("%H:%M:%S", time.localtime(second))
-        return "%s.%06d" % (self._clock, round((ts - second) * 1e6) % 1000000)
+            self._clock = time.strftime("%H:%M:%S", time.localtime(second)).encode()
+        return b"%s.%06d" % (self._clock, int((ts - second) * 1e6 + 0.5) % 1000000)
 
-    def handle(self, record: dict, line: bytes) -> bytes | None:
+    def begin_batch(self, block: bytes) -> None:
+        self.exact = stream.may_hold_double_space(block)
+
+    def handle(self, record: dict, line: bytes) -> None:
         side = record.get("from")
-        if side is not None:
-            return self._data(record, side)
-        if "event" in record:
-            return self._event(record)
-        return self._paint("event", b"--- " + line)
-
-    def _data(self, record: dict, side: object) -> bytes:
-        header = "    %s %s" % (self._time(record.get("ts")), _DIRECTION.get(side, f"{side} >"))
+        if side is None:
+            self.parts.append(self._event(record) if "event" in record
+                              else self._paint("event", b"--- " + line))
+            return None
+        # The header, "\x00HH:MM:SS.ffffff Client > Server" (see the class docstring).
+        ts = record.get("ts")
+        if type(ts) is float:
+            second = int(ts)
+            if second != self._second:
+                self._time(ts)
+            header = b"\x00%s.%06d %s" % (self._clock, int((ts - second) * 1e6 + 0.5) % 1000000,
+                                          _DIRECTION.get(side) or f"{side} >".encode())
+        else:
+            header = b"\x00%s %s" % (self._time(ts), _DIRECTION.get(side) or f"{side} >".encode())
         conn = record.get("conn")
         if conn != 1:
-            header += f"  [session {conn}]"
-        if "msg" in record:
-            body = self.format(record["msg"])
+            header += f" [session {conn}]".encode()
+        message = record.get("msg", _NO_MESSAGE)
+        if message is not _NO_MESSAGE:
+            body = self.format(message)
             if self.color:
                 body = _TOKEN.sub(_paint_token, body)
+                header = self._paint(side, header)
+            self.parts += (header, body)
+            return None
+        notes = [name for name in ("partial", "oversize") if record.get(name)]
+        if "raw_b64" in record:
+            notes.append("not UTF-8, shown as base64")
+            body = str(record["raw_b64"]).encode()
         else:
-            notes = [name for name in ("partial", "oversize") if record.get(name)]
             raw = stream.content_bytes(record) or b""
-            if "raw_b64" in record:
-                notes.append("not UTF-8, shown as base64")
-                body = str(record["raw_b64"]).encode()
-            else:
-                body = raw[:-1] if raw.endswith(b"\n") else raw
-            header += " (%s)" % ", ".join(["not JSON", *notes])
-        return self._paint(side, header.encode()) + b"\n" + body
+            body = _CONTROL.sub(_escape, raw[:-1] if raw.endswith(b"\n") else raw)
+        header += (" (%s)" % ", ".join(["not JSON", *notes])).encode()
+        self.parts += (self._paint(side, header), b"\x01" + body.replace(b"\n", b"\n\x01"))
+        return None
 
     def _event(self, record: dict) -> bytes:
         event = record["event"]
-        when = self._time(record.get("ts"))
+        when = self._time(record.get("ts")).decode()
         who = f"session {record['conn']}" if "conn" in record else "relay"
         if event == "open":
             text = f"{who} opened: {record.get('client')} > {record.get('server')}"
@@ -97,16 +123,32 @@ class Pretty:
         else:
             rest = {k: v for k, v in record.items() if k not in ("ts", "conn", "event")}
             text = f"{who} {event}: {orjson.dumps(rest).decode()}"
-        return self._paint("event", f"--- {when} {text}".encode())
+        return self._paint("event", _CONTROL.sub(_escape, f"--- {when} {text}".encode()))
 
     def _paint(self, kind: str, text: bytes) -> bytes:
         return _COLORS.get(kind, b"") + text + _RESET if self.color else text
 
-    def end_of_batch(self) -> None:
-        pass
+    def end_of_batch(self) -> bytes | None:
+        if not self.parts:
+            return None
+        blob = b"\n".join(self.parts)
+        self.parts.clear()
+        if not self.compact:
+            blob = stream.widen(blob, exact=self.exact)
+        return blob.replace(b"\x00", b"    ").replace(b"\x01", b"")
 
-    def finish(self) -> None:
-        return None
+    def finish(self) -> bytes | None:
+        rendered = self.end_of_batch()
+        return rendered + b"\n" if rendered else None
+
+
+# Control characters from the traffic are shown escaped: a hostile peer must
+# not be able to drive the user's terminal (and \x00/\x01 mark our own lines).
+_CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _escape(match: re.Match) -> bytes:
+    return b"\\x%02x" % match.group()[0]
 
 
 def _seconds(value: object) -> str:

@@ -34,40 +34,58 @@ def open_private(path: str) -> int:
 
 
 class Split:
+    """Per side, consecutive messages are laid out together and widened to an
+    indent of 4 in one pass (stream.widen); a raw line ends such a run first,
+    so its text is written exactly as it came."""
+
     def __init__(self, client_path: str, server_path: str, jsonl: bool) -> None:
         self.paths = {"client": client_path, "server": server_path}
         self.fds = {side: open_private(path) for side, path in self.paths.items()}
         self.jsonl = jsonl
-        self.pending: dict[str, list[bytes]] = {"client": [], "server": []}
+        self.chunks: dict[str, list[bytes]] = {"client": [], "server": []}
+        self.run: dict[str, list[bytes]] = {"client": [], "server": []}
+        self.exact = True  # this batch needs the exact (slower) widening
+
+    def begin_batch(self, block: bytes) -> None:
+        self.exact = stream.may_hold_double_space(block)
 
     def handle(self, record: dict, line: bytes) -> None:
         side = record.get("from")
         if self.jsonl:
-            if side in self.pending:
-                self.pending[side] += (line, b"\n")
+            if side in self.chunks:
+                self.chunks[side] += (line, b"\n")
             elif "event" in record:  # each file stays a complete stream
-                for lines in self.pending.values():
-                    lines += (line, b"\n")
+                for chunks in self.chunks.values():
+                    chunks += (line, b"\n")
             return None
-        if side not in self.pending:
+        if side not in self.chunks:
             return None
         if "msg" in record:
-            self.pending[side] += (stream.indented(record["msg"]), b"\n")
+            self.run[side].append(stream.indented_2(record["msg"]))
         else:
             raw = stream.content_bytes(record)
             if raw is not None:
-                self.pending[side] += (raw, b"\n")
+                self._end_run(side)
+                self.chunks[side] += (raw, b"\n")
         return None
 
+    def _end_run(self, side: str) -> None:
+        run = self.run[side]
+        if run:
+            self.chunks[side] += (stream.widen(b"\n".join(run), self.exact), b"\n")
+            run.clear()
+
     def end_of_batch(self) -> None:
-        for side, lines in self.pending.items():
-            if lines:
-                data = b"".join(lines)
-                lines.clear()
+        for side, chunks in self.chunks.items():
+            self._end_run(side)
+            if chunks:
+                data = b"".join(chunks)
+                chunks.clear()
                 try:
                     cli.write_all(self.fds[side], data)
                 except OSError as error:
                     raise cli.CommandError(f"cannot write {self.paths[side]}: {error.strerror}") from None
+        return None
 
     def finish(self) -> None:
         self.end_of_batch()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from typing import Iterator
 
 import orjson
@@ -57,8 +58,8 @@ def event_record(ts: float, conn: int | None, event: str, **fields: object) -> b
 
 # --- consuming records -----------------------------------------------------
 
-def read_lines(fd: int, read_size: int = READ_SIZE) -> Iterator[list[bytes]]:
-    """Yield, per read, the complete lines it finished (without their newline).
+def read_blocks(fd: int, read_size: int = READ_SIZE) -> Iterator[bytes]:
+    """Yield, per read, the block of complete lines it finished (without the last newline).
 
     A final line without a newline is yielded at end of input. A line longer
     than one read is gathered in pieces and joined once, so a huge line costs
@@ -81,9 +82,29 @@ def read_lines(fd: int, read_size: int = READ_SIZE) -> Iterator[list[bytes]]:
             block = data[:end]
         if end + 1 < len(data):
             pieces.append(data[end + 1:])
-        yield block.split(b"\n")
+        yield block
     if pieces:
-        yield [b"".join(pieces)]
+        yield b"".join(pieces)
+
+
+_PRODUCER_KEYS = frozenset(("ts", "conn", "from", "size", "msg"))
+
+
+def replace_message(record: dict, line: bytes) -> bytes:
+    """The record's line with its `msg` (changed by a stage) encoded anew, the
+    rest kept as it was (no newline).
+
+    When the record has exactly the producer's keys with `msg` last, the others
+    are numbers and a JSON string, whose text cannot hold `,"msg":` (a quote
+    inside a string is escaped), so the first `,"msg":` is the message's own
+    key and everything before it is kept byte for byte. Otherwise the whole
+    record is encoded again.
+    """
+    if len(record) == 5 and next(reversed(record)) == "msg" and _PRODUCER_KEYS.issuperset(record):
+        start = line.find(b',"msg":')
+        if start > 0:
+            return line[:start + 7] + orjson.dumps(record["msg"]) + b"}"
+    return encode(record)
 
 
 def encode(record: dict) -> bytes:
@@ -107,19 +128,47 @@ _INDENT_SORTED = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
 def indented(value: object) -> bytes:
     """JSON with sorted keys, indented by 4 (the classic ctisave layout), no newline.
 
-    orjson only indents by 2, so each depth's indentation is widened in one
-    pass per depth: pass k turns lines with at least 4k-2 leading spaces (depth
-    k or more, given the passes before) into 4k. JSON strings hold no raw
-    newline, so "\\n" followed by spaces is always indentation. This is the same
-    text as json.dumps(value, indent=4, sort_keys=True, ensure_ascii=False) at
-    a fraction of its cost.
+    The same text as json.dumps(value, indent=4, sort_keys=True, ensure_ascii=False)
+    at a fraction of its cost.
     """
-    text = orjson.dumps(value, option=_INDENT_SORTED)
+    return widen(orjson.dumps(value, option=_INDENT_SORTED))
+
+
+def indented_2(value: object) -> bytes:
+    """JSON with sorted keys indented by 2; `widen` makes it 4, for many at once."""
+    return orjson.dumps(value, option=_INDENT_SORTED)
+
+
+def widen(text: bytes, exact: bool = True) -> bytes:
+    """Double the indentation of indent-2 JSON texts (one or many joined by newlines).
+
+    orjson only indents by 2. Pass k turns lines with at least 4k-2 leading
+    spaces (depth k or more, given the passes before) into 4k; lines of depth
+    k-1 have 4k-4 by then and are left alone. JSON strings hold no raw newline,
+    so a newline followed by spaces is always indentation; the caller keeps
+    any other text out (or hides its line starts).
+
+    With exact=False the caller vouches that no two spaces follow each other
+    anywhere but in indentation (it saw no "  " and no escaped space in the
+    input), and one pass doubling every pair of spaces does the same job.
+    """
+    if not exact:
+        return text.replace(b"  ", b"    ")
     depth = 1
     while (old := b"\n" + b" " * (4 * depth - 2)) in text:
         text = text.replace(old, b"\n" + b" " * (4 * depth))
         depth += 1
     return text
+
+
+_DOUBLE_SPACE = re.compile(b"  ")  # re finds it several times faster than `in`
+
+
+def may_hold_double_space(text: bytes) -> bool:
+    """Could a string decoded from this JSON text (or these lines) hold two spaces in a row?"""
+    if _DOUBLE_SPACE.search(text) is not None:
+        return True
+    return b"\\" in text and b"\\u0020" in text  # an escaped space; memchr first
 
 
 def one_line(value: object) -> bytes:

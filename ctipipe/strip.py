@@ -35,7 +35,7 @@ class Strip:
         if self.secrets and _mask(message, self.secrets):
             changed = True
         # Untouched messages keep their wire text byte for byte.
-        return stream.encode(record) if changed else line
+        return stream.replace_message(record, line) if changed else line
 
     def end_of_batch(self) -> None:
         pass

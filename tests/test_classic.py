@@ -16,7 +16,7 @@ import pytest
 from helpers import LOCALHOST, WAIT, Proc, command, free_port, recv_all
 
 REPO = Path(__file__).resolve().parent.parent
-HEADER = re.compile(r"^    \d\d:\d\d:\d\d\.\d{6} (Client > Server|Server > Client)( \(.*\))?(  \[session \d+\])?$")
+HEADER = re.compile(r"^    \d\d:\d\d:\d\d\.\d{6} (Client > Server|Server > Client)( \(.*\))?( \[session \d+\])?$")
 
 CLIENT_MESSAGES = [
     {"class": "login_id", "commandid": 1092130023, "userlogin": "alice", "company": "default"},
@@ -181,7 +181,7 @@ def test_ctispy_loop_tells_sessions_apart_and_stops_on_sigint(server):
     assert tool.finish() == 0
     text = tool.out.decode()
     assert "session 1 opened" in text and "session 2 opened" in text
-    assert "Client > Server  [session 2]" in text
+    assert "Client > Server [session 2]" in text
 
 
 def test_ctisave_writes_both_sides_mode_0600(server, tmp_path):

@@ -398,3 +398,21 @@ def test_exclude_never_changes_what_it_keeps(batch, expression):
         out = stage.handle(orjson.loads(line), line)
         assert out is None or out is line
         assert (out is None) == Expression(expression).matches(message)
+
+
+@pytest.mark.parametrize("wire", [b'{"name":"a  b","nested":{"x":["  "]}}',
+                                  b'{"name":"a\\u0020\\u0020b","nested":{"x":[1]}}'])
+def test_double_spaces_inside_strings_survive_indentation(wire, tmp_path):
+    data = b'{"ts":1.000000,"conn":1,"from":"client","size":9,"msg":%s}\n' % wire
+    message = json.loads(wire)
+    pretty = run("ctipretty", "--color", "never", data=data).stdout.decode()
+    assert pretty.split("\n", 1)[1] == json.dumps(message, indent=4, sort_keys=True) + "\n"
+    run("ctisplit", str(tmp_path / "c"), str(tmp_path / "s"), data=data)
+    assert (tmp_path / "c").read_text() == json.dumps(message, indent=4, sort_keys=True) + "\n"
+
+
+@given(json_values)
+def test_fast_widening_matches_exact_when_no_string_has_double_spaces(value):
+    text = stream.indented_2(value)
+    if not stream.may_hold_double_space(orjson.dumps(value)):
+        assert stream.widen(text, exact=False) == stream.widen(text)
