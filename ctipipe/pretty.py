@@ -34,11 +34,15 @@ _TOKEN = re.compile(rb'("(?:[^"\\]|\\.)*")(\s*:)?|(-?\d[\d.eE+-]*)|\b(true|false
 
 class Pretty:
     """Renders a whole batch at once: messages are laid out by orjson with an
-    indent of 2 and widened to 4 in one pass over the batch (stream.widen). So
-    that the pass touches only JSON, header lines start with a \x00 that
-    becomes their four spaces afterwards, and raw text lines start with a
-    \x01 that is removed (raw text has its control characters escaped, so
-    neither byte can come from the traffic)."""
+    indent of 2 and widened to 4 over the whole batch (stream.widen).
+
+    When the batch's input holds no double space, widening is one pass that
+    doubles every pair of spaces, so headers are written with two spaces and
+    come out with four. Otherwise the exact widening runs, and so that it
+    touches only JSON, header lines start with a \x00 that becomes their four
+    spaces afterwards and raw text lines with a \x01 that is removed (raw text
+    has its control characters escaped, so neither byte comes from the traffic).
+    """
 
     def __init__(self, compact: bool, color: bool) -> None:
         self.compact = compact
@@ -46,7 +50,8 @@ class Pretty:
                                         else orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
         self.color = color
         self.parts: list[bytes] = []
-        self.exact = True  # this batch needs the exact (slower) widening
+        self.exact = not compact  # this batch needs the exact (slower) widening
+        self.indent = b"\x00"  # what starts a header line in this batch
         self._second = None
         self._clock = b""
 
@@ -61,7 +66,8 @@ class Pretty:
         return b"%s.%06d" % (self._clock, int((ts - second) * 1e6 + 0.5) % 1000000)
 
     def begin_batch(self, block: bytes) -> None:
-        self.exact = stream.may_hold_double_space(block)
+        self.exact = not self.compact and stream.may_hold_double_space(block)
+        self.indent = b"\x00" if self.exact else b"    " if self.compact else b"  "
 
     def handle(self, record: dict, line: bytes) -> None:
         side = record.get("from")
@@ -75,10 +81,12 @@ class Pretty:
             second = int(ts)
             if second != self._second:
                 self._time(ts)
-            header = b"\x00%s.%06d %s" % (self._clock, int((ts - second) * 1e6 + 0.5) % 1000000,
-                                          _DIRECTION.get(side) or f"{side} >".encode())
+            header = b"%s%s.%06d %s" % (self.indent, self._clock,
+                                        int((ts - second) * 1e6 + 0.5) % 1000000,
+                                        _DIRECTION.get(side) or f"{side} >".encode())
         else:
-            header = b"\x00%s %s" % (self._time(ts), _DIRECTION.get(side) or f"{side} >".encode())
+            header = b"%s%s %s" % (self.indent, self._time(ts),
+                                   _DIRECTION.get(side) or f"{side} >".encode())
         conn = record.get("conn")
         if conn != 1:
             header += f" [session {conn}]".encode()
@@ -98,7 +106,9 @@ class Pretty:
             raw = stream.content_bytes(record) or b""
             body = _CONTROL.sub(_escape, raw[:-1] if raw.endswith(b"\n") else raw)
         header += (" (%s)" % ", ".join(["not JSON", *notes])).encode()
-        self.parts += (self._paint(side, header), b"\x01" + body.replace(b"\n", b"\n\x01"))
+        if self.exact:
+            body = b"\x01" + body.replace(b"\n", b"\n\x01")
+        self.parts += (self._paint(side, header), body)
         return None
 
     def _event(self, record: dict) -> bytes:
@@ -133,9 +143,11 @@ class Pretty:
             return None
         blob = b"\n".join(self.parts)
         self.parts.clear()
-        if not self.compact:
-            blob = stream.widen(blob, exact=self.exact)
-        return blob.replace(b"\x00", b"    ").replace(b"\x01", b"")
+        if self.compact:
+            return blob
+        if not self.exact:
+            return stream.widen(blob, exact=False)
+        return stream.widen(blob).replace(b"\x00", b"    ").replace(b"\x01", b"")
 
     def finish(self) -> bytes | None:
         rendered = self.end_of_batch()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import os
+import threading
 import time
 
 import orjson
@@ -19,14 +20,19 @@ from . import stream
 
 # How much unwritten traffic the tap holds before it starts dropping records.
 # A busy CTI session moves about 1 MB/s (4,000 status messages a second), so
-# 8 MiB lets a display or pipe pause for several seconds without a loss, while
-# keeping the relay's memory well under 40 MB even if the consumer stalls.
-TAP_BUFFER = 8 << 20
+# 4 MiB lets a display or pipe pause for about four seconds without a loss,
+# while the relay stays under 40 MB even when nobody reads its output (the
+# interpreter with trio loaded is already about 26 MB of that).
+TAP_BUFFER = 4 << 20
 
 # The writer formats at most this much traffic between two writes: large
 # enough that a heavy stream goes out in large writes, small enough that
 # formatting one batch never holds the event loop for long (~1 ms).
 WRITE_BATCH = 1 << 18
+
+# Formatted records handed to the output thread and not yet written: past
+# this the writer stops formatting and traffic waits (bounded) in the queue.
+OUTPUT_BACKLOG = 1 << 19
 
 _DATA, _DROP, _EVENT, _CLOSE = range(4)
 
@@ -225,19 +231,40 @@ class Tap:
     # --- the writer ---------------------------------------------------------
 
     async def run(self) -> None:
+        """The writer task: format what the sessions queued, hand it to the output thread."""
+        output = _Output(self.fd, trio.lowlevel.current_trio_token())
         try:
             while True:
+                if output.failed is not None:
+                    self._output_failed(output.failed)
                 if not self.queue:
                     if self.closing:
                         break
                     self._wakeup = trio.Event()
                     await self._wakeup.wait()
                     continue
+                if output.pending > OUTPUT_BACKLOG:
+                    await output.drained()  # the reader is slow: let the queue absorb it
+                    continue
                 batch = self._format_batch()
                 if batch and not self.closed_output:
-                    await self._write(batch)
+                    output.submit(batch)
+            await output.drained(everything=True)
+            if output.failed is not None:
+                self._output_failed(output.failed)
         finally:
+            output.stop()
             self.finished.set()
+
+    def _output_failed(self, error: OSError) -> None:
+        if self.closed_output:
+            return
+        self.closed_output = True
+        self.queue.clear()
+        self.queued = 0
+        why = "closed" if isinstance(error, BrokenPipeError) else error.strerror
+        self.notify(f"standard output {why}: no more records are written; "
+                    f"sessions go on being relayed")
 
     def _format_batch(self) -> bytes:
         out: list[bytes] = []
@@ -281,19 +308,72 @@ class Tap:
                     f"were not written (see its gap record); the session itself was not affected")
         session.lost = 0
 
-    async def _write(self, data: bytes) -> None:
-        try:
-            # A thread does the blocking write, so the event loop (and the
-            # forwarding) never waits on a slow reader; stdout is left in
-            # blocking mode, as a shared terminal expects.
-            await trio.to_thread.run_sync(_write_all, self.fd, data, abandon_on_cancel=True)
-        except OSError as error:
-            self.closed_output = True
-            self.queue.clear()
-            self.queued = 0
-            why = "closed" if isinstance(error, BrokenPipeError) else error.strerror
-            self.notify(f"standard output {why}: no more records are written; "
-                        f"sessions go on being relayed")
+
+
+class _Output:
+    """A thread that owns the blocking writes to standard output.
+
+    Formatted batches are handed over without waiting; the thread writes them
+    in order. stdout stays in blocking mode, as a terminal shared with the
+    shell expects, and the event loop, which forwards the sessions, never
+    waits on a slow reader. One long-lived thread costs far less per batch
+    than a trip through trio.to_thread, which matters for interactive latency.
+    """
+
+    def __init__(self, fd: int, token: trio.lowlevel.TrioToken) -> None:
+        self.fd = fd
+        self.token = token
+        self.pending = 0  # bytes handed over and not yet written
+        self.failed: OSError | None = None
+        self._batches: collections.deque = collections.deque()
+        self._ready = threading.Condition()
+        self._stopping = False
+        self._waiter: trio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="ctirelay-output", daemon=True)
+        self._thread.start()
+
+    def submit(self, data: bytes) -> None:
+        with self._ready:
+            self._batches.append(data)
+            self.pending += len(data)
+            self._ready.notify()
+
+    async def drained(self, everything: bool = False) -> None:
+        """Wait until the backlog is under OUTPUT_BACKLOG (or empty, or the output failed)."""
+        limit = 0 if everything else OUTPUT_BACKLOG
+        while self.pending > limit and self.failed is None:
+            self._waiter = trio.Event()
+            if self.pending > limit and self.failed is None:
+                await self._waiter.wait()
+            self._waiter = None
+
+    def stop(self) -> None:
+        with self._ready:
+            self._stopping = True
+            self._ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._batches and not self._stopping:
+                    self._ready.wait()
+                if not self._batches:
+                    return
+                data = b"".join(self._batches)
+                self._batches.clear()
+            try:
+                if self.failed is None:
+                    _write_all(self.fd, data)
+            except OSError as error:
+                self.failed = error
+            with self._ready:
+                self.pending -= len(data)
+            waiter = self._waiter
+            if waiter is not None:
+                try:
+                    self.token.run_sync_soon(waiter.set)
+                except trio.RunFinishedError:
+                    return
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -21,9 +21,10 @@ REQUEST = (b'{"class":"ipbxcommand","command":"hangup","channelids":"chan:xivo/S
 class FakeServer:
     """Streams `payload` to every client (stream mode) or answers each line (reply mode)."""
 
-    def __init__(self, payload: bytes = b"", reply: bool = False) -> None:
+    def __init__(self, payload: bytes = b"", reply: bool = False, rate: int = 0) -> None:
         self.payload = payload
         self.reply = reply
+        self.rate = rate  # messages per second; 0: as fast as possible
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((LOCALHOST, 0))
@@ -44,7 +45,7 @@ class FakeServer:
         with conn:
             try:
                 if not self.reply:
-                    conn.sendall(self.payload)
+                    self._stream(conn)
                     conn.shutdown(socket.SHUT_WR)
                     while conn.recv(65536):
                         pass
@@ -55,8 +56,42 @@ class FakeServer:
             except OSError:
                 pass
 
+    def _stream(self, conn: socket.socket) -> None:
+        if not self.rate:
+            conn.sendall(self.payload)
+            return
+        # Paced: a slice every TICK seconds, on a schedule that does not drift.
+        lines = self.payload.splitlines(keepends=True)
+        per_tick = max(1, int(self.rate * TICK))
+        start = time.perf_counter()
+        for n, first in enumerate(range(0, len(lines), per_tick)):
+            delay = start + n * TICK - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            conn.sendall(b"".join(lines[first:first + per_tick]))
+
     def close(self) -> None:
         self.sock.close()
+
+
+TICK = 0.005  # paced streaming sends a slice of messages this often
+
+
+class ServerProcess:
+    """A FakeServer in its own process, so that it never competes with the
+    measuring client for one interpreter lock."""
+
+    def __init__(self, count: int = 0, reply: bool = False, rate: int = 0) -> None:
+        import subprocess
+        import sys
+        argv = [sys.executable, __file__, "--reply" if reply else f"--messages={count}",
+                f"--rate={rate}"]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
+        self.port = int(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
 
 
 def connect(port: int, timeout: float = 10.0) -> socket.socket:
@@ -73,10 +108,12 @@ def connect(port: int, timeout: float = 10.0) -> socket.socket:
             time.sleep(0.02)
 
 
-def receive_stream(port: int, expected_len: int, expected_crc: int) -> float:
-    """Connect, receive everything until EOF, check it; return seconds taken."""
+def receive_stream(port: int, expected_len: int, expected_crc: int,
+                   start: float | None = None) -> float:
+    """Connect, receive everything until EOF, check it; return seconds taken
+    (since `start`, or since connected)."""
     sock = connect(port)
-    start = time.perf_counter()
+    start = time.perf_counter() if start is None else start
     buffer = bytearray(1 << 20)
     view = memoryview(buffer)
     total = 0
@@ -113,3 +150,18 @@ def round_trips(port: int, count: int) -> list[float]:
             raise AssertionError(f"reply corrupted: {got!r}")
     sock.close()
     return times
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+    parser = argparse.ArgumentParser(description="a fake CTI server for the benchmark")
+    parser.add_argument("--messages", type=int, default=0)
+    parser.add_argument("--reply", action="store_true")
+    parser.add_argument("--rate", type=int, default=0)
+    args = parser.parse_args()
+    import messages
+    payload = b"".join(messages.messages(args.messages)) if args.messages else b""
+    server = FakeServer(payload, reply=args.reply, rate=args.rate)
+    print(server.port, flush=True)
+    threading.Event().wait()
