@@ -65,6 +65,8 @@ def add_relay_options(parser: argparse.ArgumentParser, *, raw: bool = True) -> N
                             help="record each read as it came, without splitting lines")
     parser.add_argument("--max-line", type=_positive, default=16 << 20, metavar="BYTES",
                         help="emit longer lines in pieces (default 16 MiB)")
+    parser.add_argument("--connect-timeout", type=_seconds, default=10.0, metavar="SECONDS",
+                        help="give up on a server that does not answer (default 10)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log each session's open and close on standard error")
 
@@ -72,7 +74,7 @@ def add_relay_options(parser: argparse.ArgumentParser, *, raw: bool = True) -> N
 def relay_argv(args: argparse.Namespace) -> list[str]:
     """Turn parsed relay options back into ctirelay's arguments (for wrappers)."""
     argv = [args.host, "--port", str(args.port), "--listen-port", str(args.listen_port),
-            "--max-line", str(args.max_line)]
+            "--max-line", str(args.max_line), "--connect-timeout", str(args.connect_timeout)]
     if args.listen_addr is not None:
         argv += ["--listen-addr", args.listen_addr]
     if args.loop:
@@ -101,6 +103,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text}")
     return value
 
 

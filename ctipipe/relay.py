@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import signal
 import socket
 import struct
@@ -30,14 +31,6 @@ READ_SIZE = 1 << 16
 # A pump that keeps finding data waiting yields to the others after this
 # many reads (at most 4 MiB): fair, yet a busy stream rarely pays a yield.
 EAGER_READS = 64
-
-# While more than this much traffic waits for the tap's writer, the pumps
-# yield after every read so that the writer gets its share of the CPU.
-TAP_CATCH_UP = 1 << 18
-
-# How long to wait for the CTI server to accept a connection before the
-# client is told no (by closing it): a filtered address never answers.
-CONNECT_TIMEOUT = 10.0
 
 # At shutdown, how long to keep trying to write the last records (close
 # events) to a reader that does not read, before exiting anyway.
@@ -70,7 +63,7 @@ class _Ending:
 
 class Relay:
     def __init__(self, host: str, port: int, *, listen_addr: str | None, listen_port: int,
-                 loop: bool, tap: Tap, verbose: bool) -> None:
+                 loop: bool, tap: Tap, verbose: bool, connect_timeout: float) -> None:
         self.host = host
         self.port = port
         self.listen_addr = listen_addr
@@ -78,6 +71,8 @@ class Relay:
         self.loop = loop
         self.tap = tap
         self.verbose = verbose
+        # A filtered address never answers: after this long the client is told no.
+        self.connect_timeout = connect_timeout
         self.sessions = 0
 
     def log(self, message: str) -> None:
@@ -119,10 +114,11 @@ class Relay:
         peer = _name(client.socket.getpeername())
         target = _join(self.host, self.port)
         try:
-            with trio.fail_after(CONNECT_TIMEOUT):
+            with trio.fail_after(self.connect_timeout):
                 server = await trio.open_tcp_stream(self.host, self.port)
         except (OSError, trio.TooSlowError) as error:
-            why = _reason(error)
+            why = (f"no answer after {self.connect_timeout:g} s"
+                   if isinstance(error, trio.TooSlowError) else _reason(error))
             message = f"cannot reach {target}: {why}"
             self.tap.event(stream.event_record(time.time(), conn, "error", error=message,
                                                client=peer))
@@ -153,7 +149,7 @@ class Relay:
             for side, stream_ in (("client", client), ("server", server)):
                 if ending.reset and side not in ending.reset:
                     _linger_zero(raw[side])  # pass a reset on as a reset
-                raw[side].close()
+                raw[side].detach()  # the descriptor is the stream's: it closes it
                 await _close(stream_)
             ended = time.time()
             fields = {
@@ -186,6 +182,9 @@ class Relay:
         recv, send = src.recv, dst.send
         eager = 0
         while True:
+            if tap.behind():
+                eager = 0
+                await tap.caught_up()
             try:
                 data = recv(READ_SIZE)
             except BlockingIOError:
@@ -214,7 +213,7 @@ class Relay:
                     break
                 view = memoryview(view)[sent:]
             eager += 1
-            if eager >= EAGER_READS or tap.queued > TAP_CATCH_UP:
+            if eager >= EAGER_READS:
                 eager = 0
                 await trio.lowlevel.checkpoint()
         if ending.by is None:
@@ -273,16 +272,16 @@ def _linger_zero(sock) -> None:
 
 
 def _plain(stream_: trio.SocketStream) -> socket.socket:
-    """A standard non-blocking socket object on a duplicate of the stream's descriptor."""
-    sock = socket.socket(fileno=os.dup(stream_.socket.fileno()))
+    """A standard socket object on the stream's own descriptor (no second
+    descriptor per connection: a thousand sessions must not cost four thousand).
+    It is detached, never closed, so the descriptor is closed once, by trio."""
+    sock = socket.socket(fileno=stream_.socket.fileno())
     sock.setblocking(False)
     return sock
 
 
 def _reason(error: BaseException) -> str:
     """Why a connection failed, in the system's words ("Connection refused")."""
-    if isinstance(error, trio.TooSlowError):
-        return f"no answer after {CONNECT_TIMEOUT:g} s"
     # trio tries every address and reports "all attempts failed", with the
     # individual errors as the cause; the first of those says it best.
     cause = error.__cause__
@@ -303,10 +302,23 @@ def _join(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _raise_descriptor_limit() -> None:
+    """Each session holds two sockets: allow as many as the system lets us."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY
+                                                        else max(soft, 1 << 16), hard))
+        except (ValueError, OSError):
+            pass
+
+
 async def _run(args) -> int:
+    _raise_descriptor_limit()
     tap = Tap(1, raw=args.raw, max_line=args.max_line, notify=lambda m: cli.report(PROG, m))
     relay = Relay(args.host, args.port, listen_addr=args.listen_addr, listen_port=args.listen_port,
-                  loop=args.loop, tap=tap, verbose=args.verbose)
+                  loop=args.loop, tap=tap, verbose=args.verbose,
+                  connect_timeout=args.connect_timeout)
     # The signals stay caught until the very end, so a second Ctrl-C (the
     # terminal's and a wrapper's) cannot interrupt the final flush.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

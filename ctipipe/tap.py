@@ -30,6 +30,18 @@ TAP_BUFFER = 4 << 20
 # formatting one batch never holds the event loop for long (~1 ms).
 WRITE_BATCH = 1 << 18
 
+# A write to standard output that has not returned after this long means the
+# reader is slow (a stopped or slow display): from then on the sessions go on
+# and records beyond the queue are dropped. Shorter waits are the output
+# thread merely sharing the interpreter with busy sessions.
+SLOW_OUTPUT = 0.02
+# ... plus the time a large write takes at this rate (a 16 MiB piece of an
+# oversize line is a long write even to a fast reader).
+SLOW_OUTPUT_RATE = 100e6  # bytes per second
+
+# Traffic waiting for the writer past which the pumps let it catch up.
+TAP_CATCH_UP = 1 << 18
+
 # Formatted records handed to the output thread and not yet written: past
 # this the writer stops formatting and traffic waits (bounded) in the queue.
 OUTPUT_BACKLOG = 1 << 19
@@ -185,6 +197,12 @@ class Tap:
         self.finished = trio.Event()
         self._wakeup = trio.Event()
         self.records_lost = 0
+        # While the writer is busy formatting (not waiting on the output) and
+        # more than TAP_CATCH_UP bytes wait, the pumps wait for it: records are
+        # dropped when the *output* is slow, never because forwarding took the CPU.
+        self.output_blocked = False
+        self._caught_up = trio.Event()
+        self._caught_up.set()
 
     def session(self, conn: int) -> SessionTap:
         return SessionTap(conn, self.max_line)
@@ -194,7 +212,10 @@ class Tap:
     def data(self, side: SideTap, ts: float, data: bytes) -> None:
         if self.closed_output:
             return
-        if self.queued + len(data) > self.buffer_limit:
+        # Only a slow output drops records; if the writer is merely busy, the
+        # pumps wait for it (each after at most one read), so this cannot grow
+        # past the limit by more than one read per session.
+        if self.queued + len(data) > self.buffer_limit and self.output_blocked:
             marker = side.marker
             if marker is None:
                 marker = side.marker = [0, False]
@@ -223,6 +244,18 @@ class Tap:
             self.queue.append((_CLOSE, session, ts, fields))
             self._wakeup.set()
 
+    def behind(self) -> bool:
+        """Should the pumps let the writer catch up before reading more?"""
+        return self.queued > TAP_CATCH_UP and not self.output_blocked
+
+    async def caught_up(self) -> None:
+        if self._caught_up.is_set():
+            self._caught_up = trio.Event()
+        await self._caught_up.wait()
+
+    def _release(self) -> None:
+        self._caught_up.set()
+
     def close(self) -> None:
         """No more input: the writer drains the queue, then `finished` is set."""
         self.closing = True
@@ -238,23 +271,45 @@ class Tap:
                 if output.failed is not None:
                     self._output_failed(output.failed)
                 if not self.queue:
+                    self._release()
                     if self.closing:
                         break
                     self._wakeup = trio.Event()
                     await self._wakeup.wait()
                     continue
                 if output.pending > OUTPUT_BACKLOG:
-                    await output.drained()  # the reader is slow: let the queue absorb it
+                    if not await self._output_is_slow(output):
+                        continue
+                    # The reader is slow: let the sessions go on, the queue absorbs it.
+                    self.output_blocked = True
+                    self._release()
+                    await output.drained()
+                    self.output_blocked = False
                     continue
                 batch = self._format_batch()
                 if batch and not self.closed_output:
                     output.submit(batch)
+                if self.queued <= TAP_CATCH_UP:
+                    self._release()
             await output.drained(everything=True)
             if output.failed is not None:
                 self._output_failed(output.failed)
         finally:
+            self.output_blocked = True  # nothing to wait for any more
+            self._release()
             output.stop()
             self.finished.set()
+
+    async def _output_is_slow(self, output: "_Output") -> bool:
+        """Wait a moment for the backlog to go; True if a write is blocked on the reader.
+
+        A backlog alone does not mean a slow reader: the output thread may just
+        be waiting for the interpreter lock while the sessions are busy. Only a
+        write that has not returned for SLOW_OUTPUT seconds does.
+        """
+        with trio.move_on_after(SLOW_OUTPUT):
+            await output.drained()
+        return output.pending > OUTPUT_BACKLOG and output.stuck(SLOW_OUTPUT)
 
     def _output_failed(self, error: OSError) -> None:
         if self.closed_output:
@@ -325,6 +380,8 @@ class _Output:
         self.token = token
         self.pending = 0  # bytes handed over and not yet written
         self.failed: OSError | None = None
+        self.write_started: float | None = None  # when the write in progress began
+        self.write_size = 0
         self._batches: collections.deque = collections.deque()
         self._ready = threading.Condition()
         self._stopping = False
@@ -347,6 +404,13 @@ class _Output:
                 await self._waiter.wait()
             self._waiter = None
 
+    def stuck(self, seconds: float) -> bool:
+        """Has a write been waiting on the reader for longer than this (plus the
+        time its size takes at SLOW_OUTPUT_RATE)?"""
+        started = self.write_started
+        return (started is not None
+                and time.monotonic() - started > seconds + self.write_size / SLOW_OUTPUT_RATE)
+
     def stop(self) -> None:
         with self._ready:
             self._stopping = True
@@ -363,9 +427,13 @@ class _Output:
                 self._batches.clear()
             try:
                 if self.failed is None:
+                    self.write_size = len(data)
+                    self.write_started = time.monotonic()
                     _write_all(self.fd, data)
             except OSError as error:
                 self.failed = error
+            finally:
+                self.write_started = None
             with self._ready:
                 self.pending -= len(data)
             waiter = self._waiter

@@ -24,7 +24,7 @@ class Proc:
     """A started command whose stdout and stderr are collected by threads."""
 
     def __init__(self, argv: list[str], *, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                 env: dict | None = None, **popen) -> None:
+                 env: dict | None = None, collect: bool = True, **popen) -> None:
         self.popen = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
                                       env=env, **popen)
         self.pid = self.popen.pid
@@ -32,7 +32,7 @@ class Proc:
         self._err: list[str] = []
         self._cond = threading.Condition()
         self._threads = [threading.Thread(target=self._read_err, daemon=True)]
-        if stdout == subprocess.PIPE:
+        if stdout == subprocess.PIPE and collect:
             self._threads.append(threading.Thread(target=self._read_out, daemon=True))
         for thread in self._threads:
             thread.start()

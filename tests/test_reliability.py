@@ -1,0 +1,458 @@
+"""Load, faults, hostile peers and abuse: the session is never disturbed, nothing is
+lost silently, and memory stays bounded. Real processes, real sockets on 127.0.0.1."""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from helpers import LOCALHOST, WAIT, Proc, Relay, command, is_closed, recv_all
+
+sys.path.insert(0, str(Path(__file__).parent / "bench"))
+import messages  # noqa: E402  (the benchmark's realistic CTI messages)
+
+pytestmark = pytest.mark.heavy
+
+# The relay's resident memory never goes past this: the interpreter with trio
+# (~26 MB), the 4 MiB tap queue, 512 KiB of output backlog, one batch being
+# formatted, and the allocator's slack.
+RELAY_MEMORY_BOUND_MB = 48
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for {pid}")
+
+
+class Sampler:
+    """The peak of a process's resident memory, read from /proc every 20 ms."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0.0
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while self.running:
+            try:
+                self.peak = max(self.peak, rss_mb(self.pid))
+            except (OSError, AssertionError):
+                return
+            time.sleep(0.02)
+
+    def stop(self) -> float:
+        self.running = False
+        self.thread.join(WAIT)
+        return self.peak
+
+
+class Drain:
+    """Reads a pipe as fast as it comes, keeping only what it is asked to keep."""
+
+    def __init__(self, fd: int, keep: bool = True) -> None:
+        self.fd = fd
+        self.keep = keep
+        self.data = bytearray()
+        self.total = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while chunk := os.read(self.fd, 1 << 20):
+            self.total += len(chunk)
+            if self.keep:
+                self.data += chunk
+
+    def join(self) -> None:
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+
+
+# --- load ------------------------------------------------------------------------
+
+def test_200_concurrent_sessions_each_byte_exact_and_fully_recorded(server, tmp_path):
+    sessions, per_side = 200, 2000
+    sample = messages.messages(per_side * 2)
+    up, down = b"".join(sample[:per_side]), b"".join(sample[per_side:])
+    # a file never makes the relay wait, so every record must be there
+    with open(tmp_path / "stream.jsonl", "wb") as out:
+        relay = Relay(server.port, "--loop", stdout=out)
+    results = {}
+    pairing = threading.Lock()
+
+    def run_session(n: int) -> None:
+        with pairing:  # connect and accept in pairs: each client meets its own upstream
+            client = relay.connect()
+            upstream = server.accept()
+        got = {}
+        readers = [threading.Thread(target=lambda: got.__setitem__("up", recv_all(upstream))),
+                   threading.Thread(target=lambda: got.__setitem__("down", recv_all(client)))]
+        for t in readers:
+            t.start()
+        client.sendall(up)
+        upstream.sendall(down)
+        client.shutdown(socket.SHUT_WR)
+        upstream.shutdown(socket.SHUT_WR)
+        for t in readers:
+            t.join(120)
+        client.close()
+        upstream.close()
+        results[n] = got == {"up": up, "down": down}
+
+    workers = [threading.Thread(target=run_session, args=(n,)) for n in range(sessions)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(180)
+    assert len(results) == sessions and all(results.values())
+    stream_file = tmp_path / "stream.jsonl"
+    deadline = time.monotonic() + 60
+    while stream_file.read_bytes().count(b'"event":"close"') < sessions:
+        assert time.monotonic() < deadline, "not every session was closed in the stream"
+        time.sleep(0.2)
+    relay.signal(signal.SIGTERM)
+    assert relay.finish(timeout=30) == 0
+    counts = {}
+    for line in stream_file.read_bytes().splitlines():
+        record = orjson.loads(line)
+        assert record.get("event") != "gap", "records were lost"
+        entry = counts.setdefault(record["conn"], {"open": 0, "close": 0, "client": 0, "server": 0})
+        entry[record.get("event") or record["from"]] += 1
+    assert sorted(counts) == list(range(1, sessions + 1))
+    for conn, entry in counts.items():
+        assert entry == {"open": 1, "close": 1, "client": per_side, "server": per_side}, conn
+    assert "Traceback" not in relay.err
+
+
+def test_one_gibibyte_through_one_session_with_bounded_memory(server):
+    message = orjson.dumps({"class": "getlist", "function": "listid", "listname": "queuemembers",
+                            "list": [f"Agent/{n},blue" for n in range(300)], "timenow": 1.5}) + b"\n"
+    burst = message * (16 << 20 // len(message))
+    bursts = (1 << 30) // len(burst) + 1
+    read_end, write_end = os.pipe()
+    relay = Relay(server.port, stdout=write_end)
+    os.close(write_end)
+    drain = Drain(read_end, keep=False)
+    sampler = Sampler(relay.pid)
+    client = relay.connect()
+    upstream = server.accept()
+    received = []
+    reader = threading.Thread(target=lambda: received.append(len(recv_all(client))))
+    reader.start()
+    for _ in range(bursts):
+        upstream.sendall(burst)
+    upstream.close()
+    reader.join(300)
+    client.close()
+    assert received == [bursts * len(burst)] and bursts * len(burst) >= 1 << 30
+    assert relay.finish(timeout=120) == 0
+    peak = sampler.stop()
+    drain.join()
+    assert drain.total > 1 << 30  # the records went out too
+    assert peak <= RELAY_MEMORY_BOUND_MB, f"relay peak RSS {peak:.1f} MB"
+
+
+# --- faults --------------------------------------------------------------------------
+
+def test_stopped_downstream_stage_neither_slows_the_session_nor_grows_memory(server):
+    """ctirelay | ctiexclude, the stage SIGSTOPped: the session finishes at full
+    speed; after SIGCONT the stream resumes with a gap counting exactly what was lost."""
+    relay = Relay(server.port, collect=False)  # the stage reads the relay's output
+    stage = subprocess.Popen(command("ctiexclude", "class=never"), stdin=relay.popen.stdout,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    relay.popen.stdout.close()
+    drain = Drain(stage.stdout.fileno())
+    try:
+        os.kill(stage.pid, signal.SIGSTOP)
+        sampler = Sampler(relay.pid)
+        client = relay.connect()
+        upstream = server.accept()
+        sample = messages.messages(100_000)
+        payload = b"".join(sample) * 3  # 300,000 messages, ~80 MB
+        received = []
+        reader = threading.Thread(target=lambda: received.append(recv_all(client)))
+        reader.start()
+        start = time.monotonic()
+        upstream.sendall(payload)
+        upstream.close()
+        reader.join(120)
+        elapsed = time.monotonic() - start
+        assert received == [payload]
+        assert elapsed < 20, f"the session took {elapsed:.1f} s behind a stopped display"
+        peak = sampler.stop()
+        assert peak <= RELAY_MEMORY_BOUND_MB, f"relay peak RSS {peak:.1f} MB"
+        client.close()
+        os.kill(stage.pid, signal.SIGCONT)
+        assert relay.finish(timeout=30) == 0
+        assert stage.wait(30) == 0
+        drain.join()
+        records = [orjson.loads(line) for line in bytes(drain.data).splitlines()]
+        gaps = [r["lost"] for r in records if r.get("event") == "gap"]
+        kept = sum(1 for r in records if "msg" in r)
+        assert gaps and kept + sum(gaps) == 300_000
+        assert records[-1]["event"] == "close"
+    finally:
+        for proc in (stage,):
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+                proc.kill()
+        relay.kill()
+
+
+@pytest.mark.parametrize("how", ["reset", "close mid-message"])
+def test_server_failure_closes_the_client_and_loop_goes_on(server, how):
+    relay = Relay(server.port, "--loop")
+    client = relay.connect()
+    upstream = server.accept()
+    client.sendall(b'{"class":"login_id","commandid":1}\n')
+    assert recv_all(upstream, 35)
+    upstream.sendall(b'{"class":"login_id","sessionid":"21Ua')
+    time.sleep(0.1)
+    if how == "reset":
+        from helpers import reset
+        reset(upstream)
+    else:
+        upstream.close()
+    start = time.monotonic()
+    if how == "reset":
+        assert is_closed(client)
+    else:  # the server's half-close is passed on: the bytes it sent, then EOF
+        assert recv_all(client) == b'{"class":"login_id","sessionid":"21Ua'
+    assert time.monotonic() - start < 2
+    client.close()
+    # the next client is served
+    second = relay.connect()
+    upstream2 = server.accept()
+    second.sendall(b'{"class":"keepalive"}\n')
+    assert recv_all(upstream2, 22) == b'{"class":"keepalive"}\n'
+    second.close()
+    upstream2.close()
+    relay.wait_for(lambda p: p.out.count(b'"event":"close"') == 2, what="two closes")
+    relay.signal(signal.SIGINT)
+    assert relay.finish() == 0
+    first = [r for r in relay.records() if r["conn"] == 1]
+    close = first[-1]
+    assert close["event"] == "close" and close["by"] == "server"
+    if how == "reset":
+        assert "reset" in close["error"]
+    partial = [r for r in first if r.get("partial")]
+    if how != "reset":
+        assert partial and partial[0]["raw"] == '{"class":"login_id","sessionid":"21Ua'
+
+
+def test_server_that_never_answers_is_given_up_promptly():
+    # A listening socket whose accept queue is full: the kernel drops further
+    # SYNs, so a connection attempt hangs as with a filtered address.
+    silent = socket.socket()
+    silent.bind((LOCALHOST, 0))
+    silent.listen(0)
+    fillers = []
+    for _ in range(4):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(silent.getsockname())
+        fillers.append(s)
+    time.sleep(0.2)
+    relay = Relay(silent.getsockname()[1], "--loop", "--connect-timeout", "1")
+    try:
+        client = relay.connect()
+        start = time.monotonic()
+        assert is_closed(client)
+        assert 0.8 < time.monotonic() - start < 5
+        relay.wait_for(lambda p: b'"event":"error"' in p.out, what="the error record")
+        [record] = relay.records()
+        assert "no answer after 1 s" in record["error"]
+        assert relay.popen.poll() is None  # still serving
+        relay.signal(signal.SIGTERM)
+        assert relay.finish() == 0
+    finally:
+        relay.kill()
+        for s in fillers:
+            s.close()
+        silent.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_heavy_traffic_leaves_complete_records_and_files(server, tmp_path, signum):
+    client_file, server_file = tmp_path / "client", tmp_path / "server"
+    port = socket.socket()
+    port.bind((LOCALHOST, 0))
+    listen_port = port.getsockname()[1]
+    port.close()
+    tool = Proc(command("ctisave", LOCALHOST, "--port", str(server.port), "--listen-addr", LOCALHOST,
+                        "--listen-port", str(listen_port), str(client_file), str(server_file)))
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            client = socket.create_connection((LOCALHOST, listen_port), timeout=WAIT)
+            break
+        except ConnectionRefusedError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    upstream = server.accept()
+    sample = b"".join(messages.messages(20_000))
+    stop = threading.Event()
+
+    def pour(sock):
+        try:
+            while not stop.is_set():
+                sock.sendall(sample)
+        except OSError:
+            pass
+
+    pourers = [threading.Thread(target=pour, args=(s,), daemon=True) for s in (client, upstream)]
+    readers = [threading.Thread(target=lambda s=s: recv_all_quiet(s), daemon=True)
+               for s in (client, upstream)]
+    for t in pourers + readers:
+        t.start()
+    time.sleep(1.0)
+    os.kill(tool.pid, signum)
+    assert tool.finish(timeout=30) == 0, tool.err
+    stop.set()
+    client.close()
+    upstream.close()
+    assert "Traceback" not in tool.err
+    for path in (client_file, server_file):
+        text = path.read_text()
+        if not text.endswith("}\n"):
+            # the message cut by the shutdown: recorded as the partial line it was
+            last = text.rstrip("\n").rsplit("\n", 1)[1]
+            assert last.startswith("{") and not last.endswith("}")
+            text = text[:len(text) - len(last) - 1]
+        objects = json.loads("[" + re.sub(r"\n\}\n(?=\{)", "\n},\n", text) + "]")
+        assert len(objects) > 100 and all(isinstance(o, dict) and "class" in o for o in objects)
+
+
+def recv_all_quiet(sock):
+    try:
+        recv_all(sock)
+    except OSError:
+        pass
+
+
+def test_split_to_a_full_disk_keeps_what_was_written(tmp_path):
+    lines = [json.dumps({"ts": 1.0, "conn": 1, "from": ("client", "server")[n % 2], "size": 1,
+                         "msg": {"class": "getlist", "n": n}}) for n in range(50)]
+    data = ("\n".join(lines) + "\n").encode()
+    result = subprocess.run(command("ctisplit", str(tmp_path / "client"), "/dev/full"), input=data,
+                            capture_output=True, timeout=WAIT)
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        "ctisplit: error: cannot write /dev/full: No space left on device"]
+    written = (tmp_path / "client").read_text()
+    assert written.count('"class": "getlist"') == 25  # the client's side, whole
+
+
+# --- bad input -----------------------------------------------------------------------
+
+HUGE = 50 << 20
+
+
+@pytest.mark.parametrize("argv", [["ctistrip", "timenow"], ["ctiinclude", "class=getlist"],
+                                  ["ctiexclude", "class=getlist"], ["ctipretty", "--color", "never"],
+                                  ["ctistat"], ["ctisplit", "{tmp}/c", "{tmp}/s"]])
+def test_every_stage_survives_a_50_mb_line(argv, tmp_path):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    good = b'{"ts":1.000000,"conn":1,"from":"client","size":20,"msg":{"class":"getlist"}}\n'
+    big_message = b'{"ts":1.000000,"conn":1,"from":"server","size":1,"msg":{"class":"getlist","blob":"' \
+        + b"x" * HUGE + b'"}}\n'
+    garbage = b"{" * 1000 + b"x" * HUGE + b"\n"
+    result = subprocess.run(command(*argv), input=good + big_message + garbage + good,
+                            capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-500:]
+    assert result.stderr.decode().startswith(f"{argv[0]}: line 3: not JSON")
+    assert result.stderr.count(b"\n") == 1
+
+
+def test_hostile_client_with_a_100_mb_line_does_not_hurt_others(server, tmp_path):
+    with open(tmp_path / "stream.jsonl", "wb") as out:  # a file: nothing may be dropped
+        relay = Relay(server.port, "--loop", stdout=out)
+    sampler = Sampler(relay.pid)
+    hostile = relay.connect()
+    hostile_up = server.accept()
+    sink = threading.Thread(target=recv_all_quiet, args=(hostile_up,), daemon=True)
+    sink.start()
+    chunk = b"A" * (1 << 20)
+    for _ in range(100):  # 100 MB, no newline
+        hostile.sendall(chunk)
+    # meanwhile a normal session is served
+    normal = relay.connect()
+    normal_up = server.accept()
+    normal.sendall(b'{"class":"keepalive"}\n')
+    assert recv_all(normal_up, 22) == b'{"class":"keepalive"}\n'
+    normal_up.sendall(b'{"class":"keepalive","replyid":1}\n')
+    assert recv_all(normal, 34)
+    for s in (normal, normal_up, hostile):
+        s.close()
+    sink.join(60)
+    hostile_up.close()
+    stream_file = tmp_path / "stream.jsonl"
+    deadline = time.monotonic() + 60
+    while stream_file.read_bytes().count(b'"event":"close"') < 2:
+        assert time.monotonic() < deadline, "sessions not closed"
+        time.sleep(0.2)
+    relay.signal(signal.SIGTERM)
+    assert relay.finish(timeout=30) == 0
+    peak = sampler.stop()
+    records = [orjson.loads(line) for line in stream_file.read_bytes().splitlines()]
+    pieces = [r for r in records if r.get("oversize")]
+    assert sum(r["size"] for r in pieces) == 100 << 20
+    assert all(r["size"] <= 16 << 20 for r in pieces)
+    # bound: the interpreter, the queue, and a few copies of one 16 MiB piece being recorded
+    assert peak <= 26 + 4 + 6 * 16 + 8, f"relay peak RSS {peak:.1f} MB"
+
+
+def test_a_thousand_idle_connections_do_not_stop_service(server):
+    relay = Relay(server.port, "--loop")
+    sampler = Sampler(relay.pid)
+    idle = []
+    accepted = []
+    acceptor = threading.Thread(target=lambda: [accepted.append(server.accept()) for _ in range(1000)])
+    acceptor.start()
+    for _ in range(1000):
+        idle.append(relay.connect())
+    acceptor.join(60)
+    assert len(accepted) == 1000
+    normal = relay.connect()
+    normal_up = server.accept()
+    normal.sendall(b'{"class":"keepalive"}\n')
+    assert recv_all(normal_up, 22) == b'{"class":"keepalive"}\n'
+    for s in idle + accepted + [normal, normal_up]:
+        s.close()
+    relay.wait_for(lambda p: p.out.count(b'"event":"close"') == 1001, timeout=60, what="closes")
+    relay.signal(signal.SIGTERM)
+    assert relay.finish(timeout=30) == 0
+    assert sampler.stop() <= 80  # about 30 KB per idle session on top of the interpreter
+    assert "Traceback" not in relay.err
+
+
+# --- security ----------------------------------------------------------------------
+
+def test_listen_addr_binds_only_that_address(server):
+    relay = Relay(server.port)
+    assert re.search(r"listening on 127\.0\.0\.1:\d+$", relay.err.splitlines()[0])
+    port_hex = f"{relay.port:04X}"
+    bound = [line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+             if line.split()[1].endswith(":" + port_hex) and line.split()[3] == "0A"]
+    assert bound == [f"0100007F:{port_hex}"]
+    relay.kill()
+
+
+def test_ctispy_redact_hides_the_password(server):
+    from test_classic import CLIENT_MESSAGES, Classic, converse
+    tool = Classic("ctispy", server.port, "--redact")
+    converse(tool, server)
+    assert tool.finish() == 0
+    assert b"e5229ef4" not in tool.out and b'"hashedpassword":"***"' in tool.out
