@@ -118,8 +118,9 @@ class Pretty:
         if event == "open":
             text = f"{who} opened: {record.get('client')} > {record.get('server')}"
         elif event == "close":
-            sent = record.get("bytes") or {}
-            reads = record.get("reads") or {}
+            sent, reads = record.get("bytes"), record.get("reads")
+            sent = sent if isinstance(sent, dict) else {}
+            reads = reads if isinstance(reads, dict) else {}
             text = (f"{who} closed by {record.get('by')} after {_seconds(record.get('duration'))}: "
                     f"client sent {sent.get('client')} bytes in {reads.get('client')} reads, "
                     f"server sent {sent.get('server')} bytes in {reads.get('server')} reads")

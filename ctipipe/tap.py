@@ -160,10 +160,12 @@ class SideTap:
         if self.skipping:
             self.session.lost += 1
             self.skipping = False
-        if self.pending:
+        if self.pending or self.oversize:  # (an oversize line cut just at its end: size 0)
             held = b"".join(self.pending)
             self.pending.clear()
+            self.pending_len = 0
             flags = b',"partial":true' + (b',"oversize":true' if self.oversize else b"")
+            self.oversize = False
             head = stream.data_head(ts, self.session.conn, self.side)
             out.append(stream.raw_record(head, len(held), held, flags))
 
