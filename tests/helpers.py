@@ -170,3 +170,26 @@ def is_closed(sock: socket.socket) -> bool:
         return recv_all(sock) == b""
     except ConnectionResetError:
         return True
+
+
+def exchange(client: socket.socket, upstream: socket.socket, up: bytes, down: bytes,
+             up_cuts=(), down_cuts=(), timeout: float = WAIT) -> dict:
+    """Send both ways at once (cut at the given offsets), half-close both sides,
+    read each side to EOF, close; return {"up": what the server got, "down": what
+    the client got}."""
+    got = {}
+    readers = [threading.Thread(target=lambda: got.__setitem__("up", recv_all(upstream))),
+               threading.Thread(target=lambda: got.__setitem__("down", recv_all(client)))]
+    senders = [threading.Thread(target=send_in_chunks, args=(client, up, list(up_cuts))),
+               threading.Thread(target=send_in_chunks, args=(upstream, down, list(down_cuts)))]
+    for thread in readers + senders:
+        thread.start()
+    for thread in senders:
+        thread.join(timeout)
+    client.shutdown(socket.SHUT_WR)
+    upstream.shutdown(socket.SHUT_WR)
+    for thread in readers:
+        thread.join(timeout)
+    client.close()
+    upstream.close()
+    return got

@@ -11,8 +11,8 @@ import time
 import pytest
 from hypothesis import given, strategies as st
 
-from helpers import (LOCALHOST, WAIT, Proc, Relay, command, free_port, is_closed, recv_all, reset,
-                     send_in_chunks)
+from helpers import (LOCALHOST, WAIT, Proc, Relay, command, exchange, free_port, is_closed, recv_all,
+                     reset, send_in_chunks)
 
 KEY_ORDER_DATA = ["ts", "conn", "from"]
 
@@ -35,29 +35,12 @@ def check_record(record: dict, raw_line: bytes) -> None:
 
 
 def session(server, relay_args=(), client_data=b"", server_data=b""):
-    """One session: send both ways, half-close both, return what each side and the tap saw."""
+    """One session: send both ways, half-close both, return the relay and what each side got."""
     relay = Relay(server.port, *relay_args)
     client = relay.connect()
-    upstream = server.accept()
-    results = {}
-
-    def drain(name, sock):
-        results[name] = recv_all(sock)
-
-    threads = [threading.Thread(target=drain, args=("server_got", upstream)),
-               threading.Thread(target=drain, args=("client_got", client))]
-    for t in threads:
-        t.start()
-    client.sendall(client_data)
-    upstream.sendall(server_data)
-    client.shutdown(socket.SHUT_WR)
-    upstream.shutdown(socket.SHUT_WR)
-    for t in threads:
-        t.join(WAIT)
-    client.close()
-    upstream.close()
+    got = exchange(client, server.accept(), client_data, server_data)
     assert relay.finish() == 0, relay.err
-    return relay, results
+    return relay, {"server_got": got["up"], "client_got": got["down"]}
 
 
 def test_records_follow_the_stream_contract(server):
@@ -309,23 +292,7 @@ class LoopRelay:
         client = self.relay.connect()
         upstream = self.server.accept()
         self.sessions += 1
-        results = {}
-        threads = [threading.Thread(target=lambda: results.__setitem__("up", recv_all(upstream))),
-                   threading.Thread(target=lambda: results.__setitem__("down", recv_all(client)))]
-        for t in threads:
-            t.start()
-        senders = [threading.Thread(target=send_in_chunks, args=(client, up, up_cuts)),
-                   threading.Thread(target=send_in_chunks, args=(upstream, down, down_cuts))]
-        for t in senders:
-            t.start()
-        for t in senders:
-            t.join(WAIT)
-        client.shutdown(socket.SHUT_WR)
-        upstream.shutdown(socket.SHUT_WR)
-        for t in threads:
-            t.join(WAIT)
-        client.close()
-        upstream.close()
+        results = exchange(client, upstream, up, down, up_cuts, down_cuts)
         conn = self.sessions
         self.relay.wait_for(lambda p: b'"conn":%d,"event":"close"' % conn in p.out, what="close")
         records = [r for r in self.relay.records() if r["conn"] == conn]

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from helpers import LOCALHOST, WAIT, Proc, Relay, command, is_closed, recv_all
+from helpers import LOCALHOST, WAIT, Proc, Relay, command, exchange, is_closed, recv_all
 
 sys.path.insert(0, str(Path(__file__).parent / "bench"))
 import messages  # noqa: E402  (the benchmark's realistic CTI messages)
@@ -96,20 +96,7 @@ def test_200_concurrent_sessions_each_byte_exact_and_fully_recorded(server, tmp_
         with pairing:  # connect and accept in pairs: each client meets its own upstream
             client = relay.connect()
             upstream = server.accept()
-        got = {}
-        readers = [threading.Thread(target=lambda: got.__setitem__("up", recv_all(upstream))),
-                   threading.Thread(target=lambda: got.__setitem__("down", recv_all(client)))]
-        for t in readers:
-            t.start()
-        client.sendall(up)
-        upstream.sendall(down)
-        client.shutdown(socket.SHUT_WR)
-        upstream.shutdown(socket.SHUT_WR)
-        for t in readers:
-            t.join(120)
-        client.close()
-        upstream.close()
-        results[n] = got == {"up": up, "down": down}
+        results[n] = exchange(client, upstream, up, down, timeout=120) == {"up": up, "down": down}
 
     workers = [threading.Thread(target=run_session, args=(n,)) for n in range(sessions)]
     for w in workers:
@@ -325,12 +312,14 @@ def test_signal_during_heavy_traffic_leaves_complete_records_and_files(server, t
     upstream.close()
     assert "Traceback" not in tool.err
     for path in (client_file, server_file):
-        text = path.read_text()
-        if not text.endswith("}\n"):
-            # the message cut by the shutdown: recorded as the partial line it was
-            last = text.rstrip("\n").rsplit("\n", 1)[1]
-            assert last.startswith("{") and not last.endswith("}")
-            text = text[:len(text) - len(last) - 1]
+        data = path.read_bytes()
+        if not data.endswith(b"}\n"):
+            # the message cut by the shutdown, recorded as the partial line it was
+            # (its bytes as they came: the cut may fall inside a UTF-8 character)
+            last = data.rstrip(b"\n").rsplit(b"\n", 1)[1]
+            assert last.startswith(b"{") and not last.endswith(b"}")
+            data = data[:len(data) - len(last) - 1]
+        text = data.decode()
         objects = json.loads("[" + re.sub(r"\n\}\n(?=\{)", "\n},\n", text) + "]")
         assert len(objects) > 100 and all(isinstance(o, dict) and "class" in o for o in objects)
 
