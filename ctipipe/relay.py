@@ -120,8 +120,7 @@ class Relay:
             why = (f"no answer after {self.connect_timeout:g} s"
                    if isinstance(error, trio.TooSlowError) else _reason(error))
             message = f"cannot reach {target}: {why}"
-            self.tap.event(stream.event_record(time.time(), conn, "error", error=message,
-                                               client=peer))
+            self.tap.event(stream.event_record(time.time(), conn, "error", error=message))
             await _abort(client)
             if not self.loop:
                 raise cli.CommandError(message) from None
