@@ -171,11 +171,6 @@ def may_hold_double_space(text: bytes) -> bool:
     return b"\\" in text and b"\\u0020" in text  # an escaped space; memchr first
 
 
-def one_line(value: object) -> bytes:
-    """JSON with sorted keys on one line."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-
-
 def content_bytes(record: dict) -> bytes | None:
     """The bytes of an undecodable line or raw chunk (None for other records)."""
     if "raw" in record:

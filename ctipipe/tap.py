@@ -1,10 +1,12 @@
 """The relay's tap: turns what a session's sockets read into tagged records.
 
 Forwarding only hands each read to `Tap.data` (an append to a bounded queue);
-a single writer task splits lines, validates JSON, formats records and writes
-them out, so the proxied session never waits on standard output. When the
-queue is full, reads are not recorded: their lines are counted and reported
-in a `gap` record before the session's next record.
+a single writer task splits lines, validates JSON and formats records, and one
+output thread writes them, so the proxied session never waits on standard
+output. If the writer falls behind for lack of CPU, the pumps let it catch up;
+if the output itself is slow (a write blocked on the reader), the sessions go
+on and, once the queue is full, reads are not recorded: their lines are
+counted and reported in a `gap` record before the session's next record.
 """
 from __future__ import annotations
 
@@ -198,7 +200,6 @@ class Tap:
         self.closing = False
         self.finished = trio.Event()
         self._wakeup = trio.Event()
-        self.records_lost = 0
         # While the writer is busy formatting (not waiting on the output) and
         # more than TAP_CATCH_UP bytes wait, the pumps wait for it: records are
         # dropped when the *output* is slow, never because forwarding took the CPU.
@@ -360,7 +361,6 @@ class Tap:
 
     def _gap(self, session: SessionTap, ts: float, out: list[bytes]) -> None:
         out.append(stream.event_record(ts, session.conn, "gap", lost=session.lost))
-        self.records_lost += session.lost
         self.notify(f"output too slow: {session.lost} records of session {session.conn} "
                     f"were not written (see its gap record); the session itself was not affected")
         session.lost = 0
@@ -450,7 +450,3 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-
-
-def now() -> float:
-    return time.time()
