@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import collections
 import os
+import select
+import stat
 import threading
 import time
 
@@ -291,7 +293,7 @@ class Tap:
                     continue
                 batch = self._format_batch()
                 if batch and not self.closed_output:
-                    output.submit(batch)
+                    output.write(batch)
                 if self.queued <= TAP_CATCH_UP:
                     self._release()
             await output.drained(everything=True)
@@ -388,8 +390,34 @@ class _Output:
         self._ready = threading.Condition()
         self._stopping = False
         self._waiter: trio.Event | None = None
+        # Writing without the thread is safe for pipes, files and /dev/null;
+        # never for a terminal, where a write can block (Ctrl-S) despite poll.
+        self._direct = _never_blocks_when_ready(fd)
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLOUT)
         self._thread = threading.Thread(target=self._run, name="ctirelay-output", daemon=True)
         self._thread.start()
+
+    def write(self, data: bytes) -> None:
+        """Write `data` now if that cannot block, else hand it to the thread.
+
+        Interactive traffic makes small batches; when nothing is queued for the
+        thread and the kernel says the output has room (a pipe with room takes
+        a write of up to PIPE_BUF bytes whole, at once), writing here saves
+        waking the thread, which is most of what the tap adds to a round trip.
+        """
+        if (self._direct and len(data) <= select.PIPE_BUF and not self.pending
+                and self.failed is None):
+            try:
+                if self._poll.poll(0):
+                    written = os.write(self.fd, data)
+                    if written == len(data):
+                        return
+                    data = data[written:]  # (a pipe takes it whole; a file, nearly always)
+            except OSError as error:
+                self.failed = error
+                return
+        self.submit(data)
 
     def submit(self, data: bytes) -> None:
         with self._ready:
@@ -444,6 +472,19 @@ class _Output:
                     self.token.run_sync_soon(waiter.set)
                 except trio.RunFinishedError:
                     return
+
+
+def _never_blocks_when_ready(fd: int) -> bool:
+    try:
+        mode = os.fstat(fd)
+    except OSError:
+        return False
+    if stat.S_ISFIFO(mode.st_mode) or stat.S_ISREG(mode.st_mode):
+        return True
+    try:
+        return stat.S_ISCHR(mode.st_mode) and mode.st_rdev == os.stat(os.devnull).st_rdev
+    except OSError:
+        return False
 
 
 def _write_all(fd: int, data: bytes) -> None:
