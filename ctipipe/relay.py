@@ -211,6 +211,12 @@ class Relay:
                 if sent == len(view):
                     break
                 view = memoryview(view)[sent:]
+            if len(data) < READ_SIZE:
+                # The socket had no more than this: rather than a recv that
+                # would only say "nothing yet", wait for the next data.
+                eager = 0
+                await wait_readable(src)
+                continue
             eager += 1
             if eager >= EAGER_READS:
                 eager = 0

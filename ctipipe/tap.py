@@ -409,7 +409,7 @@ class _Output:
         if (self._direct and len(data) <= select.PIPE_BUF and not self.pending
                 and self.failed is None):
             try:
-                if self._poll.poll(0):
+                if self._direct == "always" or self._poll.poll(0):
                     written = os.write(self.fd, data)
                     if written == len(data):
                         return
@@ -474,17 +474,23 @@ class _Output:
                     return
 
 
-def _never_blocks_when_ready(fd: int) -> bool:
+def _never_blocks_when_ready(fd: int) -> str | None:
+    """ "always" for files and /dev/null (no reader to wait for), "when ready" for
+    pipes (poll first), None for what can block despite poll (a terminal)."""
     try:
         mode = os.fstat(fd)
     except OSError:
-        return False
-    if stat.S_ISFIFO(mode.st_mode) or stat.S_ISREG(mode.st_mode):
-        return True
+        return None
+    if stat.S_ISFIFO(mode.st_mode):
+        return "when ready"
+    if stat.S_ISREG(mode.st_mode):
+        return "always"
     try:
-        return stat.S_ISCHR(mode.st_mode) and mode.st_rdev == os.stat(os.devnull).st_rdev
+        if stat.S_ISCHR(mode.st_mode) and mode.st_rdev == os.stat(os.devnull).st_rdev:
+            return "always"
     except OSError:
-        return False
+        pass
+    return None
 
 
 def _write_all(fd: int, data: bytes) -> None:
