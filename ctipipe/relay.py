@@ -116,6 +116,9 @@ class Relay:
         try:
             with trio.fail_after(self.connect_timeout):
                 server = await trio.open_tcp_stream(self.host, self.port)
+        except trio.Cancelled:
+            await _close(client)  # shut down while still connecting
+            raise
         except (OSError, trio.TooSlowError) as error:
             why = (f"no answer after {self.connect_timeout:g} s"
                    if isinstance(error, trio.TooSlowError) else _reason(error))
