@@ -73,7 +73,9 @@ class Proxy:
         if name == "direct":
             self.port = server_port
             return
-        if name == "socat":
+        if name == "bare trio":
+            argv = [PYTHON, str(HERE / "bare_trio.py"), str(self.port), str(server_port)]
+        elif name == "socat":
             argv = ["socat", f"TCP-LISTEN:{self.port},bind={load.LOCALHOST},reuseaddr,fork,nodelay",
                     f"TCP:{load.LOCALHOST}:{server_port},nodelay"]
         elif name == "ctirelay":
@@ -105,7 +107,7 @@ class Proxy:
 
     def finish(self) -> tuple[float, int]:
         """Wait for our relay to exit (all records written); return when, and records lost."""
-        if self.name == "socat":
+        if self.name in ("socat", "bare trio"):
             self.stop()
             return time.perf_counter(), 0
         self.stderr = self.proc.communicate(timeout=120)[1]
@@ -232,6 +234,7 @@ def main() -> int:
         print("(socat not installed: apt-get install socat to compare against it)\n")
     runs = {p: [] for p in proxies}
     lat = {p: [] for p in proxies}
+    floor = []  # a trio relay that records nothing: how much latency trio itself adds
     stage_rates = {" ".join(s): [] for s in STAGES}
     with tempfile.TemporaryDirectory() as tmp:
         saved = os.path.join(tmp, "session.jsonl")
@@ -240,6 +243,7 @@ def main() -> int:
             for proxy in proxies:
                 runs[proxy].append(throughput(proxy, streamer.port, length, crc, len(sample)))
                 lat[proxy].append(latency(proxy, replier.port, args.round_trips))
+            floor.append(latency("bare trio", replier.port, args.round_trips))
             for stage in STAGES:
                 stage_rates[" ".join(stage)].append(stage_speed(stage, saved, args.stage_records, tmp))
             print(f"repetition {rep + 1}: " + ", ".join(
@@ -262,6 +266,8 @@ def main() -> int:
         rss = f"{max(run['rss'] for run in runs[p]):.1f} MB" if ours else "-"
         print(f"| {p} | {median(p, 'forwarded'):,.0f} | {recorded} | {lost} | "
               f"{med_lat[p]:.0f} µs | {added} | {rss} |")
+    print(f"| bare trio relay (forwards only; latency floor for trio) | | | | "
+          f"{statistics.median(floor):.0f} µs | {statistics.median(floor) - med_lat['direct']:.0f} µs | |")
     print(f"| classic ctispy (reference, not run) | ~{CLASSIC_MSGS:,} | | | | "
           f"~{CLASSIC_LATENCY_US[0]}–{CLASSIC_LATENCY_US[1]} µs | 16 MB |")
 
