@@ -261,31 +261,51 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> bool:
+    """Wait until the demo server accepts connections (a probe it simply sees close)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    cli.report(PROG, f"error: the demo server did not start on port {port}")
+    return False
+
+
 def _whole_demo(args: argparse.Namespace) -> int:
     """Server, classic ctispy and client, each its own process, as a user would run them."""
     server_port = args.server_port or _free_port()
+    listen_port = args.listen_port or _free_port()
     me = [sys.executable, "-m", "ctipipe"]
-    server = subprocess.Popen([*me, "ctidemo", "server", "--port", str(server_port)])
+    procs: list[subprocess.Popen] = []
     try:
+        procs.append(subprocess.Popen([*me, "ctidemo", "server", "--port", str(server_port)]))
+        if not _wait_listening(server_port, procs[0]):
+            return cli.Exit.ERROR
         spy = subprocess.Popen([*me, "ctispy", "127.0.0.1", "--port", str(server_port),
-                                "--listen-addr", "127.0.0.1", "--listen-port", str(args.listen_port),
+                                "--listen-addr", "127.0.0.1", "--listen-port", str(listen_port),
                                 *(["--pretty-print"] if not args.compact else [])])
-        client = subprocess.Popen([*me, "ctidemo", "client", "--port", str(args.listen_port),
+        procs.append(spy)
+        client = subprocess.Popen([*me, "ctidemo", "client", "--port", str(listen_port),
                                    "--pause", str(args.pause)])
-        client_status = client.wait()
+        procs.append(client)
+        while client.poll() is None:
+            if spy.poll() is not None:  # ctispy could not start: it said why
+                return cli.Exit.ERROR
+            time.sleep(0.05)
         spy_status = spy.wait(30)
-        if client_status or spy_status:
-            cli.report(PROG, f"error: the demo did not complete (client {client_status}, "
+        if client.returncode or spy_status:
+            cli.report(PROG, f"error: the demo did not complete (client {client.returncode}, "
                              f"ctispy {spy_status})")
             return cli.Exit.ERROR
         return cli.Exit.OK
     finally:
-        for proc in ("client", "spy"):
-            leftover = locals().get(proc)
-            if leftover is not None and leftover.poll() is None:
-                leftover.terminate()
-        server.terminate()
-        server.wait(10)
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,8 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                         "ctidemo                      # watch a demo session through ctispy\n"
                         "ctidemo server --port 5003   # a stand-in CTI server for your own tests\n"
                         "ctidemo client --port 50030  # a scripted client session")
-    parser.add_argument("--listen-port", type=int, default=50030,
-                        help="where ctispy listens (default 50030)")
+    parser.add_argument("--listen-port", type=int, default=0,
+                        help="where ctispy listens (default: any free port)")
     parser.add_argument("--server-port", type=int, default=0,
                         help="the demo server's port (default: any free one)")
     parser.add_argument("--compact", action="store_true", help="one line per message")
