@@ -38,11 +38,17 @@ def raw_record(head: bytes, size: int, data: bytes, flags: bytes = b"") -> bytes
 
     `flags` is already-encoded extra keys, such as b',"partial":true'.
     """
+    return b"".join(raw_record_parts(head, size, data, flags))
+
+
+def raw_record_parts(head: bytes, size: int, data, flags: bytes = b"") -> tuple[bytes, bytes, bytes]:
+    """raw_record in three pieces, so that a large one (a piece of an oversize
+    line, `data` possibly a memoryview) is copied once less on its way out."""
     try:
-        content = b',"raw":' + orjson.dumps(data.decode("utf-8"))
+        text = orjson.dumps(str(data, "utf-8"))
     except UnicodeDecodeError:
-        content = b',"raw_b64":"' + base64.b64encode(data) + b'"'
-    return b"%s%d%s%s}\n" % (head, size, flags, content)
+        return b'%s%d%s,"raw_b64":"' % (head, size, flags), base64.b64encode(data), b'"}\n'
+    return b'%s%d%s,"raw":' % (head, size, flags), text, b"}\n"
 
 
 def event_record(ts: float, conn: int | None, event: str, **fields: object) -> bytes:

@@ -51,6 +51,7 @@ TAP_CATCH_UP = 1 << 18
 OUTPUT_BACKLOG = 1 << 19
 
 _DATA, _DROP, _EVENT, _CLOSE = range(4)
+_OVERSIZE = b',"oversize":true'
 
 
 class SideTap:
@@ -123,10 +124,11 @@ class SideTap:
     def _pieces(self, head: bytes, line: bytes, out: list[bytes]) -> None:
         """The end of a line too long to keep whole: pieces of max_line bytes."""
         step = self.max_line
+        view = memoryview(line)  # pieces are views: no copy of a 16 MiB piece
         for start in range(0, len(line) - step + 1, step):
-            out.append(stream.raw_record(head, step, line[start:start + step], b',"oversize":true'))
-        rest = line[len(line) - len(line) % step:] if len(line) >= step else line
-        out.append(stream.raw_record(head, len(rest) + 1, rest, b',"oversize":true'))
+            out += stream.raw_record_parts(head, step, view[start:start + step], _OVERSIZE)
+        rest = view[len(line) - len(line) % step:] if len(line) >= step else view
+        out += stream.raw_record_parts(head, len(rest) + 1, rest, _OVERSIZE)
         self.oversize = False
 
     def _hold(self, head: bytes, data: bytes, out: list[bytes]) -> None:
@@ -136,10 +138,12 @@ class SideTap:
         if self.pending_len < self.max_line:
             return
         held = b"".join(self.pending)
+        self.pending.clear()  # (the pieces now live only in `held`)
         step = self.max_line
         cut = len(held) - len(held) % step
+        view = memoryview(held)
         for start in range(0, cut, step):
-            out.append(stream.raw_record(head, step, held[start:start + step], b',"oversize":true'))
+            out += stream.raw_record_parts(head, step, view[start:start + step], _OVERSIZE)
         self.pending = [held[cut:]] if cut < len(held) else []
         self.pending_len = len(held) - cut
         self.oversize = True
@@ -171,7 +175,7 @@ class SideTap:
             flags = b',"partial":true' + (b',"oversize":true' if self.oversize else b"")
             self.oversize = False
             head = stream.data_head(ts, self.session.conn, self.side)
-            out.append(stream.raw_record(head, len(held), held, flags))
+            out += stream.raw_record_parts(head, len(held), held, flags)
 
 
 class SessionTap:

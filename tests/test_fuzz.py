@@ -95,7 +95,7 @@ def feed(max_line: int, data: bytes, cuts: list[int], drops: set[int] = frozense
         else:
             side.lines(1.5, chunk, out)
     side.end(2.5, out)
-    return [orjson.loads(record) for record in out], session.lost
+    return [orjson.loads(record) for record in b"".join(out).splitlines()], session.lost
 
 
 def content(record: dict) -> bytes:
