@@ -50,6 +50,11 @@ TAP_CATCH_UP = 1 << 18
 # this the writer stops formatting and traffic waits (bounded) in the queue.
 OUTPUT_BACKLOG = 1 << 19
 
+# A line known to be longer than max_line goes out in pieces of this size (or
+# max_line if smaller): a hostile 100 MB line then costs its first max_line
+# bytes held once, not max_line bytes held again and again.
+OVERSIZE_PIECE = 1 << 20
+
 _DATA, _DROP, _EVENT, _CLOSE = range(4)
 _OVERSIZE = b',"oversize":true'
 
@@ -57,13 +62,14 @@ _OVERSIZE = b',"oversize":true'
 class SideTap:
     """One direction of one session: the line splitter and its record formatter."""
 
-    __slots__ = ("session", "side", "max_line", "pending", "pending_len",
+    __slots__ = ("session", "side", "max_line", "piece", "pending", "pending_len",
                  "skipping", "oversize", "marker")
 
     def __init__(self, session: "SessionTap", side: str, max_line: int) -> None:
         self.session = session
         self.side = side
         self.max_line = max_line
+        self.piece = min(max_line, OVERSIZE_PIECE)
         self.pending: list[bytes] = []  # the start of an unfinished line
         self.pending_len = 0
         self.skipping = False  # the unfinished line's start was dropped
@@ -122,9 +128,9 @@ class SideTap:
             out.append(stream.message_record(head, size, line.strip()))
 
     def _pieces(self, head: bytes, line: bytes, out: list[bytes]) -> None:
-        """The end of a line too long to keep whole: pieces of max_line bytes."""
-        step = self.max_line
-        view = memoryview(line)  # pieces are views: no copy of a 16 MiB piece
+        """The end of a line too long to keep whole: in pieces of at most max_line."""
+        step = self.piece
+        view = memoryview(line)  # pieces are views: no copy of the line
         for start in range(0, len(line) - step + 1, step):
             out += stream.raw_record_parts(head, step, view[start:start + step], _OVERSIZE)
         rest = view[len(line) - len(line) % step:] if len(line) >= step else view
@@ -132,14 +138,15 @@ class SideTap:
         self.oversize = False
 
     def _hold(self, head: bytes, data: bytes, out: list[bytes]) -> None:
-        """Keep an unfinished line, cutting it into pieces once it passes max_line."""
+        """Keep an unfinished line; once it passes max_line, emit what is held in
+        pieces, and from then on each new piece as soon as it is complete."""
         self.pending.append(data)
         self.pending_len += len(data)
-        if self.pending_len < self.max_line:
+        if self.pending_len < (self.piece if self.oversize else self.max_line):
             return
         held = b"".join(self.pending)
-        self.pending.clear()  # (the pieces now live only in `held`)
-        step = self.max_line
+        self.pending.clear()
+        step = self.piece
         cut = len(held) - len(held) % step
         view = memoryview(held)
         for start in range(0, cut, step):
