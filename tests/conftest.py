@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from helpers import Server  # noqa: E402
+from helpers import Server, kill_started  # noqa: E402
 
 # Bounded examples so the whole suite stays within minutes on two cores.
 settings.register_profile("ci", max_examples=40, deadline=None,
@@ -19,3 +19,9 @@ def server():
     s = Server()
     yield s
     s.close()
+
+
+@pytest.fixture(autouse=True)
+def no_process_outlives_its_test():
+    yield
+    kill_started()

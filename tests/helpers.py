@@ -14,6 +14,33 @@ LOCALHOST = "127.0.0.1"
 PYTHON = sys.executable
 WAIT = 10.0  # no single wait in a test lasts longer than this
 
+# Every process a test starts, so that the test's teardown kills (by pid) whatever
+# is still running, even when an assertion ended the test early.
+STARTED: list = []
+
+
+def kill_started() -> None:
+    while STARTED:
+        proc = STARTED.pop()
+        for child in _children(proc.pid):
+            _kill(child)
+        proc.kill()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as listing:
+            return [int(child) for child in listing.read().split()]
+    except OSError:
+        return []
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
 
 def command(name: str, *args: str) -> list[str]:
     """How the tests start a command: the same entry point as bin/ and the wrappers."""
@@ -28,6 +55,7 @@ class Proc:
         self.popen = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
                                       env=env, **popen)
         self.pid = self.popen.pid
+        STARTED.append(self)
         self._out = bytearray()
         self._err: list[str] = []
         self._cond = threading.Condition()

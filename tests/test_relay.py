@@ -11,8 +11,8 @@ import time
 import pytest
 from hypothesis import given, strategies as st
 
-from helpers import (LOCALHOST, WAIT, Proc, Relay, command, exchange, free_port, is_closed, recv_all,
-                     reset, send_in_chunks)
+from helpers import (LOCALHOST, STARTED, WAIT, Proc, Relay, command, exchange, free_port, is_closed,
+                     recv_all, reset, send_in_chunks)
 
 KEY_ORDER_DATA = ["ts", "conn", "from"]
 
@@ -316,10 +316,15 @@ def loop_relays():
     from helpers import Server
     server = Server()
     relays = {"lines": LoopRelay(server), "raw": LoopRelay(server, "--raw")}
-    yield relays
-    for relay in relays.values():
-        relay.stop()
-    server.close()
+    for relay in relays.values():  # these outlive single tests: this fixture ends them
+        STARTED.remove(relay.relay)
+    try:
+        yield relays
+    finally:
+        for relay in relays.values():
+            relay.stop()
+            relay.relay.kill()
+        server.close()
 
 
 @given(st.one_of(chunked_bytes, line_heavy.map(lambda d: (d, [3, 50, 51]))), chunked_bytes)
