@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import traceback
-from typing import Callable, Protocol
+from typing import Callable
 
 import orjson
 
@@ -165,16 +165,24 @@ def _silence_stdout() -> None:
 
 # --- the filter and sink loop ------------------------------------------------
 
-class Stage(Protocol):
+class Stage:
+    """What a filter or sink is to run_stage; only `handle` must be written."""
+
+    def begin_batch(self, block: bytes) -> None:
+        """Called with each read's complete lines before they are handled."""
+
     def handle(self, record: dict, line: bytes) -> bytes | None:
         """Return what to write for this record (without newline), or None."""
+        raise NotImplementedError
 
     def end_of_batch(self) -> bytes | None:
         """Called after each read's lines are handled; may return more to write
         (stages that render a whole batch at once), or write files itself."""
+        return None
 
     def finish(self) -> bytes | None:
-        """Called once at end of input (or Ctrl-C on a terminal); return a summary."""
+        """Called once at end of input (or a stop); may return a summary."""
+        return None
 
 
 class _Stop(Exception):
@@ -219,7 +227,6 @@ def run_stage(prog: str, stage: Stage, infd: int = 0, outfd: int = 1) -> int:
     # Records are trees without cycles, freed as soon as they are handled: the
     # cycle collector would only rescan them (about a tenth of a stage's time).
     gc.disable()
-    begin_batch = getattr(stage, "begin_batch", None)
     batches = stream.read_blocks(infd)
     while not stop_requested:
         waiting = True
@@ -229,8 +236,7 @@ def run_stage(prog: str, stage: Stage, infd: int = 0, outfd: int = 1) -> int:
             break
         finally:
             waiting = False
-        if begin_batch is not None:
-            begin_batch(block)
+        stage.begin_batch(block)
         out = []
         for line in block.split(b"\n"):
             lineno += 1
@@ -263,10 +269,3 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-
-
-def stage_main(prog: str, parser: Parser, make_stage: Callable[[argparse.Namespace], Stage],
-               argv: list[str] | None = None) -> int:
-    """Parse arguments, build the stage, run it on stdin/stdout behind the error boundary."""
-    args = parser.parse_args(argv)
-    return guarded(prog, lambda: run_stage(prog, make_stage(args)), debug=args.debug)

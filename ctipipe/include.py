@@ -16,7 +16,7 @@ ctiexclude class=keepalive < session.jsonl > quiet.jsonl
 """
 
 
-class Include:
+class Include(cli.Stage):
     """Keeps matching messages (of one side with `side`); events pass, raw lines go
     (with no expression, only the side is chosen and its raw lines stay)."""
 
@@ -36,14 +36,9 @@ class Include:
             return None
         return line if paths.matches_any(self.expressions, record["msg"]) else None
 
-    def end_of_batch(self) -> None:
-        pass
-
-    def finish(self) -> None:
-        return None
 
 
-class Exclude:
+class Exclude(cli.Stage):
     """Drops matching messages; everything else passes."""
 
     def __init__(self, expressions: list[paths.Expression]) -> None:
@@ -54,11 +49,6 @@ class Exclude:
             return None
         return line
 
-    def end_of_batch(self) -> None:
-        pass
-
-    def finish(self) -> None:
-        return None
 
 
 def _expressions(parser: cli.Parser, texts: list[str]) -> list[paths.Expression]:

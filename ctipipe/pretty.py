@@ -32,7 +32,7 @@ _NO_MESSAGE = object()
 _TOKEN = re.compile(rb'("(?:[^"\\]|\\.)*")(\s*:)?|(-?\d[\d.eE+-]*)|\b(true|false|null)\b')
 
 
-class Pretty:
+class Pretty(cli.Stage):
     """Renders a whole batch at once: messages are laid out by orjson with an
     indent of 2 and widened to 4 over the whole batch (stream.widen).
 

@@ -33,7 +33,7 @@ def open_private(path: str) -> int:
     return fd
 
 
-class Split:
+class Split(cli.Stage):
     """Per side, consecutive messages are laid out together and widened to an
     indent of 4 in one pass (stream.widen); a raw line ends such a run first,
     so its text is written exactly as it came."""

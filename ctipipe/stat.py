@@ -121,7 +121,7 @@ def _rank(values: list[float], fraction: float) -> float | None:
     return round(values[index], 3)
 
 
-class Stat:
+class Stat(cli.Stage):
     def __init__(self, network: bool, as_json: bool) -> None:
         self.network = network
         self.as_json = as_json
@@ -158,8 +158,6 @@ class Stat:
             return orjson.dumps(summary)
         return (format_network(summary) if self.network else format_messages(summary)).encode()
 
-    def end_of_batch(self) -> None:
-        pass
 
     def finish(self) -> bytes | None:
         """Sessions still open when input ended get their statistics too."""

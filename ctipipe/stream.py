@@ -13,8 +13,6 @@ from typing import Iterator
 
 import orjson
 
-SIDES = ("client", "server")
-
 # A stage asks the kernel for this much per read: large enough that a busy
 # stream is handled in big batches, and a read returns at once with whatever a
 # slow stream has, so nothing waits for a batch to fill.

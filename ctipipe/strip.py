@@ -19,7 +19,7 @@ ctistrip config.lastcall status.queues < session.jsonl > lean.jsonl
 """
 
 
-class Strip:
+class Strip(cli.Stage):
     def __init__(self, fields: list[str], secrets: set[str]) -> None:
         self.paths = [paths.split_path(field) for field in fields]
         self.secrets = secrets
@@ -37,11 +37,6 @@ class Strip:
         # Untouched messages keep their wire text byte for byte.
         return stream.replace_message(record, line) if changed else line
 
-    def end_of_batch(self) -> None:
-        pass
-
-    def finish(self) -> None:
-        return None
 
 
 def _mask(value: object, secrets: set[str]) -> bool:
