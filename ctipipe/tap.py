@@ -86,20 +86,23 @@ class SideTap:
             self.session.lost += 1  # the line whose start was dropped
             self.skipping = False
             data = data[end + 1:]
-        if self.pending or self.oversize:
-            end = data.find(b"\n")
-            if end < 0:
-                self._hold(head, data, out)
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        if self.pending or self.oversize:  # the first line began in earlier reads
+            if not lines:
+                self._hold(head, tail, out)
                 return
-            self.pending.append(data[:end])
+            self.pending.append(lines[0])
             first = b"".join(self.pending)
             self.pending.clear()
             self.pending_len = 0
-            self._line(head, first, out)
-            data = data[end + 1:]
-        lines = data.split(b"\n")
-        tail = lines.pop()
+            if self.oversize:  # its start already went out in pieces: so does its end
+                self._pieces(head, first, out)
+                del lines[0]
+            else:
+                lines[0] = first
         loads, JSONDecodeError, max_line = orjson.loads, orjson.JSONDecodeError, self.max_line
+        message_record = stream.message_record
         for line in lines:
             size = len(line) + 1
             if size > max_line:
@@ -111,21 +114,9 @@ class SideTap:
                 out.append(stream.raw_record(head, size, line))
                 continue
             # Validated, so only JSON whitespace can surround the value.
-            out.append(b'%s%d,"msg":%s}\n' % (head, size, line.strip()))
+            out.append(message_record(head, size, line.strip()))
         if tail:
             self._hold(head, tail, out)
-
-    def _line(self, head: bytes, line: bytes, out: list[bytes]) -> None:
-        if self.oversize or len(line) + 1 > self.max_line:
-            self._pieces(head, line, out)
-            return
-        size = len(line) + 1
-        try:
-            orjson.loads(line)
-        except orjson.JSONDecodeError:
-            out.append(stream.raw_record(head, size, line))
-        else:
-            out.append(stream.message_record(head, size, line.strip()))
 
     def _pieces(self, head: bytes, line: bytes, out: list[bytes]) -> None:
         """The end of a line too long to keep whole: in pieces of at most max_line."""
