@@ -20,7 +20,7 @@ import time
 import orjson
 import trio
 
-from . import stream
+from . import cli, stream
 
 # How much unwritten traffic the tap holds before it starts dropping records.
 # A busy CTI session moves about 1 MB/s (4,000 status messages a second), so
@@ -461,7 +461,7 @@ class _Output:
                 if self.failed is None:
                     self.write_size = len(data)
                     self.write_started = time.monotonic()
-                    _write_all(self.fd, data)
+                    cli.write_all(self.fd, data)
             except OSError as error:
                 self.failed = error
             finally:
@@ -493,9 +493,3 @@ def _never_blocks_when_ready(fd: int) -> str | None:
     except OSError:
         pass
     return None
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]

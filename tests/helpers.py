@@ -22,12 +22,13 @@ STARTED: list = []
 def kill_started() -> None:
     while STARTED:
         proc = STARTED.pop()
-        for child in _children(proc.pid):
+        for child in children(proc.pid):
             _kill(child)
         proc.kill()
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
+    """The pids of a process's children, from /proc."""
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as listing:
             return [int(child) for child in listing.read().split()]

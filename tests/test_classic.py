@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from helpers import LOCALHOST, WAIT, Proc, command, free_port, recv_all
+from helpers import LOCALHOST, WAIT, Proc, children, command, free_port, recv_all
 
 REPO = Path(__file__).resolve().parent.parent
 HEADER = re.compile(r"^    \d\d:\d\d:\d\d\.\d{6} (Client > Server|Server > Client)( \(.*\))?( \[session \d+\])?$")
@@ -63,8 +63,7 @@ class Classic(Proc):
                 time.sleep(0.05)
 
     def children(self) -> list[int]:
-        path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
-        return [int(pid) for pid in path.read_text().split()]
+        return children(self.pid)
 
 
 def converse(tool: Classic, server, client_messages=CLIENT_MESSAGES, server_messages=SERVER_MESSAGES):
