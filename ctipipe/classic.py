@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from . import cli, split, strip
+from . import cli, relay, split, strip
 
 # How often the wrapper looks at its stages: it only waits, so this costs
 # nothing, and a dead stage is noticed within a tenth of a second.
@@ -134,7 +134,7 @@ def main_spy(argv: list[str] | None = None) -> int:
     prog = "ctispy"
     parser = cli.Parser(prog, "Show a CTI session live: clients connect here and are relayed "
                         "to HOST. Runs ctirelay | [filters] | ctipretty.", SPY_EXAMPLE)
-    cli.add_relay_options(parser)
+    relay.add_relay_options(parser)
     parser.add_argument("--pretty-print", action="store_true", help="indent each message")
     sides = parser.add_mutually_exclusive_group()
     sides.add_argument("--no-client", action="store_true", help="hide what the client sends")
@@ -146,7 +146,7 @@ def main_spy(argv: list[str] | None = None) -> int:
         parser.error("--raw shows the traffic undecoded: it cannot be used with "
                      "--strip, --include, --exclude or --redact")
     side = "server" if args.no_client else "client" if args.no_server else None
-    stages = [["ctirelay", *cli.relay_argv(args)], *_filter_stages(args, side),
+    stages = [["ctirelay", *relay.relay_argv(args)], *_filter_stages(args, side),
               ["ctipretty", *([] if args.pretty_print else ["--compact"])]]
     return cli.guarded(prog, lambda: run_pipeline(prog, stages), debug=args.debug)
 
@@ -156,7 +156,7 @@ def main_save(argv: list[str] | None = None) -> int:
     parser = cli.Parser(prog, "Save a CTI session: the client's messages to CLIENTFILE, the "
                         "server's to SERVERFILE (mode 0600). Runs ctirelay | [filters] | ctisplit.",
                         SAVE_EXAMPLE)
-    cli.add_relay_options(parser, raw=False)
+    relay.add_relay_options(parser, raw=False)
     parser.add_argument("client_file", metavar="CLIENTFILE")
     parser.add_argument("server_file", metavar="SERVERFILE")
     _filter_options(parser)
@@ -167,7 +167,7 @@ def main_save(argv: list[str] | None = None) -> int:
         # Find a bad path now, in one line, before anything listens.
         for path in (args.client_file, args.server_file):
             os.close(split.open_private(path))
-        stages = [["ctirelay", *cli.relay_argv(args)], *_filter_stages(args, None),
+        stages = [["ctirelay", *relay.relay_argv(args)], *_filter_stages(args, None),
                   ["ctisplit", args.client_file, args.server_file]]
         return run_pipeline(prog, stages)
 
@@ -179,12 +179,12 @@ def main_stat(argv: list[str] | None = None) -> int:
     parser = cli.Parser(prog, "Relay a CTI session to HOST and print its statistics when it "
                         "ends. Runs ctirelay | ctistat. Without HOST, ctistat reads a tagged "
                         "stream on standard input.", STAT_EXAMPLE)
-    cli.add_relay_options(parser, raw=False)
+    relay.add_relay_options(parser, raw=False)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("-m", "--msg", action="store_true", help="messages by class (default)")
     mode.add_argument("-n", "--network", action="store_true", help="bytes, packets and rates")
     parser.add_argument("--json", action="store_true", help="one JSON object per session")
     args = parser.parse_args(argv)
     sink = ["ctistat", *(["-n"] if args.network else []), *(["--json"] if args.json else [])]
-    stages = [["ctirelay", *cli.relay_argv(args)], sink]
+    stages = [["ctirelay", *relay.relay_argv(args)], sink]
     return cli.guarded(prog, lambda: run_pipeline(prog, stages), debug=args.debug)

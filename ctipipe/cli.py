@@ -50,42 +50,6 @@ class Parser(argparse.ArgumentParser):
         self.exit(Exit.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def add_relay_options(parser: argparse.ArgumentParser, *, raw: bool = True) -> None:
-    """The relay's options, shared by ctirelay and the classic wrappers."""
-    parser.add_argument("host", metavar="HOST", help="the CTI server to relay to")
-    parser.add_argument("--port", type=_port, default=5003, help="the server's port (default 5003)")
-    parser.add_argument("--listen-addr", metavar="ADDR", default=None,
-                        help="listen on this address only (default: every address)")
-    parser.add_argument("--listen-port", type=_port, default=50030,
-                        help="where CTI clients connect (default 50030)")
-    parser.add_argument("--loop", action="store_true",
-                        help="keep accepting sessions (default: serve one, then exit)")
-    if raw:
-        parser.add_argument("--raw", action="store_true",
-                            help="record each read as it came, without splitting lines")
-    parser.add_argument("--max-line", type=_positive, default=16 << 20, metavar="BYTES",
-                        help="emit longer lines in pieces (default 16 MiB)")
-    parser.add_argument("--connect-timeout", type=_seconds, default=10.0, metavar="SECONDS",
-                        help="give up on a server that does not answer (default 10)")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="log each session's open and close on standard error")
-
-
-def relay_argv(args: argparse.Namespace) -> list[str]:
-    """Turn parsed relay options back into ctirelay's arguments (for wrappers)."""
-    argv = [args.host, "--port", str(args.port), "--listen-port", str(args.listen_port),
-            "--max-line", str(args.max_line), "--connect-timeout", str(args.connect_timeout)]
-    if args.listen_addr is not None:
-        argv += ["--listen-addr", args.listen_addr]
-    if args.loop:
-        argv.append("--loop")
-    if getattr(args, "raw", False):
-        argv.append("--raw")
-    if args.verbose:
-        argv.append("-v")
-    return argv
-
-
 def _number(convert, low, high, what: str):
     """An argparse type: `convert` the text, then check low <= value <= high."""
     def parse(text: str):
@@ -99,9 +63,9 @@ def _number(convert, low, high, what: str):
     return parse
 
 
-_port = _number(int, 0, 65535, "a port number")
-_positive = _number(int, 1, 1 << 40, "a positive number")
-_seconds = _number(float, 0.001, 1e6, "a number of seconds")
+port = _number(int, 0, 65535, "a port number")
+positive = _number(int, 1, 1 << 40, "a positive number")
+seconds = _number(float, 0.001, 1e6, "a number of seconds")
 
 
 def report(prog: str, message: str) -> None:

@@ -8,6 +8,7 @@ both pumps are done, or at once when either side resets.
 """
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import resource
@@ -40,6 +41,42 @@ EXAMPLE = """\
 ctirelay xivo-new | ctipretty              # clients connect to this host, port 50030
 ctirelay xivo-new --loop --listen-addr 127.0.0.1 > session.jsonl
 """
+
+
+def add_relay_options(parser: argparse.ArgumentParser, *, raw: bool = True) -> None:
+    """The relay's options, shared by ctirelay and the classic wrappers."""
+    parser.add_argument("host", metavar="HOST", help="the CTI server to relay to")
+    parser.add_argument("--port", type=cli.port, default=5003, help="the server's port (default 5003)")
+    parser.add_argument("--listen-addr", metavar="ADDR", default=None,
+                        help="listen on this address only (default: every address)")
+    parser.add_argument("--listen-port", type=cli.port, default=50030,
+                        help="where CTI clients connect (default 50030)")
+    parser.add_argument("--loop", action="store_true",
+                        help="keep accepting sessions (default: serve one, then exit)")
+    if raw:
+        parser.add_argument("--raw", action="store_true",
+                            help="record each read as it came, without splitting lines")
+    parser.add_argument("--max-line", type=cli.positive, default=16 << 20, metavar="BYTES",
+                        help="emit longer lines in pieces (default 16 MiB)")
+    parser.add_argument("--connect-timeout", type=cli.seconds, default=10.0, metavar="SECONDS",
+                        help="give up on a server that does not answer (default 10)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log each session's open and close on standard error")
+
+
+def relay_argv(args: argparse.Namespace) -> list[str]:
+    """Turn parsed relay options back into ctirelay's arguments (for wrappers)."""
+    argv = [args.host, "--port", str(args.port), "--listen-port", str(args.listen_port),
+            "--max-line", str(args.max_line), "--connect-timeout", str(args.connect_timeout)]
+    if args.listen_addr is not None:
+        argv += ["--listen-addr", args.listen_addr]
+    if args.loop:
+        argv.append("--loop")
+    if getattr(args, "raw", False):
+        argv.append("--raw")
+    if args.verbose:
+        argv.append("-v")
+    return argv
 
 
 class _Counts:
@@ -361,6 +398,6 @@ async def _stop_on_signal(signals, scope: trio.CancelScope, relay: Relay) -> Non
 def main(argv: list[str] | None = None) -> int:
     parser = cli.Parser(PROG, "A transparent proxy for XiVO CTI sessions that writes the tagged "
                         "stream of what passed on standard output.", EXAMPLE)
-    cli.add_relay_options(parser)
+    add_relay_options(parser)
     args = parser.parse_args(argv)
     return cli.guarded(PROG, lambda: trio.run(_run, args), debug=args.debug)

@@ -21,6 +21,7 @@ import orjson
 import trio
 
 from . import cli, stream
+from .splitter import Splitter
 
 # How much unwritten traffic the tap holds before it starts dropping records.
 # A busy CTI session moves about 1 MB/s (4,000 status messages a second), so
@@ -50,130 +51,7 @@ TAP_CATCH_UP = 1 << 18
 # this the writer stops formatting and traffic waits (bounded) in the queue.
 OUTPUT_BACKLOG = 1 << 19
 
-# A line known to be longer than max_line goes out in pieces of this size (or
-# max_line if smaller): a hostile 100 MB line then costs its first max_line
-# bytes held once, not max_line bytes held again and again.
-OVERSIZE_PIECE = 1 << 20
-
 _DATA, _DROP, _EVENT, _CLOSE = range(4)
-_OVERSIZE = b',"oversize":true'
-
-
-class SideTap:
-    """One direction of one session: the line splitter and its record formatter."""
-
-    __slots__ = ("session", "side", "max_line", "piece", "pending", "pending_len",
-                 "skipping", "oversize", "marker")
-
-    def __init__(self, session: "SessionTap", side: str, max_line: int) -> None:
-        self.session = session
-        self.side = side
-        self.max_line = max_line
-        self.piece = min(max_line, OVERSIZE_PIECE)
-        self.pending: list[bytes] = []  # the start of an unfinished line
-        self.pending_len = 0
-        self.skipping = False  # the unfinished line's start was dropped
-        self.oversize = False  # the unfinished line was already cut into pieces
-        self.marker: list | None = None  # the drop marker still waiting in the queue
-
-    def lines(self, ts: float, data: bytes, out: list[bytes]) -> None:
-        """Append the records of every line `data` completes; keep the rest."""
-        head = stream.data_head(ts, self.session.conn, self.side)
-        if self.skipping:
-            end = data.find(b"\n")
-            if end < 0:
-                return
-            self.session.lost += 1  # the line whose start was dropped
-            self.skipping = False
-            data = data[end + 1:]
-        lines = data.split(b"\n")
-        tail = lines.pop()
-        if self.pending or self.oversize:  # the first line began in earlier reads
-            if not lines:
-                self._hold(head, tail, out)
-                return
-            self.pending.append(lines[0])
-            first = b"".join(self.pending)
-            self.pending.clear()
-            self.pending_len = 0
-            if self.oversize:  # its start already went out in pieces: so does its end
-                self._pieces(head, first, out)
-                del lines[0]
-            else:
-                lines[0] = first
-        loads, JSONDecodeError, max_line = orjson.loads, orjson.JSONDecodeError, self.max_line
-        message_record = stream.message_record
-        for line in lines:
-            size = len(line) + 1
-            if size > max_line:
-                self._pieces(head, line, out)
-                continue
-            try:
-                loads(line)
-            except JSONDecodeError:
-                out.append(stream.raw_record(head, size, line))
-                continue
-            # Validated, so only JSON whitespace can surround the value.
-            out.append(message_record(head, size, line.strip()))
-        if tail:
-            self._hold(head, tail, out)
-
-    def _pieces(self, head: bytes, line: bytes, out: list[bytes]) -> None:
-        """The end of a line too long to keep whole: in pieces of at most max_line."""
-        step = self.piece
-        view = memoryview(line)  # pieces are views: no copy of the line
-        for start in range(0, len(line) - step + 1, step):
-            out += stream.raw_record_parts(head, step, view[start:start + step], _OVERSIZE)
-        rest = view[len(line) - len(line) % step:] if len(line) >= step else view
-        out += stream.raw_record_parts(head, len(rest) + 1, rest, _OVERSIZE)
-        self.oversize = False
-
-    def _hold(self, head: bytes, data: bytes, out: list[bytes]) -> None:
-        """Keep an unfinished line; once it passes max_line, emit what is held in
-        pieces, and from then on each new piece as soon as it is complete."""
-        self.pending.append(data)
-        self.pending_len += len(data)
-        if self.pending_len < (self.piece if self.oversize else self.max_line):
-            return
-        held = b"".join(self.pending)
-        self.pending.clear()
-        step = self.piece
-        cut = len(held) - len(held) % step
-        view = memoryview(held)
-        for start in range(0, cut, step):
-            out += stream.raw_record_parts(head, step, view[start:start + step], _OVERSIZE)
-        self.pending = [held[cut:]] if cut < len(held) else []
-        self.pending_len = len(held) - cut
-        self.oversize = True
-
-    def chunk(self, ts: float, data: bytes, out: list[bytes]) -> None:
-        """--raw: one record per read, exactly as it came."""
-        head = stream.data_head(ts, self.session.conn, self.side)
-        out.append(stream.raw_record(head, len(data), data))
-
-    def dropped(self, newlines: int, unfinished: bool) -> None:
-        """Account for reads that were not recorded (a drop marker reached the writer)."""
-        # Every line those reads finished is lost; so is the line they leave
-        # unfinished (counted once its newline or the close arrives).
-        self.session.lost += newlines
-        self.skipping = unfinished
-        self.pending.clear()
-        self.pending_len = 0
-        self.oversize = False
-
-    def end(self, ts: float, out: list[bytes]) -> None:
-        """At close: what is left without a newline becomes a partial record."""
-        if self.skipping:
-            self.session.lost += 1
-            self.skipping = False
-        if self.pending or self.oversize:  # (an oversize line cut just at its end: size 0)
-            held = b"".join(self.pending)
-            self.pending.clear()
-            self.pending_len = 0
-            flags = b',"partial":true' + (b',"oversize":true' if self.oversize else b"")
-            self.oversize = False
-            head = stream.data_head(ts, self.session.conn, self.side)
-            out += stream.raw_record_parts(head, len(held), held, flags)
 
 
 class SessionTap:
@@ -184,8 +62,19 @@ class SessionTap:
     def __init__(self, conn: int, max_line: int) -> None:
         self.conn = conn
         self.lost = 0
-        self.client = SideTap(self, "client", max_line)
-        self.server = SideTap(self, "server", max_line)
+        self.client = _Side(self, "client", max_line)
+        self.server = _Side(self, "server", max_line)
+
+
+class _Side(Splitter):
+    """A direction's splitter, with the session it belongs to and its drop marker."""
+
+    __slots__ = ("session", "marker")
+
+    def __init__(self, session: SessionTap, side: str, max_line: int) -> None:
+        super().__init__(session.conn, side, max_line)
+        self.session = session
+        self.marker: list | None = None  # the drop marker still waiting in the queue
 
 
 class Tap:
@@ -216,7 +105,7 @@ class Tap:
 
     # --- called by the sessions (must never block) -------------------------
 
-    def data(self, side: SideTap, ts: float, data: bytes) -> None:
+    def data(self, side: "_Side", ts: float, data: bytes) -> None:
         if self.closed_output:
             return
         # Only a slow output drops records; if the writer is merely busy, the
@@ -338,11 +227,9 @@ class Tap:
             if kind == _DATA:
                 taken += len(b)
                 session = owner.session
-                records: list[bytes] = []
-                if chunk:
-                    owner.chunk(a, b, records)
-                else:
-                    owner.lines(a, b, records)
+                records = owner.chunk(a, b) if chunk else owner.lines(a, b)
+                session.lost += owner.lost
+                owner.lost = 0
                 if session.lost and records:
                     self._gap(session, a, out)
                 out += records
@@ -350,13 +237,15 @@ class Tap:
                 if owner.marker is a:
                     owner.marker = None
                 owner.dropped(a[0], a[1])
+                owner.session.lost += owner.lost
+                owner.lost = 0
             elif kind == _EVENT:
                 out.append(a)
             else:  # _CLOSE: leftovers, any gap, then the close event itself
-                records = []
-                owner.client.end(a, records)
-                owner.server.end(a, records)
-                out += records
+                for side in (owner.client, owner.server):
+                    out += side.end(a)
+                    owner.lost += side.lost
+                    side.lost = 0
                 if owner.lost:
                     self._gap(owner, a, out)
                 out.append(stream.event_record(a, owner.conn, "close", **b))
