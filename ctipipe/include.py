@@ -4,7 +4,7 @@ Several expressions in one stage give OR; several stages in a row give AND.
 """
 from __future__ import annotations
 
-from . import cli, paths
+from . import cli, paths, stage
 
 INCLUDE_EXAMPLE = """\
 ctirelay xivo-new | ctiinclude class=getlist class=ipbxcommand | ctipretty
@@ -16,7 +16,7 @@ ctiexclude class=keepalive < session.jsonl > quiet.jsonl
 """
 
 
-class Include(cli.Stage):
+class Include(stage.Stage):
     """Keeps matching messages (of one side with `side`); events pass, raw lines go
     (with no expression, only the side is chosen and its raw lines stay)."""
 
@@ -38,7 +38,7 @@ class Include(cli.Stage):
 
 
 
-class Exclude(cli.Stage):
+class Exclude(stage.Stage):
     """Drops matching messages; everything else passes."""
 
     def __init__(self, expressions: list[paths.Expression]) -> None:
@@ -54,7 +54,7 @@ class Exclude(cli.Stage):
 def _expressions(parser: cli.Parser, texts: list[str]) -> list[paths.Expression]:
     try:
         return [paths.Expression(text) for text in texts]
-    except cli.CommandError as error:
+    except paths.ExpressionError as error:
         parser.error(str(error))
 
 
@@ -68,8 +68,8 @@ def main_include(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.expressions and args.side is None:
         parser.error("give at least one KEY=VALUE expression, or --from")
-    stage = Include(_expressions(parser, args.expressions), args.side)
-    return cli.guarded(prog, lambda: cli.run_stage(prog, stage), debug=args.debug)
+    include = Include(_expressions(parser, args.expressions), args.side)
+    return cli.guarded(prog, lambda: stage.run_stage(prog, include), debug=args.debug)
 
 
 def main_exclude(argv: list[str] | None = None) -> int:
@@ -78,5 +78,5 @@ def main_exclude(argv: list[str] | None = None) -> int:
                         "everything else passes.", EXCLUDE_EXAMPLE)
     parser.add_argument("expressions", nargs="+", metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    stage = Exclude(_expressions(parser, args.expressions))
-    return cli.guarded(prog, lambda: cli.run_stage(prog, stage), debug=args.debug)
+    exclude = Exclude(_expressions(parser, args.expressions))
+    return cli.guarded(prog, lambda: stage.run_stage(prog, exclude), debug=args.debug)

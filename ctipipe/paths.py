@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import orjson
 
-from .cli import CommandError
-
 _MISSING = object()
+
+
+class ExpressionError(ValueError):
+    """A field path or expression that cannot be meant; its text says why."""
 
 
 def split_path(path: str) -> list[str]:
     if not path or any(not part for part in path.split(".")):
-        raise CommandError(f"not a field path: {path!r} (use names joined by dots, e.g. config.lastcall)")
+        raise ExpressionError(f"not a field path: {path!r} (use names joined by dots, e.g. config.lastcall)")
     return path.split(".")
 
 
@@ -46,7 +48,7 @@ class Expression:
     def __init__(self, expression: str) -> None:
         key, sep, text = expression.partition("=")
         if not sep:
-            raise CommandError(f"not a KEY=VALUE expression: {expression!r}")
+            raise ExpressionError(f"not a KEY=VALUE expression: {expression!r}")
         self.path = split_path(key)
         self.text = text
 

@@ -8,7 +8,7 @@ import time
 
 import orjson
 
-from . import cli, stream
+from . import cli, stage, stream
 
 PROG = "ctipretty"
 
@@ -32,7 +32,7 @@ _NO_MESSAGE = object()
 _TOKEN = re.compile(rb'("(?:[^"\\]|\\.)*")(\s*:)?|(-?\d[\d.eE+-]*)|\b(true|false|null)\b')
 
 
-class Pretty(cli.Stage):
+class Pretty(stage.Stage):
     """Renders a whole batch at once: messages are laid out by orjson with an
     indent of 2 and widened to 4 over the whole batch (stream.widen).
 
@@ -187,5 +187,5 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     color = args.color == "always" or (args.color == "auto" and os.isatty(1)
                                        and os.environ.get("NO_COLOR") is None)
-    return cli.guarded(PROG, lambda: cli.run_stage(PROG, Pretty(args.compact, color)),
+    return cli.guarded(PROG, lambda: stage.run_stage(PROG, Pretty(args.compact, color)),
                        debug=args.debug)

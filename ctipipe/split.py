@@ -6,7 +6,7 @@ import errno
 import os
 import stat
 
-from . import cli, stream
+from . import cli, stage, stream
 
 PROG = "ctisplit"
 
@@ -33,7 +33,7 @@ def open_private(path: str) -> int:
     return fd
 
 
-class Split(cli.Stage):
+class Split(stage.Stage):
     """Per side, consecutive messages are laid out together and widened to an
     indent of 4 in one pass (stream.widen); a raw line ends such a run first,
     so its text is written exactly as it came."""
@@ -102,5 +102,5 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("server_file", metavar="SERVERFILE")
     parser.add_argument("--jsonl", action="store_true", help="write the tagged records themselves")
     args = parser.parse_args(argv)
-    return cli.guarded(PROG, lambda: cli.run_stage(
+    return cli.guarded(PROG, lambda: stage.run_stage(
         PROG, Split(args.client_file, args.server_file, args.jsonl)), debug=args.debug)

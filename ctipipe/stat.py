@@ -6,7 +6,7 @@ import collections
 
 import orjson
 
-from . import cli
+from . import cli, stage
 
 PROG = "ctistat"
 
@@ -121,7 +121,7 @@ def _rank(values: list[float], fraction: float) -> float | None:
     return round(values[index], 3)
 
 
-class Stat(cli.Stage):
+class Stat(stage.Stage):
     def __init__(self, network: bool, as_json: bool) -> None:
         self.network = network
         self.as_json = as_json
@@ -239,5 +239,5 @@ def main(argv: list[str] | None = None) -> int:
                       help="bytes, reads, rates and running time")
     parser.add_argument("--json", action="store_true", help="one JSON object per session")
     args = parser.parse_args(argv)
-    return cli.guarded(PROG, lambda: cli.run_stage(PROG, Stat(args.network, args.json)),
+    return cli.guarded(PROG, lambda: stage.run_stage(PROG, Stat(args.network, args.json)),
                        debug=args.debug)

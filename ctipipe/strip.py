@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import cli, paths, stream
+from . import cli, paths, stage, stream
 
 PROG = "ctistrip"
 
@@ -19,7 +19,7 @@ ctistrip config.lastcall status.queues < session.jsonl > lean.jsonl
 """
 
 
-class Strip(cli.Stage):
+class Strip(stage.Stage):
     def __init__(self, fields: list[str], secrets: set[str]) -> None:
         self.paths = [paths.split_path(field) for field in fields]
         self.secrets = secrets
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.fields and not secret_fields(args):
         parser.error("give at least one FIELD to remove, or --redact")
     try:
-        stage = Strip(args.fields, secret_fields(args))
-    except cli.CommandError as error:
+        strip = Strip(args.fields, secret_fields(args))
+    except paths.ExpressionError as error:
         parser.error(str(error))
-    return cli.guarded(PROG, lambda: cli.run_stage(PROG, stage), debug=args.debug)
+    return cli.guarded(PROG, lambda: stage.run_stage(PROG, strip), debug=args.debug)

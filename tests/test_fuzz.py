@@ -44,10 +44,13 @@ STAGES = [["ctistrip", "timenow", "config.x"], ["ctistrip", "--redact"],
           ["ctiinclude", "class=getlist", "--from", "server"], ["ctiexclude", "commandid=5"],
           ["ctipretty", "--color", "always"], ["ctipretty", "--compact"], ["ctistat"],
           ["ctistat", "-n", "--json"], ["ctisplit", "{tmp}/c", "{tmp}/s"]]
-WARNING = re.compile(r"^(\w+): line (\d+): (not JSON \(.*\)|not a JSON object); skipped$")
+WARNING = re.compile(r"^(\w+): line (\d+): (not JSON \(.*\)|not UTF-8|not a JSON object); skipped$")
 
 
 def is_record(line: bytes) -> bool:
+    """A line no stage warns about: a JSON object, or a blank line (ignored quietly)."""
+    if not line.strip():
+        return True
     try:
         return isinstance(orjson.loads(line), dict)
     except orjson.JSONDecodeError:
