@@ -14,7 +14,6 @@ class Exit(enum.IntEnum):
     ERROR = 1  # the command could not do its job (unreachable server, bad path, full disk)
     USAGE = 2  # bad arguments, found before anything is read or listened on
     STAGE_FAILED = 3  # a wrapper's pipeline lost a stage
-    INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
 class CommandError(Exception):
@@ -85,7 +84,7 @@ def guarded(prog: str, body: Callable[[], int], debug: bool = False) -> int:
         if any(isinstance(e, SystemExit) for e in found):
             raise
         if all(isinstance(e, KeyboardInterrupt) for e in found):
-            return Exit.INTERRUPTED
+            return Exit.OK  # Ctrl-C is how a user ends a command: done
         if all(isinstance(e, BrokenPipeError) for e in found):
             _silence_stdout()
             return Exit.OK

@@ -72,7 +72,7 @@ class Lines:
     A line longer than one read is gathered in pieces and joined once, so a
     huge line costs its own size, not its size squared. A line longer than
     `max_line` is dropped as soon as it is known to be too long, and TOO_LONG
-    stands in its place.
+    stands in its place (given then, before the line's end is seen).
     """
 
     def __init__(self, max_line: int = MAX_LINE) -> None:
@@ -87,18 +87,14 @@ class Lines:
         first = data.find(b"\n")
         if first < 0:
             if not self.skipping:
-                self.pieces.append(data)
-                self.held += len(data)
-                if self.held > self.max_line:
-                    self.pieces.clear()
-                    self.held = 0
-                    self.skipping = True
+                self._hold(data, out)
             return out
         last = data.rfind(b"\n")
         start = 0
         if self.skipping or self.held + first > self.max_line:
             # the unfinished line ends in this read, too long: skip to its end
-            out.append(TOO_LONG)
+            if not self.skipping:
+                out.append(TOO_LONG)
             self.skipping = False
             self.pieces.clear()
             start = first + 1
@@ -109,16 +105,24 @@ class Lines:
                 self.pieces.clear()
             else:
                 out.append(data[start:last])
-        self.held = len(data) - last - 1
-        if self.held:
-            self.pieces.append(data[last + 1:])
+        self.held = 0
+        if last + 1 < len(data):
+            self._hold(data[last + 1:], out)
         return out
+
+    def _hold(self, piece: bytes, out: list) -> None:
+        """Keep the start of an unfinished line, unless it is already too long."""
+        self.pieces.append(piece)
+        self.held += len(piece)
+        if self.held > self.max_line:  # said at once, not at the line's far end
+            out.append(TOO_LONG)
+            self.pieces.clear()
+            self.held = 0
+            self.skipping = True
 
     def end(self) -> list[bytes | TooLong]:
         """What is left at end of input: a last line without its newline."""
-        if self.skipping:
-            self.skipping = False
-            return [TOO_LONG]
+        self.skipping = False
         if self.pieces:
             block = b"".join(self.pieces)
             self.pieces.clear()
@@ -222,8 +226,8 @@ def run_stage(prog: str, stage: Stage, files: list[str] | None = None, outfd: in
     # a read never has to be interrupted (and its data lost) to stop.
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     old_wakeup = signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGINT, on_interrupt)
-    signal.signal(signal.SIGTERM, on_terminate)
+    old_handlers = (signal.signal(signal.SIGINT, on_interrupt),
+                    signal.signal(signal.SIGTERM, on_terminate))
 
     def write(data: bytes) -> None:
         nonlocal writing
@@ -318,6 +322,9 @@ def run_stage(prog: str, stage: Stage, files: list[str] | None = None, outfd: in
     except _Stop:
         pass  # SIGTERM while blocked writing: the reader has stopped; so do we
     finally:
+        gc.enable()
+        signal.signal(signal.SIGINT, old_handlers[0])
+        signal.signal(signal.SIGTERM, old_handlers[1])
         signal.set_wakeup_fd(old_wakeup)
         os.close(wake_r)
         os.close(wake_w)

@@ -1,0 +1,197 @@
+"""The stage loop every filter and sink shares (stage.py) and what every command
+shares (cli.py): signals at bad moments, bounded input lines, input files,
+one-line errors, --version. Real processes where only a process shows it."""
+import fcntl
+import os
+import pty
+import signal
+import subprocess
+import termios
+import time
+
+import orjson
+import pytest
+from hypothesis import given, strategies as st
+
+from ctipipe import __version__, cli, stage
+from helpers import WAIT, Proc, command
+
+RECORD = b'{"ts":1.000000,"conn":1,"from":"client","size":20,"msg":{"class":"getlist"}}\n'
+OPEN = b'{"ts":1.000000,"conn":1,"event":"open","client":"127.0.0.1:1","server":"127.0.0.1:2"}\n'
+
+
+def memory_peak_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+# --- the line buffer: pure --------------------------------------------------------
+
+def reference_blocks(data: bytes, max_line: int) -> list:
+    """Lines as the loop should see them: each line, or TOO_LONG for a long one."""
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return [stage.TOO_LONG if len(line) > max_line else line for line in lines]
+
+
+@given(data=st.lists(st.sampled_from([b"a", b"bb", b"\n", b"ccccccc", b"\n\n"]), max_size=40).map(b"".join),
+       cuts=st.lists(st.integers(0, 200), max_size=12), max_line=st.integers(1, 9))
+def test_lines_bound_every_line_whatever_the_reads(data, cuts, max_line):
+    assert stage.READ_SIZE <= stage.MAX_LINE
+    lines = stage.Lines(max_line)
+    got = []
+    bounds = sorted({c for c in cuts if 0 < c < len(data)}) + [len(data)]
+    start = 0
+    for end in bounds:
+        # reads are never longer than the bound (as READ_SIZE is under MAX_LINE)
+        for piece in range(start, end, max_line):
+            got += lines.feed(data[piece:min(piece + max_line, end)])
+            assert lines.held <= max_line
+        start = end
+    got += lines.end()
+    flat = []
+    for block in got:
+        flat += [block] if block is stage.TOO_LONG else block.split(b"\n")
+    assert flat == reference_blocks(data, max_line)
+
+
+@pytest.mark.heavy
+def test_endless_line_is_reported_at_once_and_memory_stays_bounded():
+    with open("/dev/zero", "rb") as zero:
+        proc = Proc(command("ctipretty"), stdin=zero)
+    proc.wait_for(lambda p: "longer than 64 MiB" in p.err, timeout=60, what="the long-line message")
+    time.sleep(1)  # it keeps reading zeros meanwhile
+    peak = memory_peak_kib(proc.pid)
+    proc.signal(signal.SIGINT)  # /dev/zero never ends: Ctrl-C stops it
+    assert proc.finish() == 0, proc.err
+    assert peak < 200 * 1024, f"peak {peak} KiB"
+    assert proc.err.strip() == "ctipretty: line 1: longer than 64 MiB; skipped"
+
+
+@pytest.mark.heavy
+def test_a_too_long_line_is_skipped_and_the_next_one_handled():
+    data = b"x" * (65 << 20) + b"\n" + RECORD
+    result = subprocess.run(command("ctiinclude", "class=getlist"), input=data,
+                            capture_output=True, timeout=60)
+    assert result.returncode == 0
+    assert result.stdout == RECORD
+    assert result.stderr.decode() == "ctiinclude: line 1: longer than 64 MiB; skipped\n"
+
+
+def test_blank_lines_are_quiet_and_binary_is_not_utf8():
+    data = b"\n   \n" + RECORD + b'{"a":"\xff"}\n\n' + RECORD
+    result = subprocess.run(command("ctistrip", "timenow"), input=data, capture_output=True, timeout=WAIT)
+    assert result.returncode == 0
+    assert result.stdout == RECORD * 2
+    assert result.stderr.decode() == "ctistrip: line 4: not UTF-8; skipped\n"
+
+
+# --- signals --------------------------------------------------------------------
+
+def test_ctrl_c_stops_a_stage_reading_a_fifo_whose_writer_stays(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR)  # stays open: the input never ends by itself
+    try:
+        with open(fifo, "rb") as reader:
+            proc = Proc(command("ctistat", "--json"), stdin=reader)
+        os.write(writer, OPEN + RECORD)
+        time.sleep(0.5)  # let it read (a stop before that is right too: no output check)
+        proc.signal(signal.SIGINT)
+        assert proc.finish() == 0, proc.err
+        summary = orjson.loads(proc.out)
+        assert summary["messages"]["client"] == {"getlist": 1}
+    finally:
+        os.close(writer)
+
+
+def test_ctrl_c_on_an_unnamed_pipe_waits_for_its_end():
+    proc = Proc(command("ctistrip", "timenow"), stdin=subprocess.PIPE)
+    proc.popen.stdin.write(RECORD)
+    proc.popen.stdin.flush()
+    proc.wait_for(lambda p: p.out == RECORD, what="the first record")
+    proc.signal(signal.SIGINT)
+    proc.signal(signal.SIGINT)  # twice: the relay upstream closes the pipe, not us
+    proc.popen.stdin.write(RECORD)
+    proc.popen.stdin.close()
+    assert proc.finish() == 0, proc.err
+    assert proc.out == RECORD * 2
+
+
+def test_sigterm_stops_a_stage_blocked_writing_to_a_reader_that_stopped(tmp_path):
+    saved = tmp_path / "big.jsonl"
+    saved.write_bytes(RECORD * 60000)  # 4.6 MB: far more than a pipe holds
+    out_r, out_w = os.pipe()
+    try:
+        with open(saved, "rb") as source:
+            proc = Proc(command("ctistrip", "timenow"), stdin=source, stdout=out_w)
+        os.close(out_w)
+        deadline = time.monotonic() + WAIT
+
+        def pipe_full() -> bool:
+            pending = bytearray(4)
+            fcntl.ioctl(out_r, termios.FIONREAD, pending)
+            return int.from_bytes(pending, "little") >= 65536
+
+        while not pipe_full():  # nobody reads: the stage now blocks in a write
+            assert time.monotonic() < deadline, proc.err
+            time.sleep(0.05)
+        time.sleep(0.2)
+        proc.signal(signal.SIGTERM)
+        assert proc.finish() == 0, proc.err
+        assert proc.err == ""
+    finally:
+        os.close(out_r)
+
+
+def test_a_terminal_on_stdin_is_told_once_what_is_expected():
+    controller, terminal = pty.openpty()
+    try:
+        proc = Proc(command("ctiexclude", "class=x"), stdin=terminal)
+        proc.wait_for(lambda p: "tagged stream" in p.err, what="the hint")
+        proc.signal(signal.SIGINT)  # a terminal: Ctrl-C stops it
+        assert proc.finish() == 0
+        assert proc.err.count("\n") == 1
+        assert "pipe ctirelay into this command" in proc.err
+    finally:
+        os.close(controller)
+        os.close(terminal)
+
+
+def test_closed_stdin_is_one_line():
+    result = subprocess.run(["sh", "-c", 'exec "$@" <&-', "sh", *command("ctistrip", "timenow")],
+                            capture_output=True, timeout=WAIT)
+    assert result.returncode == 1
+    assert result.stderr.decode() == ("ctistrip: error: standard input is closed; give a tagged "
+                                      "stream with < FILE or a pipe\n")
+
+
+# --- input files (the sinks' FILE arguments) ------------------------------------
+
+class Echo(stage.Stage):
+    def handle(self, record, line):
+        return line
+
+    def finish(self):
+        return b"done\n"
+
+
+def test_run_stage_reads_the_files_in_order(tmp_path):
+    (tmp_path / "a").write_bytes(RECORD)
+    (tmp_path / "b").write_bytes(OPEN)
+    out = tmp_path / "out"
+    with open(out, "wb") as sink:
+        code = stage.run_stage("t", Echo(), [str(tmp_path / "b"), str(tmp_path / "a")], outfd=sink.fileno())
+    assert code == 0
+    assert out.read_bytes() == OPEN + RECORD + b"done\n"
+
+
+def test_run_stage_refuses_a_missing_file_or_a_directory(tmp_path):
+    with pytest.raises(cli.CommandError, match=r"^cannot read .*nope: No such file or directory$"):
+        stage.run_stage("t", Echo(), [str(tmp_path / "nope")])
+    with pytest.raises(cli.CommandError, match=r"is a directory"):
+        stage.run_stage("t", Echo(), [str(tmp_path)])
