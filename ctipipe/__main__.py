@@ -14,6 +14,7 @@ COMMANDS = {
     "ctispy": ("classic", "main_spy"),
     "ctisave": ("classic", "main_save"),
     "ctidemo": ("demo", "main"),
+    "ctireplay": ("replay", "main"),
 }
 
 
