@@ -9,18 +9,20 @@ both pumps are done, or at once when either side resets.
 from __future__ import annotations
 
 import argparse
+import collections
 import errno
 import os
 import resource
 import signal
 import socket
 import struct
+import threading
 import time
 
 import trio
 from trio.lowlevel import wait_readable, wait_writable
 
-from . import cli, stream
+from . import __version__, cli, stream
 from .tap import Tap
 
 PROG = "ctirelay"
@@ -36,6 +38,9 @@ EAGER_READS = 64
 # At shutdown, how long to keep trying to write the last records (close
 # events) to a reader that does not read, before exiting anyway.
 FLUSH_TIMEOUT = 5.0
+
+# Lines for standard error waiting to be written, past which they are counted.
+NOTICE_BACKLOG = 100
 
 EXAMPLE = """\
 ctirelay xivo-new | ctipretty              # clients connect to this host, port 50030
@@ -100,7 +105,8 @@ class _Ending:
 
 class Relay:
     def __init__(self, host: str, port: int, *, listen_addr: str | None, listen_port: int,
-                 loop: bool, tap: Tap, verbose: bool, connect_timeout: float) -> None:
+                 loop: bool, tap: Tap, verbose: bool, connect_timeout: float,
+                 notices: "Notices") -> None:
         self.host = host
         self.port = port
         self.listen_addr = listen_addr
@@ -110,21 +116,29 @@ class Relay:
         self.verbose = verbose
         # A filtered address never answers: after this long the client is told no.
         self.connect_timeout = connect_timeout
+        self.notices = notices
         self.sessions = 0
 
     def log(self, message: str) -> None:
         if self.verbose:
-            cli.report(PROG, message)
+            self.notices.say(message)
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Listen, then relay one session (or, with loop, every session).
+        """Resolve the server, listen, write the `start` record, then relay one
+        session (or, with loop, every session).
 
         Resource handling: the listeners are closed when serving ends (after the
         first session's accept without loop, so later clients are refused).
-        Error handling: an address in use or not permitted is a CommandError;
-        without loop, an unreachable server is too; with loop it is an `error`
-        record and the relay goes on.
+        Error handling: a server name that does not resolve, an address in use
+        or not permitted is a CommandError; without loop, an unreachable server
+        is too; with loop it is an `error` record and the relay goes on. Any
+        other failure of a session ends that session only.
         """
+        target = _join(self.host, self.port)
+        try:
+            await trio.socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        except socket.gaierror as error:
+            raise cli.CommandError(f"cannot resolve {self.host}: {error.strerror}") from None
         try:
             listeners = await trio.open_tcp_listeners(self.listen_port, host=self.listen_addr)
         except OSError as error:
@@ -134,8 +148,11 @@ class Relay:
                     errno.EADDRNOTAVAIL: " (not an address of this machine)"}.get(error.errno, "")
             raise cli.CommandError(f"cannot listen on {where}: {error.strerror}{hint}") from None
         bound = [_name(listener.socket.getsockname()) for listener in listeners]
+        self.tap.event(stream.event_record(time.time(), None, "start", stream=1,
+                                           producer=f"{PROG} {__version__}", listen=bound,
+                                           server=target))
+        self.notices.say(f"listening on {' '.join(bound)} (clients are relayed to {target})")
         task_status.started(bound)
-        self.log("listening on " + ", ".join(bound))
         async with trio.open_nursery() as sessions:
             if self.loop:
                 await trio.serve_listeners(self._session, listeners, handler_nursery=sessions)
@@ -146,9 +163,34 @@ class Relay:
                 await self._session(client)
 
     async def _session(self, client: trio.SocketStream) -> None:
+        """One session: accept -> connect -> `open` -> two pumps -> `close`.
+
+        Whatever goes wrong ends this session only: its `close` (or, before it
+        opened, an `error` record) and one line on standard error.
+        """
         self.sessions += 1
         conn = self.sessions
-        peer = _name(client.socket.getpeername())
+        peer = None
+        try:
+            _keepalive(client.socket)
+            peer = _name(client.socket.getpeername())
+            server = await self._connect(conn, client, peer)
+            if server is not None:
+                await self._relay(conn, client, peer, server)
+        except cli.CommandError:
+            raise
+        except Exception as error:  # noqa: BLE001 - one session's failure is its own
+            await _abort(client)
+            message = _failure(error)
+            if not self.loop:
+                raise cli.CommandError(f"session {conn}: {message}") from None
+            fields = {"error": message} if peer is None else {"error": message, "client": peer}
+            self.tap.event(stream.event_record(time.time(), conn, "error", **fields))
+            self.notices.say(f"session {conn}: {message}")
+
+    async def _connect(self, conn: int, client: trio.SocketStream,
+                       peer: str) -> trio.SocketStream | None:
+        """The server connection for this client, or None (client closed, `error` written)."""
         target = _join(self.host, self.port)
         try:
             with trio.fail_after(self.connect_timeout):
@@ -160,12 +202,20 @@ class Relay:
             why = (f"no answer after {self.connect_timeout:g} s"
                    if isinstance(error, trio.TooSlowError) else _reason(error))
             message = f"cannot reach {target}: {why}"
-            self.tap.event(stream.event_record(time.time(), conn, "error", error=message))
+            self.tap.event(stream.event_record(time.time(), conn, "error", error=message,
+                                               client=peer))
             await _abort(client)
             if not self.loop:
                 raise cli.CommandError(message) from None
-            cli.report(PROG, f"session {conn}: {message}; client {peer} disconnected")
-            return
+            self.notices.say(f"session {conn}: {message}; client {peer} disconnected")
+            return None
+        _keepalive(server.socket)
+        return server
+
+    async def _relay(self, conn: int, client: trio.SocketStream, peer: str,
+                     server: trio.SocketStream) -> None:
+        """The open session: `open`, the two pumps, `close` (always, whatever happened)."""
+        target = _join(self.host, self.port)
         session = self.tap.session(conn)
         started = time.time()
         self.tap.opened(session, stream.event_record(started, conn, "open", client=peer,
@@ -173,9 +223,11 @@ class Relay:
         self.log(f"session {conn} open: {peer} -> {target}")
         counts = {"client": _Counts(), "server": _Counts()}
         ending = _Ending()
-        # Plain sockets on the same connections for the pumps' fast path.
-        raw = {"client": _plain(client), "server": _plain(server)}
+        raw: dict[str, socket.socket] = {}
         try:
+            # Plain sockets on the same connections for the pumps' fast path.
+            raw["client"] = _plain(client)
+            raw["server"] = _plain(server)
             async with trio.open_nursery() as pumps:
                 pumps.start_soon(self._pump, raw["client"], raw["server"], "client", "server",
                                  session.client, counts["client"], ending, pumps.cancel_scope)
@@ -184,11 +236,19 @@ class Relay:
         except trio.Cancelled:
             ending.by = "relay"
             raise
+        except Exception as error:  # noqa: BLE001 - ends this session, with its close
+            ending.by = "error"
+            ending.error = _failure(error)
+            ending.reset.update(("client", "server"))
+            self.notices.say(f"session {conn}: {ending.error}")
         finally:
             for side, stream_ in (("client", client), ("server", server)):
-                if ending.reset and side not in ending.reset:
-                    _linger_zero(raw[side])  # pass a reset on as a reset
-                raw[side].detach()  # the descriptor is the stream's: it closes it
+                if side in raw:
+                    if ending.reset and side not in ending.reset:
+                        _linger_zero(raw[side])  # pass a reset on as a reset
+                    raw[side].detach()  # the descriptor is the stream's: it closes it
+                elif ending.reset:
+                    _linger_zero(stream_.socket)
                 await _close(stream_)
             ended = time.time()
             fields = {
@@ -325,6 +385,37 @@ def _plain(stream_: trio.SocketStream) -> socket.socket:
     return sock
 
 
+def _failure(error: BaseException) -> str:
+    """An unexpected failure of one session, in one line."""
+    leaf = cli.leaves(error)[0]
+    if isinstance(leaf, OSError) and leaf.errno in (errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE):
+        return "the client went away before the session began" if leaf.errno == errno.ENOTCONN \
+            else f"connection reset ({leaf.strerror})"
+    if isinstance(leaf, OSError) and leaf.strerror:
+        return f"session failed: {leaf.strerror}"
+    return f"session failed: {type(leaf).__name__}: {leaf}"
+
+
+# TCP keepalive on both legs: a peer that vanished without a word (cable pulled,
+# NAT entry expired) is noticed after about two minutes of silence plus five
+# probes a few seconds apart, instead of holding its session forever. A CTI
+# session idles for minutes between calls, so the first probe waits a minute;
+# a live peer answers probes without any application traffic.
+KEEPALIVE_IDLE = 60  # seconds of silence before the first probe
+KEEPALIVE_INTERVAL = 10  # seconds between probes
+KEEPALIVE_PROBES = 6  # unanswered probes before the connection is dropped
+
+
+def _keepalive(sock) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+    except (OSError, AttributeError):
+        pass  # a platform without these options: the sessions work without
+
+
 def _reason(error: BaseException) -> str:
     """Why a connection failed, in the system's words ("Connection refused")."""
     # trio tries every address and reports "all attempts failed", with the
@@ -358,12 +449,69 @@ def _raise_descriptor_limit() -> None:
             pass
 
 
-async def _run(args) -> int:
+class Notices:
+    """One-line messages for standard error that never hold up the sessions.
+
+    A paused terminal (Ctrl-S) or a full pipe on standard error blocks a write;
+    so a thread writes the lines, and the event loop only appends to a short
+    queue. Past NOTICE_BACKLOG unwritten lines, new ones are counted instead,
+    and the count is written once the queue has room again.
+    """
+
+    def __init__(self, fd: int = 2, prog: str = PROG) -> None:
+        self.fd = fd
+        self.prog = prog
+        self.dropped = 0
+        self._lines: collections.deque[bytes] = collections.deque()
+        self._ready = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name=f"{prog}-stderr", daemon=True)
+        self._thread.start()
+
+    def say(self, message: str) -> None:
+        line = f"{self.prog}: {message}\n".encode("utf-8", "replace")
+        with self._ready:
+            if len(self._lines) >= NOTICE_BACKLOG:
+                self.dropped += 1
+                return
+            if self.dropped:
+                self._lines.append(f"{self.prog}: ({self.dropped} messages were not shown: "
+                                   f"standard error was not being read)\n".encode())
+                self.dropped = 0
+            self._lines.append(line)
+            self._ready.notify()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait (blocking, at exit only) up to `timeout` for the lines to be written."""
+        deadline = time.monotonic() + timeout
+        with self._ready:
+            while self._lines:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._ready.wait(left)
+        return True
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._lines:
+                    self._ready.wait()
+                line = self._lines[0]
+            try:
+                cli.write_all(self.fd, line)
+            except OSError:
+                pass  # nowhere left to say it
+            with self._ready:
+                self._lines.popleft()
+                self._ready.notify_all()
+
+
+async def _run(args, notices: Notices) -> int:
     _raise_descriptor_limit()
-    tap = Tap(1, raw=args.raw, max_line=args.max_line, notify=lambda m: cli.report(PROG, m))
+    tap = Tap(1, raw=args.raw, max_line=args.max_line, notify=notices.say)
     relay = Relay(args.host, args.port, listen_addr=args.listen_addr, listen_port=args.listen_port,
                   loop=args.loop, tap=tap, verbose=args.verbose,
-                  connect_timeout=args.connect_timeout)
+                  connect_timeout=args.connect_timeout, notices=notices)
     # The signals stay caught until the very end, so a second Ctrl-C (the
     # terminal's and a wrapper's) cannot interrupt the final flush.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -384,7 +532,7 @@ async def _serve_until_signal(relay: Relay, signals, tap: Tap, root: trio.Nurser
         with trio.move_on_after(FLUSH_TIMEOUT):
             await tap.finished.wait()
         if not tap.finished.is_set():
-            cli.report(PROG, "standard output is not being read; exiting without the last records")
+            relay.notices.say("standard output is not being read; exiting without the last records")
             root.cancel_scope.cancel()
 
 
@@ -400,4 +548,11 @@ def main(argv: list[str] | None = None) -> int:
                         "stream of what passed on standard output.", EXAMPLE)
     add_relay_options(parser)
     args = parser.parse_args(argv)
-    return cli.guarded(PROG, lambda: trio.run(_run, args), debug=args.debug)
+    notices = Notices()
+
+    def body() -> int:
+        try:
+            return trio.run(_run, args, notices)
+        finally:
+            notices.flush(FLUSH_TIMEOUT)  # before a final error line, in order
+    return cli.guarded(PROG, body, debug=args.debug)

@@ -97,6 +97,8 @@ def test_ctispy_shows_every_message_in_order_with_classic_headers(server):
     assert [m for d, m in pairs if d == "Client > Server"] == CLIENT_MESSAGES
     assert [m for d, m in pairs if d == "Server > Client"] == SERVER_MESSAGES
     lines = tool.out.decode().splitlines()
+    assert lines[0].startswith("--- ") and "start" in lines[0]  # the relay's start record
+    del lines[0]
     assert lines[0].startswith("--- ") and "session 1 opened" in lines[0]
     assert "session 1 closed by" in lines[-1]
     # compact: one line per message, keys sorted

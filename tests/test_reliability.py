@@ -115,6 +115,8 @@ def test_200_concurrent_sessions_each_byte_exact_and_fully_recorded(server, tmp_
     for line in stream_file.read_bytes().splitlines():
         record = orjson.loads(line)
         assert record.get("event") != "gap", "records were lost"
+        if record.get("event") == "start":
+            continue
         entry = counts.setdefault(record["conn"], {"open": 0, "close": 0, "client": 0, "server": 0})
         entry[record.get("event") or record["from"]] += 1
     assert sorted(counts) == list(range(1, sessions + 1))
@@ -229,7 +231,7 @@ def test_server_failure_closes_the_client_and_loop_goes_on(server, how):
     relay.wait_for(lambda p: p.out.count(b'"event":"close"') == 2, what="two closes")
     relay.signal(signal.SIGINT)
     assert relay.finish() == 0
-    first = [r for r in relay.records() if r["conn"] == 1]
+    first = [r for r in relay.records() if r.get("conn") == 1]
     close = first[-1]
     assert close["event"] == "close" and close["by"] == "server"
     if how == "reset":
@@ -259,7 +261,7 @@ def test_server_that_never_answers_is_given_up_promptly():
         assert is_closed(client)
         assert 0.8 < time.monotonic() - start < 5
         relay.wait_for(lambda p: b'"event":"error"' in p.out, what="the error record")
-        [record] = relay.records()
+        _, record = relay.records()
         assert "no answer after 1 s" in record["error"]
         assert relay.popen.poll() is None  # still serving
         relay.signal(signal.SIGTERM)
@@ -432,7 +434,7 @@ def test_a_thousand_idle_connections_do_not_stop_service(server):
 
 def test_listen_addr_binds_only_that_address(server):
     relay = Relay(server.port)
-    assert re.search(r"listening on 127\.0\.0\.1:\d+$", relay.err.splitlines()[0])
+    assert re.search(r"listening on 127\.0\.0\.1:\d+ \(", relay.err.splitlines()[0])
     port_hex = f"{relay.port:04X}"
     bound = [line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
              if line.split()[1].endswith(":" + port_hex) and line.split()[3] == "0A"]
