@@ -15,6 +15,7 @@ COMMANDS = {
     "ctisave": ("classic", "main_save"),
     "ctidemo": ("demo", "main"),
     "ctireplay": ("replay", "main"),
+    "ctidiff": ("diff", "main"),
 }
 
 

@@ -1,0 +1,199 @@
+"""Compare two CTI messages by meaning: which fields to ignore, what kind of
+message each is (its signature), and the field-by-field differences.
+
+Pure: values in, differences out; no files, no output, no CLI.
+"""
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import orjson
+
+from . import align
+
+# Fields that differ in every session: the server's clock, the client's
+# request numbers and their echoes, the login's session, the relay's clock.
+VOLATILE = ("timenow", "commandid", "replyid", "sessionid", "ts")
+
+# Keys that name what a message is about beyond its class: getlist's function
+# and list, ipbxcommand's command, featuresput's function.
+SIGNATURE_KEYS = ("class", "function", "listname", "command")
+
+# An item key that identifies objects in a list: two lists of such objects are
+# compared item by item with the same id, not by position.
+ID_KEYS = ("id", "uniqueid", "xid", "tid", "user_id")
+
+MISSING = object()  # the value of a field absent from one side
+
+
+class Ignore:
+    """Fields left out of the comparison: bare keys (at any depth) and dotted paths.
+
+    A dotted path names fields from the message's root through objects; list
+    positions in between are skipped, so `results.relations.user_id` covers the
+    field in every item of `results` (`results.1.relations.user_id` only item 1).
+    """
+
+    def __init__(self, fields: list[str]) -> None:
+        self.keys = frozenset(f for f in fields if "." not in f)
+        self.paths = frozenset(tuple(f.split(".")) for f in fields if "." in f)
+        # the quoted names as they appear in a record's text, for a quick look
+        self._fields = list(dict.fromkeys(fields))
+        self._names = [orjson.dumps(f.rsplit(".", 1)[-1]) for f in self._fields]
+
+    def __bool__(self) -> bool:
+        return bool(self._names)
+
+    def ignored(self, path: tuple) -> bool:
+        if path[-1] in self.keys:
+            return True
+        if not self.paths:
+            return False
+        if path in self.paths:
+            return True
+        return tuple(p for p in path if type(p) is str) in self.paths
+
+    def strip(self, message: object, text: bytes | None = None) -> object:
+        """The message without its ignored fields (the message itself when it has none).
+
+        `text` is the JSON text the message was decoded from: when no ignored
+        name occurs in it, the message is returned without a walk through it.
+        """
+        if not self._names or type(message) not in (dict, list):
+            return message
+        if text is not None and b"\\u" not in text:
+            counts = [text.count(name) for name in self._names]
+            if not any(counts):
+                return message
+            if (type(message) is dict and not self.paths and all(c <= 1 for c in counts)
+                    and all(key in message for key, c in zip(self._fields, counts) if c)):
+                # each ignored name occurs once, as a key of the message itself
+                return {k: v for k, v in message.items() if k not in self.keys}
+        return self._strip(message, ())
+
+    def _strip(self, value: object, path: tuple) -> object:
+        if type(value) is dict:
+            return {key: self._strip(item, path + (key,)) for key, item in value.items()
+                    if not self.ignored(path + (key,))}
+        if type(value) is list:
+            return [self._strip(item, path + (n,)) for n, item in enumerate(value)]
+        return value
+
+
+def signature(message: object) -> tuple:
+    """What kind of message this is, for aligning two sessions."""
+    if type(message) is not dict:
+        return ("(" + type(message).__name__ + ")",)
+    return tuple(value if isinstance(value, (str, int, float, bool)) or value is None else "?"
+                 for key in SIGNATURE_KEYS if (value := message.get(key, MISSING)) is not MISSING)
+
+
+def content_key(message: object) -> int:
+    """Equal for messages with equal content (keys in any order); a 64-bit hash."""
+    try:
+        return hash(orjson.dumps(message, option=orjson.OPT_SORT_KEYS))
+    except TypeError:  # a lone surrogate (from a classic file), which orjson refuses
+        return hash(json.dumps(message, sort_keys=True))
+
+
+def differences(a: object, b: object, path: tuple = (), path_b: tuple | None = None,
+                ) -> Iterator[tuple[tuple, tuple, object, object]]:
+    """(path in A, path in B, value in A, value in B) for every field that differs.
+
+    A field only in A has MISSING as its value in B, and the other way round.
+    Objects are compared key by key, lists of objects with an id (ID_KEYS) id
+    by id, lists of equal length item by item, and lists of different lengths
+    by a common subsequence of their items, so that one inserted item is one
+    difference. Paths hold keys (str), positions (int) and, for items matched
+    by id, (key, id) pairs. The two paths differ only when an item moved in its list.
+    """
+    if path_b is None:
+        path_b = path
+    if type(a) is dict and type(b) is dict:
+        for key in sorted(a.keys() | b.keys()):
+            old, new = a.get(key, MISSING), b.get(key, MISSING)
+            if old is MISSING or new is MISSING:
+                yield path + (key,), path_b + (key,), old, new
+            else:
+                yield from differences(old, new, path + (key,), path_b + (key,))
+    elif type(a) is list and type(b) is list:
+        yield from _list_differences(a, b, path, path_b)
+    elif not _same(a, b):
+        yield path, path_b, a, b
+
+
+def _same(a: object, b: object) -> bool:
+    # JSON numbers compare by value (1 == 1.0), but true is not 1.
+    if type(a) is bool or type(b) is bool:
+        return a is b
+    return a == b
+
+
+def _list_differences(a: list, b: list, path: tuple, path_b: tuple) -> Iterator:
+    if a == b and all(type(x) is type(y) for x, y in zip(a, b)):
+        return
+    id_key = _id_key(a, b)
+    if id_key is not None:
+        new = {item[id_key]: item for item in b}
+        old_ids = set()
+        for item in a:
+            ident = item[id_key]
+            old_ids.add(ident)
+            where, where_b = path + ((id_key, ident),), path_b + ((id_key, ident),)
+            if ident in new:
+                yield from differences(item, new[ident], where, where_b)
+            else:
+                yield where, where_b, item, MISSING
+        for item in b:
+            if item[id_key] not in old_ids:
+                where, where_b = path + ((id_key, item[id_key]),), path_b + ((id_key, item[id_key]),)
+                yield where, where_b, MISSING, item
+        return
+    if len(a) == len(b):
+        for n, (old, new) in enumerate(zip(a, b)):
+            yield from differences(old, new, path + (n,), path_b + (n,))
+        return
+    # Different lengths: equal items matched first; what lies between two
+    # matches is compared position by position, the rest added or removed.
+    pairs = align.common_pairs([content_key(x) for x in a], [content_key(x) for x in b])
+    i = j = 0
+    for next_i, next_j in pairs + [(len(a), len(b))]:
+        while i < next_i and j < next_j:
+            yield from differences(a[i], b[j], path + (i,), path_b + (j,))
+            i += 1
+            j += 1
+        while i < next_i:
+            yield path + (i,), path_b + (j,), a[i], MISSING
+            i += 1
+        while j < next_j:
+            yield path + (i,), path_b + (j,), MISSING, b[j]
+            j += 1
+        i, j = next_i + 1, next_j + 1
+
+
+def _id_key(a: list, b: list) -> str | None:
+    """The id key every object in both lists carries, with values unique in each list."""
+    if not a or not b or type(a[0]) is not dict:
+        return None
+    for key in ID_KEYS:
+        if all(type(item) is dict and key in item for item in a) and \
+                all(type(item) is dict and key in item for item in b):
+            for items in (a, b):
+                ids = [item[key] for item in items]
+                if any(type(i) not in (str, int) for i in ids) or len(set(ids)) != len(ids):
+                    return None
+            return key
+    return None
+
+
+def path_text(path: tuple) -> str:
+    """A path as the user writes it: keys and positions joined by dots, an item
+    matched by id as [key=id]; the message itself is (message)."""
+    text = ""
+    for part in path:
+        if type(part) is tuple:
+            text += f"[{part[0]}={part[1]}]"
+        else:
+            text += ("." if text else "") + str(part)
+    return text or "(message)"

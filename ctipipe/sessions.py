@@ -1,0 +1,196 @@
+"""Read one session of a saved capture for ctidiff: a tagged stream, or a file in
+the classic ctisave layout (one side's messages as indented JSON, one after the other).
+
+Only what alignment needs is kept per message (signature, content key, line
+number, and its text to decode again later), so that two sessions of 100,000
+messages fit in a small part of the memory their decoded messages would take.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+
+import orjson
+
+from . import compare
+from .cli import CommandError
+
+SIDES = ("client", "server")
+RAW_SIGNATURE = ("(not JSON)",)
+MAX_WARNINGS = 100  # malformed lines reported one by one, then only counted
+
+
+@dataclass
+class Messages:
+    """One side of one session, in order."""
+
+    signatures: list[int] = field(default_factory=list)  # index into Capture.kinds
+    keys: list[int] = field(default_factory=list)  # compare.content_key of the stripped message
+    lines: list[int] = field(default_factory=list)  # line number in the file
+    texts: list[bytes] = field(default_factory=list)  # record line, message JSON, or raw text
+    raw: bytearray = field(default_factory=bytearray)  # 1 where the entry is not JSON
+
+
+class Capture:
+    """The chosen session of one file: per side, its messages."""
+
+    def __init__(self, path: str, tagged: bool, conn: int | None) -> None:
+        self.path = path
+        self.tagged = tagged  # False: a classic ctisave file, its side unknown
+        self.conn = conn
+        self.sides: dict[str, Messages] = {}
+        self.warnings: list[str] = []
+        self.kinds_by_number: list[tuple] = []  # signatures, by the numbers in Messages
+
+    def value(self, side: str, n: int) -> tuple[bool, object]:
+        """(is raw, value) of a side's message n: raw text as str, else the decoded message."""
+        messages = self.sides[side]
+        text = messages.texts[n]
+        if self.tagged:
+            record = orjson.loads(text)
+            if "msg" in record:
+                return False, record["msg"]
+            return True, _raw_text(record)
+        if messages.raw[n]:
+            return True, text.decode("utf-8", "backslashreplace")
+        return False, json.loads(text)  # written by json.dumps, see _load_classic
+
+
+def load(path: str, conn: int | None, sides: tuple[str, ...], ignore: compare.Ignore,
+         kinds: dict[tuple, int]) -> Capture:
+    """Read `path` (a tagged stream or a classic ctisave file) and keep session `conn`
+    (None: the first). `kinds` maps signatures to small numbers, shared by both files."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as error:
+        raise CommandError(f"cannot read {path}: {error.strerror}") from None
+    if not data.strip():
+        raise CommandError(f"{path} is empty")
+    start = data.lstrip()
+    first_line = start.split(b"\n", 1)[0]
+    try:
+        head = orjson.loads(first_line)
+    except orjson.JSONDecodeError:
+        head = None
+    if type(head) is dict and ("event" in head or ("from" in head and "conn" in head)):
+        return _load_tagged(path, data, conn, sides, ignore, kinds)
+    if start[:1] in (b"{", b"["):
+        return _load_classic(path, data, ignore, kinds)
+    raise CommandError(f"{path} is not a tagged stream (as ctirelay writes) "
+                       f"nor a ctisave file of indented JSON messages")
+
+
+def _load_tagged(path, data, conn, sides, ignore, kinds) -> Capture:
+    capture = Capture(path, True, conn)
+    for side in sides:
+        capture.sides[side] = Messages()
+    chosen = capture.sides
+    seen: dict = {}  # the sessions of the file, in order
+    loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
+    content_key, signature, strip = compare.content_key, compare.signature, ignore.strip
+    malformed = 0
+    for lineno, line in enumerate(data.split(b"\n"), 1):
+        if not line:
+            continue
+        try:
+            record = loads(line)
+        except JSONDecodeError:
+            record = None
+        if type(record) is not dict:
+            malformed += 1
+            if malformed <= MAX_WARNINGS:
+                capture.warnings.append(f"{path} line {lineno}: not a record; skipped")
+            continue
+        number = record.get("conn")
+        if number is None:
+            continue
+        if number not in seen:
+            seen[number] = True
+        if capture.conn is None:
+            capture.conn = number
+        if number != capture.conn:
+            continue
+        messages = chosen.get(record.get("from"))
+        if messages is None:
+            continue
+        if "msg" in record:
+            message = record["msg"]
+            start = line.find(b',"msg":')
+            stripped = strip(message, line[start + 7:] if start > 0 else None)
+            kind, key = signature(message), content_key(stripped)
+        elif "raw" in record or "raw_b64" in record:
+            kind, key = RAW_SIGNATURE, hash(_raw_text(record))
+        else:
+            continue
+        messages.signatures.append(kinds.setdefault(kind, len(kinds)))
+        messages.keys.append(key)
+        messages.lines.append(lineno)
+        messages.texts.append(line)
+    if malformed > MAX_WARNINGS:
+        capture.warnings.append(f"{path}: {malformed} malformed lines in all")
+    if not seen:
+        raise CommandError(f"{path} holds no session (no record with a conn)")
+    if capture.conn not in seen:
+        listed = ", ".join(str(n) for n in list(seen)[:20]) + (", ..." if len(seen) > 20 else "")
+        raise CommandError(f"{path} has no session {capture.conn} (its sessions: {listed})")
+    return capture
+
+
+def _raw_text(record: dict) -> str:
+    if "raw" in record:
+        return str(record["raw"])
+    try:
+        return base64.b64decode(record["raw_b64"], validate=True).decode("utf-8", "backslashreplace")
+    except (ValueError, TypeError):
+        return str(record["raw_b64"])
+
+
+def _load_classic(path, data, ignore, kinds) -> Capture:
+    """Messages written one after the other (indented or one per line); a line
+    that does not start a JSON value is a raw line, as ctisplit writes them."""
+    capture = Capture(path, False, None)
+    messages = capture.sides["file"] = Messages()
+    text = data.decode("utf-8", "surrogateescape")
+    decode = json.JSONDecoder().raw_decode
+    position, lineno, end = 0, 1, len(text)
+    while position < end:
+        line_end = text.find("\n", position)
+        if line_end < 0:
+            line_end = end
+        line = text[position:line_end]
+        if not line.strip():
+            position, lineno = line_end + 1, lineno + 1
+            continue
+        value, after = None, None
+        if line.lstrip()[:1] in ('{', '[', '"') or line.strip()[:1].isdigit() or \
+                line.strip() in ("true", "false", "null") or line.lstrip()[:1] == "-":
+            try:
+                value, after = decode(text, position + len(line) - len(line.lstrip()))
+            except ValueError:
+                pass
+            if after is not None:
+                rest_end = text.find("\n", after)
+                rest_end = end if rest_end < 0 else rest_end
+                if text[after:rest_end].strip():
+                    value, after = None, None  # more on the line: not a message after all
+        if after is None:
+            raw = line.encode("utf-8", "surrogateescape")
+            messages.signatures.append(kinds.setdefault(RAW_SIGNATURE, len(kinds)))
+            messages.keys.append(hash(raw.decode("utf-8", "backslashreplace")))
+            messages.raw.append(1)
+            messages.texts.append(raw)
+            messages.lines.append(lineno)
+            position, lineno = line_end + 1, lineno + 1
+            continue
+        # json, not orjson: the text may hold escaped lone surrogates, which orjson refuses
+        body = json.dumps(value).encode()
+        messages.signatures.append(kinds.setdefault(compare.signature(value), len(kinds)))
+        messages.keys.append(compare.content_key(ignore.strip(value)))
+        messages.raw.append(0)
+        messages.texts.append(body)
+        messages.lines.append(lineno)
+        lineno += text.count("\n", position, after)
+        position = after
+    return capture
