@@ -50,9 +50,9 @@ class Ignore:
             return True
         if not self.paths:
             return False
-        if path in self.paths:
-            return True
-        return tuple(p for p in path if type(p) is str) in self.paths
+        if tuple(p for p in path if type(p) is str) in self.paths:
+            return True  # the path without list positions
+        return tuple(str(p) for p in path if type(p) is not tuple) in self.paths
 
     def strip(self, message: object, text: bytes | None = None) -> object:
         """The message without its ignored fields (the message itself when it has none).
@@ -131,8 +131,6 @@ def _same(a: object, b: object) -> bool:
 
 
 def _list_differences(a: list, b: list, path: tuple, path_b: tuple) -> Iterator:
-    if a == b and all(type(x) is type(y) for x, y in zip(a, b)):
-        return
     id_key = _id_key(a, b)
     if id_key is not None:
         new = {item[id_key]: item for item in b}

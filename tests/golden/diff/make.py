@@ -71,10 +71,11 @@ def shake(records: list[dict], seed: int) -> list[dict]:
     return records
 
 
-def find(records: list[dict], **fields) -> int:
+def find(records: list[dict], side: str = "server", **fields) -> int:
     for n, record in enumerate(records):
         message = record.get("msg")
-        if isinstance(message, dict) and all(message.get(k) == v for k, v in fields.items()):
+        if record["from"] == side and isinstance(message, dict) and \
+                all(message.get(k) == v for k, v in fields.items()):
             return n
     raise LookupError(fields)
 
@@ -92,7 +93,7 @@ def main() -> None:
     write("inserted.jsonl", inserted)
 
     deleted = shake(a, 3)
-    del deleted[find(deleted, **{"class": "availstate"})]
+    del deleted[find(deleted, "client", **{"class": "availstate"})]
     write("deleted.jsonl", deleted)
 
     nested = shake(a, 4)
