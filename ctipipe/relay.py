@@ -281,9 +281,9 @@ class Relay:
         recv, send = src.recv, dst.send
         eager = 0
         while True:
-            if tap.behind():
+            if tap.full:  # the tap's CPU work is behind: let it catch up
                 eager = 0
-                await tap.caught_up()
+                await tap.room()
             try:
                 data = recv(READ_SIZE)
             except BlockingIOError:
@@ -508,7 +508,8 @@ class Notices:
 
 async def _run(args, notices: Notices) -> int:
     _raise_descriptor_limit()
-    tap = Tap(1, raw=args.raw, max_line=args.max_line, notify=notices.say)
+    tap = Tap(1, raw=args.raw, max_line=args.max_line, notify=notices.say,
+              flush_timeout=FLUSH_TIMEOUT)
     relay = Relay(args.host, args.port, listen_addr=args.listen_addr, listen_port=args.listen_port,
                   loop=args.loop, tap=tap, verbose=args.verbose,
                   connect_timeout=args.connect_timeout, notices=notices)
@@ -517,23 +518,22 @@ async def _run(args, notices: Notices) -> int:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as root:
             root.start_soon(tap.run)
-            await _serve_until_signal(relay, signals, tap, root)
+            await _serve_until_signal(relay, signals, tap)
+    if tap.unwritten:
+        raise cli.CommandError(f"{tap.unwritten} records were not written: "
+                               f"standard output was not being read")
     return cli.Exit.OK
 
 
-async def _serve_until_signal(relay: Relay, signals, tap: Tap, root: trio.Nursery) -> None:
+async def _serve_until_signal(relay: Relay, signals, tap: Tap) -> None:
     try:
         async with trio.open_nursery() as serving:
             serving.start_soon(_stop_on_signal, signals, serving.cancel_scope, relay)
             await relay.serve()
             serving.cancel_scope.cancel()
     finally:
-        tap.close()
-        with trio.move_on_after(FLUSH_TIMEOUT):
-            await tap.finished.wait()
-        if not tap.finished.is_set():
-            relay.notices.say("standard output is not being read; exiting without the last records")
-            root.cancel_scope.cancel()
+        tap.close()  # the tap writes what it holds, for at most FLUSH_TIMEOUT
+        await tap.finished.wait()
 
 
 async def _stop_on_signal(signals, scope: trio.CancelScope, relay: Relay) -> None:

@@ -6,16 +6,26 @@ writes what comes back; a test can feed it bytes and compare the records.
 - `lines(ts, data)`: the records of every line `data` completes (message,
   undecodable line, oversize pieces); the start of an unfinished line is kept.
 - `chunk(ts, data)`: `--raw`, one record per read.
-- `dropped(newlines, unfinished)`: the tap did not record some reads.
 - `end(ts)`: at close, what is left without a newline, as a partial record.
-- `lost`: lines counted as lost by the splitter itself (the tap adds its own
-  drops and reports them in a gap record).
+
+No record's content (its JSON string, quotes included) is longer than
+`max_line` (when max_line >= 26): content that grows
+when escaped (a control byte becomes six characters, base64 four for three)
+is cut into `oversize` pieces that fit. A JSON value nested deeper than
+MAX_DEPTH is recorded as an undecodable line, so that every stage can read
+(and write again) every record.
 """
 from __future__ import annotations
+
+import re
 
 import orjson
 
 from . import stream
+
+# Deepest nesting embedded as a message: a record adds one level, and orjson
+# writes at most 254, so a stage can always decode and encode a record again.
+MAX_DEPTH = 200
 
 # A line known to be longer than max_line goes out in pieces of this size (or
 # max_line if smaller): a hostile 100 MB line then costs its first max_line
@@ -23,11 +33,11 @@ from . import stream
 OVERSIZE_PIECE = 1 << 20
 
 _OVERSIZE = b',"oversize":true'
+_PARTIAL = b',"partial":true'
 
 
 class Splitter:
-    __slots__ = ("conn", "side", "max_line", "piece", "pending", "pending_len",
-                 "skipping", "oversize", "lost")
+    __slots__ = ("conn", "side", "max_line", "piece", "pending", "pending_len", "oversize")
 
     def __init__(self, conn: int, side: str, max_line: int) -> None:
         self.conn = conn
@@ -36,21 +46,12 @@ class Splitter:
         self.piece = min(max_line, OVERSIZE_PIECE)
         self.pending: list[bytes] = []  # the start of an unfinished line
         self.pending_len = 0
-        self.skipping = False  # the unfinished line's start was dropped
         self.oversize = False  # the unfinished line was already cut into pieces
-        self.lost = 0
 
     def lines(self, ts: float, data: bytes) -> list[bytes]:
         """The records of every line `data` completes; the rest is kept."""
         out: list[bytes] = []
         head = stream.data_head(ts, self.conn, self.side)
-        if self.skipping:
-            end = data.find(b"\n")
-            if end < 0:
-                return out
-            self.lost += 1  # the line whose start was dropped
-            self.skipping = False
-            data = data[end + 1:]
         lines = data.split(b"\n")
         tail = lines.pop()
         if self.pending or self.oversize:  # the first line began in earlier reads
@@ -76,7 +77,10 @@ class Splitter:
             try:
                 loads(line)
             except JSONDecodeError:
-                out.append(stream.raw_record(head, size, line))
+                self._raw(head, size, line, b"", out)
+                continue
+            if size > MAX_DEPTH and _too_deep(line):
+                self._raw(head, size, line, b"", out)
                 continue
             # Validated, so only JSON whitespace can surround the value.
             out.append(message_record(head, size, line.strip()))
@@ -89,9 +93,9 @@ class Splitter:
         step = self.piece
         view = memoryview(line)  # pieces are views: no copy of the line
         for start in range(0, len(line) - step + 1, step):
-            out += stream.raw_record_parts(head, step, view[start:start + step], _OVERSIZE)
+            self._raw(head, step, view[start:start + step], _OVERSIZE, out)
         rest = view[len(line) - len(line) % step:] if len(line) >= step else view
-        out += stream.raw_record_parts(head, len(rest) + 1, rest, _OVERSIZE)
+        self._raw(head, len(rest) + 1, rest, _OVERSIZE, out)
         self.oversize = False
 
     def _hold(self, head: bytes, data: bytes, out: list[bytes]) -> None:
@@ -107,37 +111,94 @@ class Splitter:
         cut = len(held) - len(held) % step
         view = memoryview(held)
         for start in range(0, cut, step):
-            out += stream.raw_record_parts(head, step, view[start:start + step], _OVERSIZE)
+            self._raw(head, step, view[start:start + step], _OVERSIZE, out)
         self.pending = [held[cut:]] if cut < len(held) else []
         self.pending_len = len(held) - cut
         self.oversize = True
 
-    def chunk(self, ts: float, data: bytes) -> list[bytes]:
-        """--raw: one record per read, exactly as it came."""
-        head = stream.data_head(ts, self.conn, self.side)
-        return [stream.raw_record(head, len(data), data)]
+    def _raw(self, head: bytes, size: int, data, flags: bytes, out: list[bytes]) -> None:
+        """An undecodable line (or a piece of one, or a chunk) as one record, or,
+        when escaping would make that record longer than max_line, as oversize
+        pieces whose escaped content fits (their sizes add up to `size`)."""
+        if len(data) * 6 + 2 <= self.max_line or _escaped_length(data) <= self.max_line:
+            parts = stream.raw_record_parts(head, size, data, flags)
+            quotes = 2 if parts[0].endswith(b'"') else 0  # (base64: outside parts[1])
+            if len(parts[1]) + quotes <= self.max_line:  # (base64 may still be too long)
+                out += parts
+                return
+        # Six characters a byte at worst (\u0001); cut between UTF-8 characters.
+        step = max((self.max_line - 2) // 6, 4)
+        if _OVERSIZE not in flags and flags != _CHUNK:  # (chunks just become smaller chunks)
+            flags += _OVERSIZE
+        middle = flags.replace(_PARTIAL, b"")  # only the last piece ends the line
+        view = memoryview(data)
+        start = 0
+        while start < len(view):
+            end = min(start + step, len(view))
+            while end < len(view) and end - start > 3 and view[end] & 0xC0 == 0x80:
+                end -= 1  # (a continuation byte: the cut goes before its character)
+            piece = view[start:end]
+            # The line's newline (size - len(data): 1 or 0) is counted in its last piece.
+            last = end == len(view)
+            extra = size - len(view) if last else 0
+            out += stream.raw_record_parts(head, len(piece) + extra, piece, flags if last else middle)
+            start = end
 
-    def dropped(self, newlines: int, unfinished: bool) -> None:
-        """Reads were not recorded: every line they finished is lost, and so is
-        the line they leave unfinished (counted once its end arrives)."""
-        self.lost += newlines
-        self.skipping = unfinished
-        self.pending.clear()
-        self.pending_len = 0
-        self.oversize = False
+    def chunk(self, ts: float, data: bytes) -> list[bytes]:
+        """--raw: one record per read, exactly as it came (cut only to bound its size)."""
+        head = stream.data_head(ts, self.conn, self.side)
+        out: list[bytes] = []
+        self._raw(head, len(data), data, _CHUNK, out)
+        return out
 
     def end(self, ts: float) -> list[bytes]:
         """At close: what is left without a newline becomes a partial record."""
         out: list[bytes] = []
-        if self.skipping:
-            self.lost += 1
-            self.skipping = False
         if self.pending or self.oversize:  # (an oversize line cut just at its end: size 0)
             held = b"".join(self.pending)
             self.pending.clear()
             self.pending_len = 0
-            flags = b',"partial":true' + (_OVERSIZE if self.oversize else b"")
+            flags = _PARTIAL + (_OVERSIZE if self.oversize else b"")
             self.oversize = False
             head = stream.data_head(ts, self.conn, self.side)
-            out += stream.raw_record_parts(head, len(held), held, flags)
+            self._raw(head, len(held), held, flags, out)
         return out
+
+
+_CHUNK = b',"chunk":true'
+# Bytes that JSON text escapes: control bytes to six characters, '"' and '\\' to two.
+_CONTROLS = bytes(range(32))
+_QUOTES = b'"\\'
+
+
+def _escaped_length(data) -> int:
+    """The length of `data` as a JSON string, quotes included (when it is UTF-8),
+    without encoding it."""
+    n = len(data)
+    data = bytes(data) if isinstance(data, memoryview) else data
+    controls = n - len(data.translate(None, _CONTROLS))
+    quotes = n - len(data.translate(None, _QUOTES))
+    return n + 5 * controls + quotes + 2
+
+
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"\\')
+_EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
+
+
+def _too_deep(line: bytes) -> bool:
+    """Is this (valid) JSON text nested deeper than MAX_DEPTH?
+
+    Cheap for what CTI sends: only a line with more than MAX_DEPTH brackets is
+    looked at, and then only its brackets, outside strings, in passes that each
+    remove the innermost pairs (one level a pass).
+    """
+    if line.count(b"[") + line.count(b"{") <= MAX_DEPTH:
+        return False
+    text = line.translate(None, _NOT_STRUCTURE).replace(b"\\\\", b"").replace(b'\\"', b"")
+    text = text.replace(b"\\", b"")
+    text = b"".join(text.split(b'"')[::2])  # what was outside strings
+    for _ in range(MAX_DEPTH):
+        text, found = _EMPTY_PAIR.subn(b"", text)
+        if not text:
+            return False
+    return True

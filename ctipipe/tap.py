@@ -1,61 +1,76 @@
-"""The relay's tap: turns what a session's sockets read into tagged records.
+"""The tap: a producer's records on their way to standard output.
 
-Forwarding only hands each read to `Tap.data` (an append to a bounded queue);
-a single writer task splits lines, validates JSON and formats records, and one
-output thread writes them, so the proxied session never waits on standard
-output. If the writer falls behind for lack of CPU, the pumps let it catch up;
-if the output itself is slow (a write blocked on the reader), the sessions go
-on and, once the queue is full, reads are not recorded: their lines are
-counted and reported in a `gap` record before the session's next record.
+A producer (the relay, a replay) hands the tap what its sessions read; the
+tap never makes forwarding wait on the output:
+
+- One bounded queue holds everything not yet formatted (reads and events,
+  counted alike). It only ever waits for the tap's own CPU work, so when it is
+  full the sessions wait for it (`await tap.room()`): a saturated relay slows
+  down rather than lose records.
+- One formatter task turns the queue into records (splitter.py) and hands
+  them to one writer. When formatted records already wait on the output
+  (OUTPUT_LIMIT, the reader is slower than the traffic), new records are
+  dropped and counted, never waited for: that is the only place records are
+  dropped. A session's count goes out as a `gap` record before its next
+  record, at the latest before its `close`.
+- One writer thread writes whole records to the output descriptor.
+
+The interface, for every producer:
+
+    tap = Tap(fd, raw=False, max_line=16 << 20, notify=print_one_line)
+    nursery.start_soon(tap.run)            # formatter and writer; ends after close()
+    tap.event(record)                      # an event of no session (start, error)
+    session = tap.session(conn)
+    tap.opened(session, record)            # the session's `open` event
+    tap.data(session.client, ts, data)     # a read (session.server for the other side)
+    if tap.full: await tap.room()          # before reading more (pumps)
+    tap.closed(session, ts, fields)        # the `close` event's fields
+    tap.close(); await tap.finished.wait() # at the end: drain, at most flush_timeout
+    tap.unwritten                          # records left unwritten at the end (exit 1)
+
+`record` arguments are encoded event lines (stream.event_record). None of
+these calls blocks; all are made from the trio thread.
 """
 from __future__ import annotations
 
 import collections
+import fcntl
 import os
-import select
 import stat
+import termios
 import threading
 import time
 
-import orjson
 import trio
 
-from . import cli, stream
+from . import stream
 from .splitter import Splitter
 
-# How much unwritten traffic the tap holds before it starts dropping records.
-# A busy CTI session moves about 1 MB/s (4,000 status messages a second), so
-# 4 MiB lets a display or pipe pause for about four seconds without a loss,
-# while the relay stays under 40 MB even when nobody reads its output (the
-# interpreter with trio loaded is already about 26 MB of that).
-TAP_BUFFER = 4 << 20
+# Traffic and events waiting for the formatter (unformatted) past which the
+# sessions wait for it: only CPU work stands between them and the output.
+QUEUE_LIMIT = 1 << 20
 
-# The writer formats at most this much traffic between two writes: large
-# enough that a heavy stream goes out in large writes, small enough that
-# formatting one batch never holds the event loop for long (~1 ms).
+# Formatted records waiting for the reader past which new records are dropped.
+# A busy CTI session moves about 1 MB/s, so a display or pipe may pause about
+# four seconds without a loss, while the relay stays under about 40 MB even
+# when nobody reads its output.
+OUTPUT_LIMIT = 4 << 20
+
+# Events (open, close, error, gap) may use this much more before they too are
+# dropped: a reader that pauses loses data records first, and finds every
+# session's close when it resumes, unless thousands of sessions came and went.
+EVENT_ROOM = 1 << 20
+
+# The formatter takes at most this much traffic between two yields to the
+# sessions: large writes under load, never a long hold of the event loop.
 WRITE_BATCH = 1 << 18
 
-# A write to standard output that has not returned after this long means the
-# reader is slow (a stopped or slow display): from then on the sessions go on
-# and records beyond the queue are dropped. Shorter waits are the output
-# thread merely sharing the interpreter with busy sessions.
-SLOW_OUTPUT = 0.02
-# ... plus the time a large write takes at this rate (a 16 MiB piece of an
-# oversize line is a long write even to a fast reader).
-SLOW_OUTPUT_RATE = 100e6  # bytes per second
-
-# Traffic waiting for the writer past which the pumps let it catch up.
-TAP_CATCH_UP = 1 << 18
-
-# Formatted records handed to the output thread and not yet written: past
-# this the writer stops formatting and traffic waits (bounded) in the queue.
-OUTPUT_BACKLOG = 1 << 19
-
-_DATA, _DROP, _EVENT, _CLOSE = range(4)
+_DATA, _EVENT, _CLOSE = "data", "event", "close"
+_CLOSE_COST = 256  # what a queued close counts against QUEUE_LIMIT
 
 
-class SessionTap:
-    """A session's two directions, and the records lost from it not yet reported."""
+class Session:
+    """A session's two directions and the records lost from it not yet reported."""
 
     __slots__ = ("conn", "lost", "client", "server")
 
@@ -67,207 +82,161 @@ class SessionTap:
 
 
 class _Side(Splitter):
-    """A direction's splitter, with the session it belongs to and its drop marker."""
+    __slots__ = ("session",)
 
-    __slots__ = ("session", "marker")
-
-    def __init__(self, session: SessionTap, side: str, max_line: int) -> None:
+    def __init__(self, session: Session, side: str, max_line: int) -> None:
         super().__init__(session.conn, side, max_line)
         self.session = session
-        self.marker: list | None = None  # the drop marker still waiting in the queue
 
 
 class Tap:
-    """The bounded queue between the sessions and standard output, and its writer."""
-
     def __init__(self, fd: int, *, raw: bool, max_line: int, notify,
-                 buffer_limit: int = TAP_BUFFER) -> None:
+                 flush_timeout: float = 5.0) -> None:
         self.fd = fd
         self.raw = raw
         self.max_line = max_line
         self.notify = notify  # one-line messages for standard error
-        self.buffer_limit = buffer_limit
+        self.flush_timeout = flush_timeout
+        # Entries: (kind, session or None, side or None, ts, bytes or close fields).
         self.queue: collections.deque = collections.deque()
-        self.queued = 0  # bytes of traffic waiting in the queue
-        self.closed_output = False
-        self.closing = False
+        self.queued = 0  # bytes counted against QUEUE_LIMIT
+        self.full = False
+        self.unwritten = 0  # records not written at the end (or lost without a gap)
         self.finished = trio.Event()
+        self._closing = False
         self._wakeup = trio.Event()
-        # While the writer is busy formatting (not waiting on the output) and
-        # more than TAP_CATCH_UP bytes wait, the pumps wait for it: records are
-        # dropped when the *output* is slow, never because forwarding took the CPU.
-        self.output_blocked = False
-        self._caught_up = trio.Event()
-        self._caught_up.set()
+        self._room = trio.Event()
+        self._output: _Writer | None = None
+        self._failure_reported = False
 
-    def session(self, conn: int) -> SessionTap:
-        return SessionTap(conn, self.max_line)
+    def session(self, conn: int) -> Session:
+        return Session(conn, self.max_line)
 
-    # --- called by the sessions (must never block) -------------------------
+    # --- called by the producer (never blocks) ---------------------------------
 
-    def data(self, side: "_Side", ts: float, data: bytes) -> None:
-        if self.closed_output:
-            return
-        # Only a slow output drops records; if the writer is merely busy, the
-        # pumps wait for it (each after at most one read), so this cannot grow
-        # past the limit by more than one read per session.
-        if self.queued + len(data) > self.buffer_limit and self.output_blocked:
-            marker = side.marker
-            if marker is None:
-                marker = side.marker = [0, False]
-                self.queue.append((_DROP, side, marker, None))
-            marker[0] += data.count(b"\n")
-            marker[1] = data[-1] != 10
-            return
-        side.marker = None
-        self.queued += len(data)
-        self.queue.append((_DATA, side, ts, data))
-        self._wakeup.set()
+    def data(self, side: _Side, ts: float, data: bytes) -> None:
+        self._put(_DATA, side.session, side, ts, data, len(data))
 
     def event(self, record: bytes) -> None:
-        """An event that belongs to no open session (error events)."""
-        if not self.closed_output:
-            self.queue.append((_EVENT, None, record, None))
-            self._wakeup.set()
+        self._put(_EVENT, None, None, 0.0, record, len(record))
 
-    def opened(self, session: SessionTap, record: bytes) -> None:
-        if not self.closed_output:
-            self.queue.append((_EVENT, session, record, None))
-            self._wakeup.set()
+    def opened(self, session: Session, record: bytes) -> None:
+        self._put(_EVENT, session, None, 0.0, record, len(record))
 
-    def closed(self, session: SessionTap, ts: float, fields: dict) -> None:
-        if not self.closed_output:
-            self.queue.append((_CLOSE, session, ts, fields))
-            self._wakeup.set()
+    def closed(self, session: Session, ts: float, fields: dict) -> None:
+        self._put(_CLOSE, session, None, ts, fields, _CLOSE_COST)
 
-    def behind(self) -> bool:
-        """Should the pumps let the writer catch up before reading more?"""
-        return self.queued > TAP_CATCH_UP and not self.output_blocked
-
-    async def caught_up(self) -> None:
-        if self._caught_up.is_set():
-            self._caught_up = trio.Event()
-        await self._caught_up.wait()
-
-    def _release(self) -> None:
-        self._caught_up.set()
-
-    def close(self) -> None:
-        """No more input: the writer drains the queue, then `finished` is set."""
-        self.closing = True
+    def _put(self, kind, session, side, ts, payload, cost: int) -> None:
+        if self._output is not None and self._output.failed:
+            return  # standard output is gone: the sessions go on unrecorded
+        self.queue.append((kind, session, side, ts, payload, cost))
+        self.queued += cost
+        if self.queued > QUEUE_LIMIT:
+            self.full = True
         self._wakeup.set()
 
-    # --- the writer ---------------------------------------------------------
+    async def room(self) -> None:
+        """Wait until the formatter has caught up (only its CPU work is waited for)."""
+        while self.full:
+            if self._room.is_set():
+                self._room = trio.Event()
+            await self._room.wait()
+
+    def close(self) -> None:
+        """No more input: the tap writes what it holds, then `finished` is set."""
+        self._closing = True
+        self._wakeup.set()
+
+    # --- the formatter ---------------------------------------------------------
 
     async def run(self) -> None:
-        """The writer task: format what the sessions queued, hand it to the output thread."""
-        output = _Output(self.fd, trio.lowlevel.current_trio_token())
+        self._output = output = _Writer(self.fd, trio.lowlevel.current_trio_token())
         try:
-            while True:
-                if output.failed is not None:
-                    self._output_failed(output.failed)
+            while self.queue or not self._closing:
                 if not self.queue:
-                    self._release()
-                    if self.closing:
-                        break
                     self._wakeup = trio.Event()
                     await self._wakeup.wait()
                     continue
-                if output.pending > OUTPUT_BACKLOG:
-                    if not await self._output_is_slow(output):
-                        continue
-                    # The reader is slow: let the sessions go on, the queue absorbs it.
-                    self.output_blocked = True
-                    self._release()
-                    await output.drained()
-                    self.output_blocked = False
-                    continue
-                batch = self._format_batch()
-                if batch and not self.closed_output:
-                    output.write(batch)
-                if self.queued <= TAP_CATCH_UP:
-                    self._release()
-            await output.drained(everything=True)
-            if output.failed is not None:
-                self._output_failed(output.failed)
+                self._format_batch(output)
+                if self.queued <= QUEUE_LIMIT and self.full:
+                    self.full = False
+                    self._room.set()
+                await trio.lowlevel.checkpoint()
+            with trio.move_on_after(self.flush_timeout):
+                await output.drained()
+            self.unwritten += output.stop()
+            if output.failed and not self._failure_reported:
+                self._report_failure(output.failed)
         finally:
-            self.output_blocked = True  # nothing to wait for any more
-            self._release()
+            self.full = False  # nothing to wait for any more
+            self._room.set()
             output.stop()
             self.finished.set()
 
-    async def _output_is_slow(self, output: "_Output") -> bool:
-        """Wait a moment for the backlog to go; True if a write is blocked on the reader.
-
-        A backlog alone does not mean a slow reader: the output thread may just
-        be waiting for the interpreter lock while the sessions are busy. Only a
-        write that has not returned for SLOW_OUTPUT seconds does.
-        """
-        with trio.move_on_after(SLOW_OUTPUT):
-            await output.drained()
-        return output.pending > OUTPUT_BACKLOG and output.stuck(SLOW_OUTPUT)
-
-    def _output_failed(self, error: OSError) -> None:
-        if self.closed_output:
-            return
-        self.closed_output = True
-        self.queue.clear()
-        self.queued = 0
-        why = "closed" if isinstance(error, BrokenPipeError) else error.strerror
-        self.notify(f"standard output {why}: no more records are written; "
-                    f"sessions go on being relayed")
-
-    def _format_batch(self) -> bytes:
+    def _format_batch(self, output: "_Writer") -> None:
         out: list[bytes] = []
+        records = 0
         taken = 0
+        raw = self.raw
         queue = self.queue
-        chunk = self.raw
+        if output.failed and not self._failure_reported:
+            self._failure_reported = True
+            self._report_failure(output.failed)
+        backlog = output.pending  # formatted, waiting for the reader
         while queue and taken < WRITE_BATCH:
-            kind, owner, a, b = queue.popleft()
-            if kind == _DATA:
-                taken += len(b)
-                session = owner.session
-                records = owner.chunk(a, b) if chunk else owner.lines(a, b)
-                session.lost += owner.lost
-                owner.lost = 0
-                if session.lost and records:
-                    self._gap(session, a, out)
-                out += records
-            elif kind == _DROP:
-                if owner.marker is a:
-                    owner.marker = None
-                owner.dropped(a[0], a[1])
-                owner.session.lost += owner.lost
-                owner.lost = 0
-            elif kind == _EVENT:
-                out.append(a)
-            else:  # _CLOSE: leftovers, any gap, then the close event itself
-                for side in (owner.client, owner.server):
-                    out += side.end(a)
-                    owner.lost += side.lost
-                    side.lost = 0
-                if owner.lost:
-                    self._gap(owner, a, out)
-                out.append(stream.event_record(a, owner.conn, "close", **b))
+            kind, session, side, ts, payload, cost = queue.popleft()
+            taken += cost
+            if kind is _DATA:
+                new = side.chunk(ts, payload) if raw else side.lines(ts, payload)
+            elif kind is _EVENT:
+                new = [payload]
+            else:
+                new = session.client.end(ts) + session.server.end(ts)
+                new.append(stream.event_record(ts, session.conn, "close", **payload))
+            # The one drop decision: records that would wait behind a backlog of
+            # formatted records (the reader is slower than the traffic).
+            if backlog > (OUTPUT_LIMIT if kind is _DATA else OUTPUT_LIMIT + EVENT_ROOM) \
+                    or output.failed:
+                if session is None:
+                    self.unwritten += len(new)
+                else:
+                    session.lost += len(new)
+                    if kind is _CLOSE:  # its gap record goes with it: say so here
+                        self.unwritten += session.lost
+                        self.notify(f"output too slow: the last {session.lost} records of "
+                                    f"session {session.conn}, its close included, were not written")
+                continue
+            if session is not None and session.lost:
+                gap = stream.event_record(ts or time.time(), session.conn, "gap", lost=session.lost)
+                out.append(gap)
+                backlog += len(gap)
+                records += 1
+                self.notify(f"output too slow: {session.lost} records of session "
+                            f"{session.conn} were not written (see its gap record); "
+                            f"the session itself was not affected")
+                session.lost = 0
+            out += new
+            records += len(new)
+            backlog += sum(map(len, new))
         self.queued -= taken
-        return b"".join(out)
+        if out and not output.failed:
+            output.write(b"".join(out), records)
 
-    def _gap(self, session: SessionTap, ts: float, out: list[bytes]) -> None:
-        out.append(stream.event_record(ts, session.conn, "gap", lost=session.lost))
-        self.notify(f"output too slow: {session.lost} records of session {session.conn} "
-                    f"were not written (see its gap record); the session itself was not affected")
-        session.lost = 0
+    def _report_failure(self, error: OSError) -> None:
+        why = "closed" if isinstance(error, BrokenPipeError) else error.strerror
+        self.notify(f"standard output {why}: records were not written after that; "
+                    f"the sessions went on being relayed")
 
 
+class _Writer:
+    """The one writer: a thread that owns the writes to the output descriptor.
 
-class _Output:
-    """A thread that owns the blocking writes to standard output.
-
-    Formatted batches are handed over without waiting; the thread writes them
-    in order. stdout stays in blocking mode, as a terminal shared with the
-    shell expects, and the event loop, which forwards the sessions, never
-    waits on a slow reader. One long-lived thread costs far less per batch
-    than a trip through trio.to_thread, which matters for interactive latency.
+    The event loop only hands batches over, so it never waits on a slow reader;
+    stdout stays in blocking mode, as a terminal shared with the shell expects.
+    To a pipe, the thread writes only what the pipe has room for, cut at a
+    record's end, so that giving up on a reader that does not read (`stop`)
+    leaves whole records only (a record larger than the pipe can hold is the
+    exception: it is written in pieces).
     """
 
     def __init__(self, fd: int, token: trio.lowlevel.TrioToken) -> None:
@@ -275,110 +244,104 @@ class _Output:
         self.token = token
         self.pending = 0  # bytes handed over and not yet written
         self.failed: OSError | None = None
-        self.write_started: float | None = None  # when the write in progress began
-        self.write_size = 0
-        self._batches: collections.deque = collections.deque()
+        self._batches: collections.deque = collections.deque()  # [bytes, offset, records]
         self._ready = threading.Condition()
-        self._stopping = False
+        self._stopped = False
         self._waiter: trio.Event | None = None
-        # Writing without the thread is safe for pipes, files and /dev/null;
-        # never for a terminal, where a write can block (Ctrl-S) despite poll.
-        self._direct = _never_blocks_when_ready(fd)
-        self._poll = select.poll()
-        self._poll.register(fd, select.POLLOUT)
-        self._thread = threading.Thread(target=self._run, name="ctirelay-output", daemon=True)
+        self._pipe = _pipe_capacity(fd)
+        self._thread = threading.Thread(target=self._run, name="tap-writer", daemon=True)
         self._thread.start()
 
-    def write(self, data: bytes) -> None:
-        """Write `data` now if that cannot block, else hand it to the thread.
-
-        Interactive traffic makes small batches; when nothing is queued for the
-        thread and the kernel says the output has room (a pipe with room takes
-        a write of up to PIPE_BUF bytes whole, at once), writing here saves
-        waking the thread, which is most of what the tap adds to a round trip.
-        """
-        if (self._direct and len(data) <= select.PIPE_BUF and not self.pending
-                and self.failed is None):
-            try:
-                if self._direct == "always" or self._poll.poll(0):
-                    written = os.write(self.fd, data)
-                    if written == len(data):
-                        return
-                    data = data[written:]  # (a pipe takes it whole; a file, nearly always)
-            except OSError as error:
-                self.failed = error
-                return
-        self.submit(data)
-
-    def submit(self, data: bytes) -> None:
+    def write(self, data: bytes, records: int) -> None:
         with self._ready:
-            self._batches.append(data)
+            self._batches.append([data, 0, records])
             self.pending += len(data)
             self._ready.notify()
 
-    async def drained(self, everything: bool = False) -> None:
-        """Wait until the backlog is under OUTPUT_BACKLOG (or empty, or the output failed)."""
-        limit = 0 if everything else OUTPUT_BACKLOG
-        while self.pending > limit and self.failed is None:
+    async def drained(self) -> None:
+        """Wait until everything handed over is written (or the output failed)."""
+        while self.pending and self.failed is None:
             self._waiter = trio.Event()
-            if self.pending > limit and self.failed is None:
+            if self.pending and self.failed is None:
                 await self._waiter.wait()
             self._waiter = None
 
-    def stuck(self, seconds: float) -> bool:
-        """Has a write been waiting on the reader for longer than this (plus the
-        time its size takes at SLOW_OUTPUT_RATE)?"""
-        started = self.write_started
-        return (started is not None
-                and time.monotonic() - started > seconds + self.write_size / SLOW_OUTPUT_RATE)
-
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """Write nothing more; the number of records handed over and not written."""
         with self._ready:
-            self._stopping = True
+            if self._stopped:
+                return 0
+            self._stopped = True
             self._ready.notify()
+            left = sum(batch[0].count(b"\n", batch[1]) for batch in self._batches)
+            self._batches.clear()
+            return left
 
     def _run(self) -> None:
         while True:
             with self._ready:
-                while not self._batches and not self._stopping:
+                while not self._batches and not self._stopped:
                     self._ready.wait()
-                if not self._batches:
+                if self._stopped:
                     return
-                data = b"".join(self._batches)
-                self._batches.clear()
+                batch = self._batches[0]
+            data, offset = batch[0], batch[1]
             try:
-                if self.failed is None:
-                    self.write_size = len(data)
-                    self.write_started = time.monotonic()
-                    cli.write_all(self.fd, data)
+                written = self._write_some(data, offset)
             except OSError as error:
                 self.failed = error
-            finally:
-                self.write_started = None
+                written = len(data) - offset
             with self._ready:
-                self.pending -= len(data)
+                if self._stopped:
+                    return
+                batch[1] += written
+                self.pending -= written
+                if batch[1] == len(data):
+                    self._batches.popleft()
             waiter = self._waiter
-            if waiter is not None:
+            if waiter is not None and (not self.pending or self.failed):
                 try:
                     self.token.run_sync_soon(waiter.set)
                 except trio.RunFinishedError:
                     return
 
+    def _write_some(self, data: bytes, offset: int) -> int:
+        """Write from `offset`; to a pipe, only whole records that fit in it now."""
+        if self.failed is not None:
+            return len(data) - offset
+        if self._pipe:
+            wait = 0.0005
+            while not self._stopped:
+                room = self._pipe - _queued_in_pipe(self.fd) - 8192  # (page slack)
+                if room >= len(data) - offset:
+                    break
+                end = data.rfind(b"\n", offset, offset + max(room, 0))
+                if end >= 0:
+                    return os.write(self.fd, memoryview(data)[offset:end + 1])
+                if _queued_in_pipe(self.fd) == 0:
+                    break  # a record larger than the pipe: in pieces, blocking
+                time.sleep(wait)  # the reader is slow: look again soon
+                wait = min(wait * 2, 0.02)
+            if self._stopped:
+                return 0
+        return os.write(self.fd, memoryview(data)[offset:])
 
-def _never_blocks_when_ready(fd: int) -> str | None:
-    """ "always" for files and /dev/null (no reader to wait for), "when ready" for
-    pipes (poll first), None for what can block despite poll (a terminal)."""
+
+def _pipe_capacity(fd: int) -> int:
+    """The pipe's capacity (made as large as allowed, up to 1 MiB), or 0 if no pipe."""
     try:
-        mode = os.fstat(fd)
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return 0
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+        except OSError:
+            pass
+        return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
     except OSError:
-        return None
-    if stat.S_ISFIFO(mode.st_mode):
-        return "when ready"
-    if stat.S_ISREG(mode.st_mode):
-        return "always"
-    try:
-        if stat.S_ISCHR(mode.st_mode) and mode.st_rdev == os.stat(os.devnull).st_rdev:
-            return "always"
-    except OSError:
-        pass
-    return None
+        return 0
+
+
+def _queued_in_pipe(fd: int) -> int:
+    buffer = bytearray(4)
+    fcntl.ioctl(fd, termios.FIONREAD, buffer)
+    return int.from_bytes(buffer, "little")

@@ -1,5 +1,5 @@
-"""Fuzzing, bounded: every stage on hostile lines (as real processes), and the
-relay's line splitter on arbitrary chunkings and drops (in-process, many examples)."""
+"""Fuzzing, bounded: every stage on hostile lines (as real processes). The relay's
+line splitter is fuzzed in test_splitter.py."""
 import json
 import re
 import subprocess
@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from ctipipe import stream
-from ctipipe.tap import SessionTap
 from helpers import WAIT, command
 
 pytestmark = pytest.mark.heavy
@@ -77,77 +76,3 @@ def test_stages_survive_hostile_lines(argv, batch, tmp_path_factory):
     if argv[0] in ("ctistrip", "ctiinclude", "ctiexclude") or "--json" in argv:
         for line in result.stdout.splitlines():
             assert isinstance(json.loads(line), dict)
-
-
-# --- the relay's splitter ---------------------------------------------------------
-
-def feed(max_line: int, data: bytes, cuts: list[int], drops: set[int] = frozenset()):
-    """Run one direction of a session through the tap's splitter: (records, lost)."""
-    session = SessionTap(1, max_line)
-    side = session.client
-    out: list[bytes] = []
-    bounds = sorted({c for c in cuts if 0 < c < len(data)}) + [len(data)]
-    start = 0
-    for index, end in enumerate(bounds):
-        chunk = data[start:end]
-        start = end
-        if not chunk:
-            continue
-        if index in drops:
-            side.dropped(chunk.count(b"\n"), chunk[-1] != 10)
-        else:
-            side.lines(1.5, chunk, out)
-    side.end(2.5, out)
-    return [orjson.loads(record) for record in b"".join(out).splitlines()], session.lost
-
-
-def content(record: dict) -> bytes:
-    if "msg" in record:
-        return orjson.dumps(record["msg"])
-    return stream.content_bytes(record)
-
-
-chunked = st.binary(max_size=400).flatmap(
-    lambda d: st.tuples(st.just(d), st.lists(st.integers(0, len(d)), max_size=12)))
-liney = st.lists(st.sampled_from([b"\n", b'{"class":"x"}', b"\xff\xfe", b"[1]", b"  ", b"ab" * 30,
-                                  b'{"a":"\xc3\xa9"}', b"\r"]), max_size=30).map(b"".join).flatmap(
-    lambda d: st.tuples(st.just(d), st.lists(st.integers(0, len(d)), max_size=12)))
-
-
-@settings(max_examples=400, deadline=None)
-@given(st.one_of(chunked, liney), st.integers(4, 64))
-def test_splitter_records_give_back_every_line(case, max_line):
-    data, cuts = case
-    got, lost = feed(max_line, data, cuts)
-    assert lost == 0
-    assert sum(r["size"] for r in got) == len(data)
-    rebuilt, piece = [], b""
-    for record in got:
-        if record.get("oversize"):
-            piece += content(record)
-            if record["size"] == len(content(record)) and not record.get("partial"):
-                continue  # a middle piece: the line goes on
-            rebuilt.append(piece)
-            piece = b""
-        elif "msg" in record:
-            rebuilt.append(None)  # a message: compared by value below
-        else:
-            rebuilt.append(content(record))
-    expected = data.split(b"\n")
-    if expected[-1] == b"":
-        expected.pop()
-    assert len(rebuilt) == len(expected)
-    for want, have in zip(expected, rebuilt):
-        if have is not None:
-            assert have == want
-
-
-@settings(max_examples=400, deadline=None)
-@given(liney, st.sets(st.integers(0, 12), max_size=6))
-def test_splitter_counts_exactly_what_a_drop_loses(case, drops):
-    data, cuts = case
-    got, lost = feed(1 << 20, data, cuts, drops)
-    total_lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
-    assert len(got) + lost == total_lines
-    for record in got:
-        assert list(record)[:3] == ["ts", "conn", "from"]
