@@ -14,7 +14,8 @@ PROG = "ctipretty"
 
 EXAMPLE = """\
 ctirelay xivo-new | ctistrip timenow | ctipretty
-ctipretty --compact --color never < session.jsonl | less
+ctipretty --compact --color never session.jsonl | less
+ctipretty --time relative old.jsonl new.jsonl     # seconds since each session opened
 """
 
 _RESET = b"\x1b[0m"
@@ -27,9 +28,60 @@ _COLORS = {
     "number": b"\x1b[35m",
     "literal": b"\x1b[33m",
 }
+# The classic ctispy header, exactly: "    14:02:11.123456 Client > Server".
 _DIRECTION = {"client": b"Client > Server", "server": b"Server > Client"}
 _NO_MESSAGE = object()
 _TOKEN = re.compile(rb'("(?:[^"\\]|\\.)*")(\s*:)?|(-?\d[\d.eE+-]*)|\b(true|false|null)\b')
+TIME_MODES = ("local", "utc", "relative", "none")
+
+# --- what from the wire must not reach the terminal as it is ------------------
+#
+# A peer must not be able to drive or disguise the display of the person
+# watching it: C0 controls (ESC starts every terminal sequence), DEL, the C1
+# controls U+0080-U+009F (U+009B is a CSI on many terminals) and the Unicode
+# bidirectional controls (U+202E turns the rest of a line around) are shown
+# escaped. The patterns work on UTF-8 bytes; in valid UTF-8 a lead byte such
+# as \xc2 never appears inside another character, so they cannot match across
+# characters.
+_UNICODE_UNSAFE = (rb"\xc2[\x80-\x9f]"  # C1 controls
+                   rb"|\xe2\x80[\x8e\x8f\xaa-\xae]"  # LRM, RLM; LRE, RLE, PDF, LRO, RLO
+                   rb"|\xe2\x81[\xa6-\xa9]"  # LRI, RLI, FSI, PDI
+                   rb"|\xd8\x9c")  # ALM
+# orjson already writes C0 controls inside JSON strings as escapes.
+_UNSAFE_IN_JSON = re.compile(rb"\x7f|" + _UNICODE_UNSAFE)
+# Text from the wire keeps its tabs (and a raw chunk its newlines).
+_UNSAFE_IN_TEXT = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]|" + _UNICODE_UNSAFE)
+# One line of ours (an event) holds no control at all.
+_UNSAFE_IN_LINE = re.compile(rb"[\x00-\x1f\x7f]|" + _UNICODE_UNSAFE)
+
+
+def _json_escape(match: re.Match) -> bytes:
+    """The JSON escape of the character: the body stays valid JSON, same value."""
+    return b"\\u%04x" % ord(match.group().decode())
+
+
+def _text_escape(match: re.Match) -> bytes:
+    found = match.group()
+    if len(found) == 1:
+        return b"\\x%02x" % found[0]
+    return b"\\u%04x" % ord(found.decode())
+
+
+def safe_json(body: bytes) -> bytes:
+    """JSON text (or a batch of lines holding it) with every character that
+    could drive a terminal escaped.
+
+    Four memchr scans first: most batches hold none of these lead bytes, and
+    the regular expression is ten times slower than laying the JSON out.
+    """
+    if b"\x7f" in body or b"\xc2" in body or b"\xe2" in body or b"\xd8" in body:
+        return _UNSAFE_IN_JSON.sub(_json_escape, body)
+    return body
+
+
+def safe_text(text: bytes, keep_newlines: bool = True) -> bytes:
+    """Text from the wire with every control escaped (\\x1b, \\u009b, \\u202e)."""
+    return (_UNSAFE_IN_TEXT if keep_newlines else _UNSAFE_IN_LINE).sub(_text_escape, text)
 
 
 class Pretty(stage.Stage):
@@ -39,30 +91,44 @@ class Pretty(stage.Stage):
     When the batch's input holds no double space, widening is one pass that
     doubles every pair of spaces, so headers are written with two spaces and
     come out with four. Otherwise the exact widening runs, and so that it
-    touches only JSON, header lines start with a \x00 that becomes their four
-    spaces afterwards and raw text lines with a \x01 that is removed (raw text
+    touches only JSON, header lines start with a \\x00 that becomes their four
+    spaces afterwards and raw text lines with a \\x01 that is removed (raw text
     has its control characters escaped, so neither byte comes from the traffic).
     """
 
-    def __init__(self, compact: bool, color: bool) -> None:
+    def __init__(self, compact: bool, color: bool, clock: str = "local",
+                 tag_sessions: bool = False) -> None:
         self.compact = compact
         self.format = functools.partial(orjson.dumps, option=orjson.OPT_SORT_KEYS if compact
                                         else orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
         self.color = color
+        self.clock = clock
+        self.tag_sessions = tag_sessions
         self.parts: list[bytes] = []
         self.exact = not compact  # this batch needs the exact (slower) widening
         self.indent = b"\x00"  # what starts a header line in this batch
+        self._split_time = time.gmtime if clock == "utc" else time.localtime
         self._second = None
         self._clock = b""
+        self.opened: dict[object, float] = {}  # conn -> when it opened (--time relative)
+        self.started: float | None = None  # the first time seen, for records of no session
 
-    def _time(self, ts: object) -> bytes:
-        """Local time with microseconds; localtime() only once per second."""
-        if not isinstance(ts, (int, float)):
-            return b"??:??:??.??????"
+    def _time(self, ts: object, conn: object = None) -> bytes:
+        """The time column: wall clock with microseconds (localtime() only once
+        per second), or seconds since the session opened, or nothing."""
+        if self.clock == "none":
+            return b""
+        if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+            return b"??:??:??.??????" if self.clock != "relative" else b"?"
+        if self.clock == "relative":
+            if self.started is None:
+                self.started = ts
+            origin = self.opened.setdefault(conn, ts) if conn is not None else self.started
+            return b"%+.6f" % (ts - origin)
         second = int(ts)
         if second != self._second:
             self._second = second
-            self._clock = time.strftime("%H:%M:%S", time.localtime(second)).encode()
+            self._clock = time.strftime("%H:%M:%S", self._split_time(second)).encode()
         return b"%s.%06d" % (self._clock, int((ts - second) * 1e6 + 0.5) % 1000000)
 
     def begin_batch(self, block: bytes) -> None:
@@ -73,51 +139,70 @@ class Pretty(stage.Stage):
         side = record.get("from")
         if side is None:
             self.parts.append(self._event(record) if "event" in record
-                              else self._paint("event", b"--- " + line))
+                              else self._paint("event", b"--- " + safe_text(line, False)))
             return None
+        conn = record.get("conn")
         # The header, "\x00HH:MM:SS.ffffff Client > Server" (see the class docstring).
+        direction = _DIRECTION.get(side) or safe_text(f"{side} >".encode(), False)
         ts = record.get("ts")
-        if type(ts) is float:
+        if type(ts) is float and self.clock in ("local", "utc"):
             second = int(ts)
             if second != self._second:
                 self._time(ts)
             header = b"%s%s.%06d %s" % (self.indent, self._clock,
-                                        int((ts - second) * 1e6 + 0.5) % 1000000,
-                                        _DIRECTION.get(side) or f"{side} >".encode())
+                                        int((ts - second) * 1e6 + 0.5) % 1000000, direction)
         else:
-            header = b"%s%s %s" % (self.indent, self._time(ts),
-                                   _DIRECTION.get(side) or f"{side} >".encode())
-        conn = record.get("conn")
-        if conn != 1:
-            header += f" [session {conn}]".encode()
+            when = self._time(ts, conn)
+            header = b"%s%s%s" % (self.indent, when + b" " if when else b"", direction)
+        if conn != 1 or self.tag_sessions:
+            header += safe_text(f" [session {conn}]".encode(), False)
         message = record.get("msg", _NO_MESSAGE)
         if message is not _NO_MESSAGE:
-            body = self.format(message)
+            body = self.format(message)  # made safe with the whole batch (end_of_batch)
             if self.color:
                 body = _TOKEN.sub(_paint_token, body)
                 header = self._paint(side, header)
             self.parts += (header, body)
             return None
-        notes = [name for name in ("partial", "oversize") if record.get(name)]
+        # An undecodable line or a raw chunk: its text under the same header, as
+        # the classic tool showed it; what we know about it on a line of its own.
+        notes = []
+        raw = stream.content_bytes(record)
         if "raw_b64" in record:
-            notes.append("not UTF-8, shown as base64")
-            body = str(record["raw_b64"]).encode()
-        else:
-            raw = stream.content_bytes(record) or b""
-            body = _CONTROL.sub(_escape, raw[:-1] if raw.endswith(b"\n") else raw)
-        header += (" (%s)" % ", ".join(["not JSON", *notes])).encode()
+            if raw is None:
+                notes.append("base64 that does not decode")
+                raw = str(record["raw_b64"]).encode()
+            else:
+                notes.append("not UTF-8: other bytes shown as \\xNN")
+                raw = raw.decode("utf-8", "backslashreplace").encode()
+        raw = raw or b""
+        if record.get("oversize"):
+            notes.append("a piece of a line longer than the relay's limit")
+        if record.get("partial"):
+            notes.append("the connection closed before the end of this line")
+        body = safe_text(raw[:-1] if raw.endswith(b"\n") else raw)
         if self.exact:
             body = b"\x01" + body.replace(b"\n", b"\n\x01")
         self.parts += (self._paint(side, header), body)
+        if notes:
+            self.parts.append(self._paint("event", b"--- (" + "; ".join(notes).encode() + b")"))
         return None
 
     def _event(self, record: dict) -> bytes:
         event = record["event"]
-        when = self._time(record.get("ts")).decode()
-        who = f"session {record['conn']}" if "conn" in record else "relay"
-        if event == "open":
+        conn = record.get("conn")
+        if event == "open" and isinstance(record.get("ts"), (int, float)):
+            self.opened[conn] = record["ts"]
+        when = self._time(record.get("ts"), conn).decode()
+        who = f"session {conn}" if "conn" in record else "relay"
+        if event == "start":
+            text = _start_text(record)
+        elif event == "open":
             text = f"{who} opened: {record.get('client')} > {record.get('server')}"
+        elif event == "tls":
+            text = f"{who} {_tls_text(record)}"
         elif event == "close":
+            self.opened.pop(conn, None)
             sent, reads = record.get("bytes"), record.get("reads")
             sent = sent if isinstance(sent, dict) else {}
             reads = reads if isinstance(reads, dict) else {}
@@ -131,10 +216,13 @@ class Pretty(stage.Stage):
                     f"the session itself was not affected)")
         elif event == "error":
             text = f"{who} error: {record.get('error')}"
+            if record.get("client"):
+                text += f" (client {record['client']})"
         else:
             rest = {k: v for k, v in record.items() if k not in ("ts", "conn", "event")}
             text = f"{who} {event}: {orjson.dumps(rest).decode()}"
-        return self._paint("event", _CONTROL.sub(_escape, f"--- {when} {text}".encode()))
+        line = f"--- {when} {text}" if when else f"--- {text}"
+        return self._paint("event", safe_text(line.encode(), False))
 
     def _paint(self, kind: str, text: bytes) -> bytes:
         return _COLORS.get(kind, b"") + text + _RESET if self.color else text
@@ -142,7 +230,8 @@ class Pretty(stage.Stage):
     def end_of_batch(self) -> bytes | None:
         if not self.parts:
             return None
-        blob = b"\n".join(self.parts)
+        # Everything else in the batch is ours or already escaped text.
+        blob = safe_json(b"\n".join(self.parts))
         self.parts.clear()
         if self.compact:
             return blob
@@ -155,13 +244,31 @@ class Pretty(stage.Stage):
         return rendered + b"\n" if rendered else None
 
 
-# Control characters from the traffic are shown escaped: a hostile peer must
-# not be able to drive the user's terminal (and \x00/\x01 mark our own lines).
-_CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
+def _start_text(record: dict) -> str:
+    """`relay started (ctirelay 0.2.0, stream 1): listening on ..., relaying to ...`"""
+    text = f"{record.get('producer') or 'a producer'} started (stream version {record.get('stream')})"
+    listen = record.get("listen")
+    if isinstance(listen, list):
+        listen = ", ".join(str(address) for address in listen)
+    if listen:
+        text += f": listening on {listen}"
+    if record.get("server"):
+        text += f", relaying to {record['server']}"
+    return text
 
 
-def _escape(match: re.Match) -> bytes:
-    return b"\\x%02x" % match.group()[0]
+def _tls_text(record: dict) -> str:
+    """`TLS (STARTTLS): client TLSv1 ECDHE-RSA-AES256-SHA, server TLSv1.2 ...`"""
+    how = {"starttls": "STARTTLS", "implicit": "implicit"}.get(record.get("how"), record.get("how"))
+    text = f"TLS ({how})"
+    if not record.get("intercepted"):
+        return text + ": passed through encrypted, not intercepted; no data recorded after this"
+    legs = []
+    for leg in ("client", "server"):
+        about = record.get(leg)
+        about = about if isinstance(about, dict) else {}
+        legs.append(f"{leg} {about.get('version', '?')} {about.get('cipher', '?')}")
+    return f"{text}: {', '.join(legs)}"
 
 
 def _seconds(value: object) -> str:
@@ -180,12 +287,19 @@ def _paint_token(match: re.Match) -> bytes:
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.Parser(PROG, "Show the tagged stream to a person: a header line per message "
-                        "(time, direction), then the message as JSON with sorted keys.", EXAMPLE)
+                        "(time, direction), then the message as JSON with sorted keys. Reads "
+                        "the FILEs in order (- is standard input), or standard input.", EXAMPLE)
     parser.add_argument("--compact", action="store_true", help="each message on one line")
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
-                        help="colours (default: when writing to a terminal)")
+                        help="colours (default: when writing to a terminal and NO_COLOR is unset)")
+    parser.add_argument("--time", choices=TIME_MODES, default="local",
+                        help="the time in each header: local (the default, as the classic "
+                             "ctispy), utc, relative (seconds since the session opened) or none")
+    parser.add_argument("--tag-sessions", action="store_true",
+                        help="tag every record with its session, [session 1] included "
+                             "(for streams of several sessions, as with --loop)")
     args = parser.parse_args(argv)
     color = args.color == "always" or (args.color == "auto" and os.isatty(1)
                                        and os.environ.get("NO_COLOR") is None)
-    return cli.guarded(PROG, lambda: stage.run_stage(PROG, Pretty(args.compact, color)),
-                       debug=args.debug)
+    return cli.guarded(PROG, lambda: stage.run_stage(
+        PROG, Pretty(args.compact, color, args.time, args.tag_sessions)), debug=args.debug)

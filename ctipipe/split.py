@@ -33,6 +33,17 @@ def open_private(path: str) -> int:
     return fd
 
 
+def same_file(first: str, second: str) -> bool:
+    """Do the two paths name one file (the same path, or through a symbolic or
+    hard link)? Both sides written to one file would lose one of them."""
+    if os.path.realpath(first) == os.path.realpath(second):
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them does not exist yet: then they differ
+        return False
+
+
 class Split(stage.Stage):
     """Per side, consecutive messages are laid out together and widened to an
     indent of 4 in one pass (stream.widen); a raw line ends such a run first,
@@ -96,11 +107,18 @@ class Split(stage.Stage):
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.Parser(PROG, "Write the client's messages to CLIENTFILE and the server's to "
-                        "SERVERFILE, as indented JSON with sorted keys (files are mode 0600).",
+                        "SERVERFILE, as indented JSON with sorted keys (files are mode 0600), or "
+                        "with --jsonl as the tagged records themselves (each file then a "
+                        "complete stream, events included, that ctidiff and ctipretty read).",
                         EXAMPLE)
     parser.add_argument("client_file", metavar="CLIENTFILE")
     parser.add_argument("server_file", metavar="SERVERFILE")
-    parser.add_argument("--jsonl", action="store_true", help="write the tagged records themselves")
+    parser.add_argument("--jsonl", action="store_true",
+                        help="write the tagged records themselves (each side's data records and "
+                             "every event) instead of indented JSON")
     args = parser.parse_args(argv)
+    if same_file(args.client_file, args.server_file):
+        parser.error(f"CLIENTFILE and SERVERFILE are the same file ({args.client_file}, "
+                     f"{args.server_file}): give one file per side")
     return cli.guarded(PROG, lambda: stage.run_stage(
         PROG, Split(args.client_file, args.server_file, args.jsonl)), debug=args.debug)

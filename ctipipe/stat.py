@@ -13,6 +13,10 @@ PROG = "ctistat"
 # Estimated TCP/IP header bytes per read, as the classic ctistat counted them.
 HEADER_BYTES = 50
 
+# Replies the protocol sends without a replyid (the 2.x login): each answers
+# the oldest request of its class still waiting.
+UNNUMBERED_REPLIES = frozenset(("login_id", "login_pass", "login_capas"))
+
 # Requests still waiting for a reply that one session keeps track of: a client
 # that never gets replies must not make the sink grow without bound.
 MAX_PENDING = 100_000
@@ -34,6 +38,9 @@ class _Session:
         self.first_ts: float | None = None
         self.last_ts: float | None = None
         self.pending: dict = {}  # commandid -> (ts, class)
+        # per class of UNNUMBERED_REPLIES, the commandids of its requests in order
+        self.unnumbered: dict[str, collections.deque] = collections.defaultdict(
+            lambda: collections.deque(maxlen=MAX_PENDING))
         self.latency: dict[str, list[float]] = collections.defaultdict(list)
         self.unanswered: collections.Counter = collections.Counter()
         self.lost = 0
@@ -48,7 +55,7 @@ class _Session:
         if isinstance(size, int):
             self.bytes[side] += size
         if "msg" not in record:
-            self.classes[side]["(not JSON)"] += 1
+            self.classes[side]["(raw chunk)" if record.get("chunk") else "(not JSON)"] += 1
             return
         message = record["msg"]
         if type(message) is not dict:
@@ -62,13 +69,35 @@ class _Session:
             if key in self.pending:
                 self.unanswered[self.pending.pop(key)[1]] += 1
             self.pending[key] = (ts, name)
+            if name in UNNUMBERED_REPLIES:
+                self.unnumbered[name].append(key)
             if len(self.pending) > MAX_PENDING:
                 oldest = next(iter(self.pending))
                 self.unanswered[self.pending.pop(oldest)[1]] += 1
-        elif side == "server" and "replyid" in message and isinstance(ts, (int, float)):
-            asked = self.pending.pop(_key(message["replyid"]), None)
+        elif side == "server" and isinstance(ts, (int, float)):
+            if "replyid" in message:
+                key = _key(message["replyid"])
+            elif name in UNNUMBERED_REPLIES:
+                key = self._oldest_pending(name)
+            else:
+                return
+            asked = self.pending.pop(key, None)
             if asked is not None:
                 self.latency[asked[1]].append((ts - asked[0]) * 1000.0)
+
+    def _oldest_pending(self, name: str) -> object:
+        """The oldest request of this class still waiting (its commandid), if any.
+
+        Requests answered or given up meanwhile are left in the queue and
+        skipped here, so that the queue costs nothing on the common path.
+        """
+        waiting = self.unnumbered[name]
+        while waiting:
+            key = waiting.popleft()
+            asked = self.pending.get(key)
+            if asked is not None and asked[1] == name:
+                return key
+        return None
 
     def summary(self) -> dict:
         close = self.close or {}
@@ -126,6 +155,9 @@ class Stat(stage.Stage):
         self.network = network
         self.as_json = as_json
         self.sessions: dict[object, _Session] = {}
+        self.reported = 0  # sessions whose statistics were printed
+        self.errors = 0  # clients that could not be relayed (error events of no session)
+        self.last_error: object = None
 
     def _session(self, conn: object) -> _Session:
         key = _key(conn)
@@ -150,9 +182,13 @@ class Stat(stage.Stage):
             session.close = record
             del self.sessions[_key(record.get("conn"))]
             return self._report(session)
+        elif event == "error" and "conn" not in record:
+            self.errors += 1
+            self.last_error = record.get("error")
         return None
 
     def _report(self, session: _Session) -> bytes:
+        self.reported += 1
         summary = session.summary()
         if self.as_json:
             return orjson.dumps(summary)
@@ -163,6 +199,16 @@ class Stat(stage.Stage):
         """Sessions still open when input ended get their statistics too."""
         reports = [self._report(session) for session in self.sessions.values()]
         self.sessions.clear()
+        if not self.reported:
+            # Say so rather than print nothing (stopped before a client came).
+            text = "no session: the input ended before any session began"
+            if self.errors:
+                text += (f" ({self.errors} client{'s' if self.errors > 1 else ''} could not be "
+                         f"relayed; last error: {self.last_error})")
+            if self.as_json:
+                cli.report(PROG, text)  # standard output stays one object per session
+                return None
+            return f"=== No session: {text.split(': ', 1)[1]}\n".encode()
         return b"".join(report + b"\n" for report in reports) or None
 
 
@@ -201,27 +247,52 @@ def _ms(value: float | None) -> str:
 
 
 def format_network(summary: dict) -> str:
+    """The classic ctistat -n figures, labels and order exactly as it printed
+    them (a tab-separated label, then the value as Python 2 printed it), under
+    our session title line."""
     duration = summary["duration"]
     sent = summary["bytes"]
     total = sent["client"] + sent["server"]
-    lines = [_title(summary), "=== Network statistics", f"Running time: {duration:.3f} s"]
-    for side in ("client", "server"):
-        lines.append(f"Bytes sent by {side}: {sent[side]}")
-    lines.append(f"Total bytes: {total}")
-    rate = (lambda n: f"{n / duration:.1f}") if duration > 0 else (lambda n: "-")
-    lines.append(f"Bytes per second: client {rate(sent['client'])}, server {rate(sent['server'])}, "
-                 f"total {rate(total)}")
+    lines = [_title(summary),
+             f"Running time:\t\t{_py2(float(duration))}",
+             f"Client app bytes:\t{sent['client']}",
+             f"Server app bytes:\t{sent['server']}",
+             f"Total app bytes:\t{total}",
+             f"Avg app bytes/s:\t{_py2(_rate(total, duration))}",
+             "==========="]
     reads = summary["reads"]
     if reads:
-        lines.append(f"IP packets (reads) sent by client: {reads['client']}, by server: "
-                     f"{reads['server']}, total: {reads['client'] + reads['server']}")
+        packets = reads["client"] + reads["server"]
         wire = {side: sent[side] + HEADER_BYTES * reads[side] for side in ("client", "server")}
-        lines.append(f"Estimated bytes on the wire ({HEADER_BYTES} header bytes per packet): "
-                     f"client {wire['client']}, server {wire['server']}, "
-                     f"total {wire['client'] + wire['server']}")
-    else:
-        lines.append("IP packets: unknown (no close record)")
+        overhead = packets * HEADER_BYTES / total if total else 0.0
+        lines += [f"Client IP packets:\t{reads['client']}",
+                  f"Server IP packets:\t{reads['server']}",
+                  f"Total IP packets:\t{packets}",
+                  f"Average IP packets/s:\t{_py2(_rate(packets, duration))}",
+                  "===========",
+                  f"Client wire bytes:\t{wire['client']}",
+                  f"Server wire bytes:\t{wire['server']}",
+                  f"Total wire bytes:\t{wire['client'] + wire['server']}",
+                  f"Total headers overhead:\t{_py2(overhead)}",
+                  f"Average wire bytes/s:\t{_py2(_rate(wire['client'] + wire['server'], duration))}"]
+    else:  # the relay counts reads; only its close record says how many
+        lines += [f"{label}\tunknown (no close record)" for label in (
+            "Client IP packets:", "Server IP packets:", "Total IP packets:", "Average IP packets/s:")]
+        lines.append("===========")
+        lines += [f"{label}\tunknown (no close record)" for label in (
+            "Client wire bytes:", "Server wire bytes:", "Total wire bytes:",
+            "Total headers overhead:", "Average wire bytes/s:")]
     return "\n".join(lines)
+
+
+def _rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds else 0.0
+
+
+def _py2(value: float) -> str:
+    """A float as Python 2's print wrote it (str(): 12 significant digits)."""
+    text = "%.12g" % value
+    return text if any(c in text for c in ".einf") else text + ".0"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,8 @@
 """The filters and sinks: their logic in-process, and each command on real pipes."""
+import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -14,6 +16,7 @@ from hypothesis import given, strategies as st
 from ctipipe import stream
 from ctipipe.include import Exclude
 from ctipipe.paths import Expression
+from ctipipe.pretty import Pretty
 from ctipipe.strip import Strip
 from helpers import WAIT, Proc, command
 
@@ -29,22 +32,38 @@ def run(name: str, *args: str, data: bytes = SESSION, env=UTC) -> subprocess.Com
 
 # --- golden input / expected pairs -------------------------------------------
 
+# expected output -> (input in tests/golden, command and arguments); run with TZ=UTC
 GOLDEN_CASES = {
-    "strip.expected": ("ctistrip", "timenow", "config.lastcall"),
-    "include.expected": ("ctiinclude", "class=getlist", "commandid=5"),
-    "include-server.expected": ("ctiinclude", "--from", "server"),
-    "exclude.expected": ("ctiexclude", "class=getlist"),
-    "pretty.expected": ("ctipretty", "--color", "never"),
-    "pretty-compact.expected": ("ctipretty", "--compact", "--color", "never"),
-    "stat.expected": ("ctistat",),
-    "stat-network.expected": ("ctistat", "-n"),
-    "stat-json.expected": ("ctistat", "--json"),
+    "strip.expected": ("session.jsonl", "ctistrip", "timenow", "config.lastcall"),
+    "include.expected": ("session.jsonl", "ctiinclude", "class=getlist", "commandid=5"),
+    "include-server.expected": ("session.jsonl", "ctiinclude", "--from", "server"),
+    "exclude.expected": ("session.jsonl", "ctiexclude", "class=getlist"),
+    "pretty.expected": ("session.jsonl", "ctipretty", "--color", "never"),
+    "pretty-compact.expected": ("session.jsonl", "ctipretty", "--compact", "--color", "never"),
+    "stat.expected": ("session.jsonl", "ctistat"),
+    "stat-network.expected": ("session.jsonl", "ctistat", "-n"),
+    "stat-json.expected": ("session.jsonl", "ctistat", "--json"),
+    # a 2.x session through STARTTLS (messages from real servers and clients),
+    # a second session passed through encrypted, a client the relay could not serve
+    "pretty-tls.expected": ("tls-login.jsonl", "ctipretty", "--color", "never"),
+    "pretty-tls-compact.expected": ("tls-login.jsonl", "ctipretty", "--compact", "--color", "never"),
+    "pretty-tls-relative.expected": ("tls-login.jsonl", "ctipretty", "--compact", "--color", "never",
+                                     "--time", "relative"),
+    "pretty-tls-none-tagged.expected": ("tls-login.jsonl", "ctipretty", "--compact", "--color",
+                                        "never", "--time", "none", "--tag-sessions"),
+    "stat-tls.expected": ("tls-login.jsonl", "ctistat", "-m"),
+    "stat-tls-network.expected": ("tls-login.jsonl", "ctistat", "-n"),
+    "stat-tls-json.expected": ("tls-login.jsonl", "ctistat", "--json"),
+    # a peer trying to drive the terminal: C0, C1, DEL, bidirectional controls
+    "pretty-hostile.expected": ("hostile.jsonl", "ctipretty", "--color", "never"),
+    "pretty-hostile-compact.expected": ("hostile.jsonl", "ctipretty", "--compact", "--color", "never"),
 }
 
 
 @pytest.mark.parametrize("expected", sorted(GOLDEN_CASES))
 def test_golden(expected):
-    result = run(*GOLDEN_CASES[expected])
+    source, *args = GOLDEN_CASES[expected]
+    result = run(*args, data=(GOLDEN / source).read_bytes())
     assert result.returncode == 0, result.stderr
     assert result.stderr == b""
     assert result.stdout.decode() == (GOLDEN / expected).read_text()
@@ -416,3 +435,152 @@ def test_fast_widening_matches_exact_when_no_string_has_double_spaces(value):
     text = stream.indented_2(value)
     if not stream.may_hold_double_space(orjson.dumps(value)):
         assert stream.widen(text, exact=False) == stream.widen(text)
+
+
+# --- ctipretty: what the person watching sees ------------------------------------
+
+# What must never reach the terminal from the wire: C0 controls but the line
+# structure, DEL, C1 controls, bidirectional marks, embeddings, overrides, isolates.
+UNSAFE_CHARACTERS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
+                               "\u2066-\u2069]")
+hostile_text = st.text(alphabet=st.sampled_from(
+    "a {}\"\\:\t\n\r\x00\x07\x1b\x7f\x80\x9b\x9f\u061c\u200e\u200f\u202a\u202e\u2066\u2069é李"),
+    max_size=30)
+
+
+def pretty_lines(records: list[dict], **options) -> str:
+    stage = Pretty(**{"compact": False, "color": False, **options})
+    for record in records:
+        line = orjson.dumps(record)
+        stage.begin_batch(line)
+        stage.handle(orjson.loads(line), line)
+    return stage.finish().decode()
+
+
+@given(hostile_text, hostile_text, st.booleans(), st.booleans())
+def test_nothing_from_the_wire_can_drive_the_terminal(key, value, compact, raw_as_bytes):
+    records = [
+        {"ts": 1.5, "conn": 1, "event": "open", "client": value, "server": key},
+        {"ts": 1.5, "conn": 1, "from": "server", "size": 1, "msg": {key: value, "class": [value]}},
+        {"ts": 1.5, "conn": 1, "from": "client", "size": 1, "raw": value},
+        {"ts": 1.5, "conn": 1, "from": "client", "size": 1, "chunk": True,
+         "raw_b64": base64.b64encode(value.encode() + b"\xff").decode()} if raw_as_bytes else
+        {"ts": 1.5, "conn": 1, "from": "client", "size": 1, "chunk": True, "raw": value},
+        {"ts": 1.5, "conn": 1, "event": "error", "error": value},
+        {"ts": 1.5, "conn": 1, "event": key or "x", "what": value},
+        {"ts": 1.5, "conn": value, "from": key, "size": 1, "msg": value},
+    ]
+    shown = pretty_lines(records, compact=compact)
+    assert UNSAFE_CHARACTERS.search(shown) is None
+    # a message's body is still the same JSON value, only its controls escaped
+    body = re.split(r"\n    \d\d:\d\d:\d\d\.\d{6} ", shown.split(" Server > Client\n", 1)[1])[0]
+    assert json.loads(body) == {key: value, "class": [value]}
+
+
+def test_raw_lines_and_chunks_show_under_the_classic_header():
+    shown = pretty_lines([
+        {"ts": 1764262479.205, "conn": 1, "from": "server", "size": 12, "raw": "not json at"},
+        {"ts": 1764262479.206, "conn": 1, "from": "client", "size": 22, "chunk": True,
+         "raw": "{\"class\":\"keepalive\"}\n"},
+    ], compact=True)
+    assert shown.splitlines() == ["    16:54:39.205000 Server > Client", "not json at",
+                                  "    16:54:39.206000 Client > Server", "{\"class\":\"keepalive\"}"]
+
+
+def test_time_utc_does_not_depend_on_the_local_zone():
+    far = {**os.environ, "TZ": "XYZ-5:30"}
+    in_utc = run("ctipretty", "--time", "utc", "--color", "never", env=far).stdout
+    assert in_utc == (GOLDEN / "pretty.expected").read_bytes()
+    local = run("ctipretty", "--color", "never", env=far).stdout
+    assert b"    22:24:39.125001 Client > Server\n" in local  # the classic default: local time
+
+
+# --- ctistat -----------------------------------------------------------------------
+
+CLASSIC_NETWORK_LABELS = [
+    "Running time:", "Client app bytes:", "Server app bytes:", "Total app bytes:",
+    "Avg app bytes/s:", "===========", "Client IP packets:", "Server IP packets:",
+    "Total IP packets:", "Average IP packets/s:", "===========", "Client wire bytes:",
+    "Server wire bytes:", "Total wire bytes:", "Total headers overhead:", "Average wire bytes/s:"]
+
+
+def test_stat_network_prints_the_classic_labels_in_order_under_the_title():
+    text = run("ctistat", "-n").stdout.decode()
+    sessions = text.split("=== Session ")[1:]
+    assert len(sessions) == 2
+    lines = sessions[1].splitlines()
+    assert lines[0].startswith("1: 127.0.0.1:51234 > xivo-new:5003, closed by client")
+    assert [line.split("\t")[0] for line in lines[1:]] == CLASSIC_NETWORK_LABELS
+    # values as the classic tool (Python 2) printed them: tab-separated, str() of floats
+    assert lines[1] == "Running time:\t\t0.876545"
+    assert lines[5] == "Avg app bytes/s:\t1199.0257203"
+    assert lines[15] == "Total headers overhead:\t0.523311132255"
+
+
+def login_2x(replies: list[dict], gap: float = 0.002) -> bytes:
+    """A 2.x login as the real client and server exchange it (corpus messages)."""
+    requests = [{"class": "login_id", "commandid": 679518411, "company": "xivo",
+                 "userlogin": "alice", "wazoversion": "2.3"},
+                {"class": "login_pass", "commandid": 1392587018, "password": "secret"},
+                {"capaid": "3", "class": "login_capas", "commandid": 1001982708,
+                 "state": "available"}]
+    records = []
+    ts = 100.0
+    for request, reply in zip(requests, replies):
+        records.append({"ts": ts, "conn": 1, "from": "client", "size": 1, "msg": request})
+        ts += gap
+        records.append({"ts": ts, "conn": 1, "from": "server", "size": 1, "msg": reply})
+        ts += 1
+    return b"".join(orjson.dumps(r) + b"\n" for r in records)
+
+
+def test_stat_pairs_2x_login_replies_without_replyid():
+    replies = [{"wazoversion": "2.3", "sessionid": "WzAEJ4fFiC", "class": "login_id",
+                "timenow": 1795857286.285627},
+               {"capalist": [3], "class": "login_pass", "timenow": 1795857286.285826},
+               {"userid": "3", "ipbxid": "xivo", "class": "login_capas", "appliname": "Client"}]
+    [summary] = [json.loads(line) for line in
+                 run("ctistat", "--json", data=login_2x(replies)).stdout.splitlines()]
+    for name in ("login_id", "login_pass", "login_capas"):
+        assert summary["latency"][name]["count"] == 1 and summary["latency"][name]["no_reply"] == 0
+        assert summary["latency"][name]["median_ms"] == pytest.approx(2.0, abs=0.01)
+
+
+def test_stat_a_login_reply_of_another_class_answers_nothing():
+    # the server answers login_id with an unrelated class: login_id stays unanswered
+    replies = [{"class": "login_pass", "error_string": "login_password"}]
+    [summary] = [json.loads(line) for line in
+                 run("ctistat", "--json", data=login_2x(replies)).stdout.splitlines()]
+    assert summary["latency"]["login_id"] == {"count": 0, "median_ms": None, "p95_ms": None,
+                                              "max_ms": None, "no_reply": 1}
+
+
+@pytest.mark.parametrize("data", [b"", b'{"ts":1.0,"event":"start","stream":1,"producer":"x"}\n'])
+def test_stat_says_when_no_session_was_seen(data):
+    result = run("ctistat", data=data)
+    assert result.returncode == 0
+    assert result.stdout == b"=== No session: the input ended before any session began\n"
+    result = run("ctistat", "--json", data=data)
+    assert result.stdout == b""
+    assert result.stderr == b"ctistat: no session: the input ended before any session began\n"
+
+
+def test_stat_no_session_names_clients_the_relay_could_not_serve():
+    data = (b'{"ts":1.0,"event":"error","error":"cannot reach xivo-new:5003: Connection refused",'
+            b'"client":"127.0.0.1:40000"}\n')
+    assert run("ctistat", data=data).stdout == (
+        b"=== No session: the input ended before any session began (1 client could not be "
+        b"relayed; last error: cannot reach xivo-new:5003: Connection refused)\n")
+
+
+@pytest.mark.parametrize("how", ["same", "dot-dot", "symlink", "hardlink"])
+def test_split_refuses_one_file_for_both_sides(tmp_path, how):
+    client = tmp_path / "client"
+    client.write_text("precious")
+    server = {"same": lambda: client, "dot-dot": lambda: tmp_path / ".." / tmp_path.name / "client",
+              "symlink": lambda: (tmp_path / "link").symlink_to(client) or tmp_path / "link",
+              "hardlink": lambda: (tmp_path / "hard").hardlink_to(client) or tmp_path / "hard"}[how]()
+    proc = Proc(command("ctisplit", str(client), str(server)), stdin=subprocess.PIPE)
+    assert proc.finish() == 2  # before reading any input
+    assert proc.err.count("\n") == 1 and "the same file" in proc.err
+    assert client.read_text() == "precious"
