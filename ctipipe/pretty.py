@@ -86,26 +86,33 @@ def safe_text(text: bytes, keep_newlines: bool = True) -> bytes:
 
 class Pretty(stage.Stage):
     """Renders a whole batch at once: messages are laid out by orjson with an
-    indent of 2 and widened to 4 over the whole batch (stream.widen).
+    indent of 2, then over the whole batch widened to 4 (stream.widen) or,
+    with --compact, put on one line each as the classic tool's json.dumps did
+    (`{"class": "getlist", "tid": 7}`, see _one_line).
 
-    When the batch's input holds no double space, widening is one pass that
-    doubles every pair of spaces, so headers are written with two spaces and
-    come out with four. Otherwise the exact widening runs, and so that it
-    touches only JSON, header lines start with a \\x00 that becomes their four
-    spaces afterwards and raw text lines with a \\x01 that is removed (raw text
-    has its control characters escaped, so neither byte comes from the traffic).
+    Indented: when the batch's input holds no double space, widening is one
+    pass that doubles every pair of spaces, so headers are written with two
+    spaces and come out with four. Otherwise, so that only JSON is touched,
+    header lines start with a \\x00 that becomes their four spaces afterwards
+    and raw text lines with a \\x01 that is removed.
+
+    Compact: the parts are joined by \\x02 instead of newlines and a raw text's
+    newlines are written \\x01, so that every newline left is the indentation
+    of a message; headers start with \\x00. These bytes become newlines and
+    spaces once the messages are on one line. (Raw text has its control
+    characters escaped, so none of these bytes comes from the traffic.)
     """
 
     def __init__(self, compact: bool, color: bool, clock: str = "local",
                  tag_sessions: bool = False) -> None:
         self.compact = compact
-        self.format = functools.partial(orjson.dumps, option=orjson.OPT_SORT_KEYS if compact
-                                        else orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
+        self.format = functools.partial(orjson.dumps,
+                                        option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
         self.color = color
         self.clock = clock
         self.tag_sessions = tag_sessions
         self.parts: list[bytes] = []
-        self.exact = not compact  # this batch needs the exact (slower) widening
+        self.exact = True  # this batch's lines need the \x00 and \x01 marks
         self.indent = b"\x00"  # what starts a header line in this batch
         self._split_time = time.gmtime if clock == "utc" else time.localtime
         self._second = None
@@ -132,8 +139,8 @@ class Pretty(stage.Stage):
         return b"%s.%06d" % (self._clock, int((ts - second) * 1e6 + 0.5) % 1000000)
 
     def begin_batch(self, block: bytes) -> None:
-        self.exact = not self.compact and stream.may_hold_double_space(block)
-        self.indent = b"\x00" if self.exact else b"    " if self.compact else b"  "
+        self.exact = stream.may_hold_double_space(block)
+        self.indent = b"\x00" if self.exact or self.compact else b"  "
 
     def handle(self, record: dict, line: bytes) -> None:
         side = record.get("from")
@@ -181,7 +188,9 @@ class Pretty(stage.Stage):
         if record.get("partial"):
             notes.append("the connection closed before the end of this line")
         body = safe_text(raw[:-1] if raw.endswith(b"\n") else raw)
-        if self.exact:
+        if self.compact:
+            body = body.replace(b"\n", b"\x01")
+        elif self.exact:
             body = b"\x01" + body.replace(b"\n", b"\n\x01")
         self.parts += (self._paint(side, header), body)
         if notes:
@@ -231,10 +240,11 @@ class Pretty(stage.Stage):
         if not self.parts:
             return None
         # Everything else in the batch is ours or already escaped text.
-        blob = safe_json(b"\n".join(self.parts))
+        blob = safe_json((b"\x02" if self.compact else b"\n").join(self.parts))
         self.parts.clear()
         if self.compact:
-            return blob
+            blob = _one_line(blob, self.exact).replace(b"\x02", b"\n").replace(b"\x00", b"    ")
+            return blob.replace(b"\x01", b"\n") if b"\x01" in blob else blob
         if not self.exact:
             return stream.widen(blob, exact=False)
         return stream.widen(blob).replace(b"\x00", b"    ").replace(b"\x01", b"")
@@ -242,6 +252,31 @@ class Pretty(stage.Stage):
     def finish(self) -> bytes | None:
         rendered = self.end_of_batch()
         return rendered + b"\n" if rendered else None
+
+
+def _one_line(text: bytes, exact: bool = True) -> bytes:
+    """Indent-2 JSON texts, among other text that holds no newline, each put
+    on one line as Python's json.dumps(value, sort_keys=True) wrote it for the
+    classic ctispy: ", " between items and ": " after keys. (orjson has no
+    such option, and a regular expression is ten times slower than these
+    replace passes.)
+
+    JSON strings hold no raw newline, so a newline and the spaces after it
+    are always indentation. With exact=False the caller vouches that no two
+    spaces follow each other anywhere but in indentation (as for
+    stream.widen), and three passes do it. Otherwise the deepest lines are
+    joined first, so that a shallower pattern never matches the start of a
+    deeper one.
+    """
+    if not exact:
+        return text.replace(b"  ", b"").replace(b",\n", b", ").replace(b"\n", b"")
+    depth = 0
+    while b"\n" + b"  " * (depth + 1) in text:
+        depth += 1
+    for level in range(depth, 0, -1):
+        pad = b"  " * level
+        text = text.replace(b",\n" + pad, b", ").replace(b"\n" + pad, b"")
+    return text.replace(b"\n}", b"}").replace(b"\n]", b"]")
 
 
 def _start_text(record: dict) -> str:

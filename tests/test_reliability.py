@@ -447,4 +447,4 @@ def test_ctispy_redact_hides_the_password(server):
     tool = Classic("ctispy", server.port, "--redact")
     converse(tool, server)
     assert tool.finish() == 0
-    assert b"e5229ef4" not in tool.out and b'"hashedpassword":"***"' in tool.out
+    assert b"e5229ef4" not in tool.out and b'"hashedpassword": "***"' in tool.out

@@ -201,11 +201,11 @@ def test_a_message_crosses_five_stages_at_once_while_input_stays_open():
         lines = SESSION.splitlines(keepends=True)
         procs[0].stdin.write(lines[2])  # one server message, input left open
         procs[0].stdin.flush()
-        got = read_until(procs[-1].stdout.fileno(), b'"sessionid":"21UaGDfst7"')
+        got = read_until(procs[-1].stdout.fileno(), b'"sessionid": "21UaGDfst7"')
         assert b"Server > Client" in got and b"timenow" not in got
         procs[0].stdin.write(lines[4])
         procs[0].stdin.flush()
-        read_until(procs[-1].stdout.fileno(), b'"capalist":[2]')
+        read_until(procs[-1].stdout.fileno(), b'"capalist": [2]')
         procs[0].stdin.close()
         assert [p.wait(WAIT) for p in procs] == [0] * 5
     finally:
@@ -426,6 +426,8 @@ def test_double_spaces_inside_strings_survive_indentation(wire, tmp_path):
     message = json.loads(wire)
     pretty = run("ctipretty", "--color", "never", data=data).stdout.decode()
     assert pretty.split("\n", 1)[1] == json.dumps(message, indent=4, sort_keys=True) + "\n"
+    compact = run("ctipretty", "--compact", "--color", "never", data=data).stdout.decode()
+    assert compact.split("\n", 1)[1] == json.dumps(message, sort_keys=True) + "\n"
     run("ctisplit", str(tmp_path / "c"), str(tmp_path / "s"), data=data)
     assert (tmp_path / "c").read_text() == json.dumps(message, indent=4, sort_keys=True) + "\n"
 
@@ -584,3 +586,16 @@ def test_split_refuses_one_file_for_both_sides(tmp_path, how):
     assert proc.finish() == 2  # before reading any input
     assert proc.err.count("\n") == 1 and "the same file" in proc.err
     assert client.read_text() == "precious"
+
+
+@given(json_values, st.booleans())
+def test_compact_is_the_classic_json_dumps_layout(value, color):
+    # the classic ctispy printed json.dumps(msg, sort_keys=True): ", " and ": "
+    record = {"ts": 1.5, "conn": 1, "from": "server", "size": 1, "msg": value}
+    shown = pretty_lines([record], compact=True, color=color)
+    header, body, end = shown.split("\n")
+    assert end == ""
+    body = re.sub("\x1b\\[[0-9;]*m", "", body)
+    assert json.loads(body) == value or value != value
+    if not _has_float(value) and UNSAFE_CHARACTERS.search(json.dumps(value, ensure_ascii=False)) is None:
+        assert body == json.dumps(value, sort_keys=True, ensure_ascii=False)
