@@ -200,7 +200,10 @@ class Pretty(stage.Stage):
     def _event(self, record: dict) -> bytes:
         event = record["event"]
         conn = record.get("conn")
-        if event == "open" and isinstance(record.get("ts"), (int, float)):
+        if event == "start":  # a producer's first record: its sessions start anew
+            self.opened.clear()
+            self.started = None
+        elif event == "open" and isinstance(record.get("ts"), (int, float)):
             self.opened[conn] = record["ts"]
         when = self._time(record.get("ts"), conn).decode()
         who = f"session {conn}" if "conn" in record else "relay"

@@ -3,6 +3,8 @@ latency, or network figures. Given a HOST it is the classic tool instead."""
 from __future__ import annotations
 
 import collections
+import os
+import sys
 
 import orjson
 
@@ -172,6 +174,10 @@ class Stat(stage.Stage):
             self._session(record.get("conn")).add(record, side)
             return None
         event = record.get("event")
+        if event == "start" and self.sessions:
+            # A producer's first record: what came before (another file) has
+            # ended, and its session numbers start again.
+            return b"\n".join(self._report_open())
         if event == "open":
             self._session(record.get("conn")).open = record
         elif event == "gap":
@@ -195,10 +201,15 @@ class Stat(stage.Stage):
         return (format_network(summary) if self.network else format_messages(summary)).encode()
 
 
-    def finish(self) -> bytes | None:
-        """Sessions still open when input ended get their statistics too."""
+    def _report_open(self) -> list[bytes]:
+        """The statistics of the sessions still open, which then end."""
         reports = [self._report(session) for session in self.sessions.values()]
         self.sessions.clear()
+        return reports
+
+    def finish(self) -> bytes | None:
+        """Sessions still open when input ended get their statistics too."""
+        reports = self._report_open()
         if not self.reported:
             # Say so rather than print nothing (stopped before a client came).
             text = "no session: the input ended before any session began"
@@ -295,11 +306,22 @@ def _py2(value: float) -> str:
     return text if any(c in text for c in ".einf") else text + ".0"
 
 
+def names_a_host(argv: list[str]) -> bool:
+    """Is this the classic `ctistat HOST` rather than the sink reading FILEs?
+
+    A word that is `-`, an existing file, a path (holds a `/`) or a saved
+    stream's name (`.jsonl`, `.json`) is a FILE; any other word is a HOST
+    (or an option's value, which only the classic tool takes).
+    """
+    words = [arg for arg in argv if arg == "-" or not arg.startswith("-")]
+    return any(not (word == "-" or os.path.exists(word) or "/" in word
+                    or word.endswith((".jsonl", ".json"))) for word in words)
+
+
 def main(argv: list[str] | None = None) -> int:
-    import sys
     argv = sys.argv[1:] if argv is None else argv
-    if any(not arg.startswith("-") for arg in argv):
-        from . import classic  # a HOST was given: the classic tool
+    if names_a_host(argv):
+        from . import classic  # the classic tool: relay and statistics in one
         return classic.main_stat(argv)
     parser = cli.Parser(PROG, "Print each session's statistics when it ends (its close record, "
                         "or the end of input). With a HOST, relay to it and do the same.",

@@ -599,3 +599,26 @@ def test_compact_is_the_classic_json_dumps_layout(value, color):
     assert json.loads(body) == value or value != value
     if not _has_float(value) and UNSAFE_CHARACTERS.search(json.dumps(value, ensure_ascii=False)) is None:
         assert body == json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def test_a_start_record_ends_the_sessions_of_the_stream_before_it():
+    # two saved streams one after the other: session numbers start again
+    twice = (GOLDEN / "tls-login.jsonl").read_bytes() * 2
+    summaries = [json.loads(line) for line in run("ctistat", "--json", data=twice).stdout.splitlines()]
+    assert [(s["conn"], s["ended"]) for s in summaries] == [
+        (1, "closed"), (2, "input ended"), (1, "closed"), (2, "input ended")]
+    assert summaries[1]["messages"] == summaries[3]["messages"] == {
+        "client": {"starttls": 1}, "server": {"starttls": 2}}
+    relative = run("ctipretty", "--compact", "--time", "relative", data=twice).stdout.decode()
+    assert relative.count("--- +0.000000 ctirelay 0.3.0 started") == 2
+    assert relative.count("--- +0.000000 session 2 opened") == 2
+
+
+def test_ctistat_tells_files_from_a_host(tmp_path, monkeypatch):
+    from ctipipe.stat import names_a_host
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "capture").write_text("")
+    for argv in ([], ["-n"], ["-"], ["capture"], ["missing.jsonl"], ["old/session"], ["-m", "a.json", "-"]):
+        assert not names_a_host(argv), argv
+    for argv in (["xivo-new"], ["xivo-new", "-n"], ["-n", "10.0.0.1", "--port", "5003"]):
+        assert names_a_host(argv), argv
