@@ -622,3 +622,14 @@ def test_ctistat_tells_files_from_a_host(tmp_path, monkeypatch):
         assert not names_a_host(argv), argv
     for argv in (["xivo-new"], ["xivo-new", "-n"], ["-n", "10.0.0.1", "--port", "5003"]):
         assert names_a_host(argv), argv
+
+
+def test_the_stream_reference_documents_every_record_and_readme_links_it():
+    root = Path(__file__).parent.parent
+    reference = (root / "docs" / "stream.md").read_text()
+    for event in ("start", "open", "tls", "close", "error", "gap"):
+        assert f"### `{event}`" in reference, event
+    for key in ("`ts`", "`conn`", "`from`", "`size`", "`msg`", "`raw`", "`raw_b64`", "`partial`",
+                "`oversize`", "`chunk`", "`lost`", "`intercepted`", "`producer`"):
+        assert key in reference, key
+    assert "(docs/stream.md)" in (root / "README.md").read_text()
