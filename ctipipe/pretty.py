@@ -336,8 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag-sessions", action="store_true",
                         help="tag every record with its session, [session 1] included "
                              "(for streams of several sessions, as with --loop)")
+    stage.add_input_files(parser)
     args = parser.parse_args(argv)
     color = args.color == "always" or (args.color == "auto" and os.isatty(1)
                                        and os.environ.get("NO_COLOR") is None)
     return cli.guarded(PROG, lambda: stage.run_stage(
-        PROG, Pretty(args.compact, color, args.time, args.tag_sessions)), debug=args.debug)
+        PROG, Pretty(args.compact, color, args.time, args.tag_sessions), args.files),
+        debug=args.debug)

@@ -25,7 +25,7 @@ MAX_PENDING = 100_000
 
 EXAMPLE = """\
 ctirelay xivo-new | tee session.jsonl | ctistat
-ctistat -n < session.jsonl
+ctistat -n session.jsonl            # or: ctistat -n < session.jsonl
 ctistat xivo-new -m                 # the classic tool: relay and statistics in one
 """
 
@@ -324,13 +324,15 @@ def main(argv: list[str] | None = None) -> int:
         from . import classic  # the classic tool: relay and statistics in one
         return classic.main_stat(argv)
     parser = cli.Parser(PROG, "Print each session's statistics when it ends (its close record, "
-                        "or the end of input). With a HOST, relay to it and do the same.",
-                        EXAMPLE)
+                        "or the end of input). Reads the FILEs in order (- is standard input), "
+                        "or standard input. With a HOST, relays to it and does the same (see "
+                        "ctistat HOST --help).", EXAMPLE)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("-m", "--msg", action="store_true", help="messages by class per side (default)")
     mode.add_argument("-n", "--network", action="store_true",
                       help="bytes, reads, rates and running time")
     parser.add_argument("--json", action="store_true", help="one JSON object per session")
+    stage.add_input_files(parser)
     args = parser.parse_args(argv)
-    return cli.guarded(PROG, lambda: stage.run_stage(PROG, Stat(args.network, args.json)),
-                       debug=args.debug)
+    return cli.guarded(PROG, lambda: stage.run_stage(PROG, Stat(args.network, args.json),
+                                                     args.files), debug=args.debug)

@@ -633,3 +633,40 @@ def test_the_stream_reference_documents_every_record_and_readme_links_it():
                 "`oversize`", "`chunk`", "`lost`", "`intercepted`", "`producer`"):
         assert key in reference, key
     assert "(docs/stream.md)" in (root / "README.md").read_text()
+
+
+# --- sinks read saved streams named on the command line ---------------------------
+
+def test_sinks_read_their_files_in_order_with_dash_for_stdin(tmp_path):
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_bytes(SESSION)
+    second.write_bytes((GOLDEN / "tls-login.jsonl").read_bytes())
+    hostile = (GOLDEN / "hostile.jsonl").read_bytes()
+    result = run("ctipretty", "--color", "never", str(first), "-", str(second), data=hostile)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"".join((GOLDEN / name).read_bytes() for name in (
+        "pretty.expected", "pretty-hostile.expected", "pretty-tls.expected"))
+    result = run("ctistat", "--json", str(first), str(second), data=b"")
+    assert [(s["client"], s["conn"]) for s in map(json.loads, result.stdout.splitlines())] == [
+        ("127.0.0.1:51240", 2), ("127.0.0.1:51234", 1), ("10.0.0.7:51234", 1), ("10.0.0.9:40022", 2)]
+
+
+def test_ctistat_given_a_saved_stream_is_the_sink(tmp_path):
+    # the example: `ctistat session.jsonl` (forgetting the <) must not
+    # start a relay to a host named session.jsonl
+    saved = tmp_path / "session.jsonl"
+    saved.write_bytes(SESSION)
+    result = subprocess.run(command("ctistat", "-n", str(saved)), stdin=subprocess.DEVNULL,
+                            capture_output=True, timeout=WAIT, env=UTC, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (GOLDEN / "stat-network.expected").read_bytes()
+    relative = subprocess.run(command("ctistat", "session.jsonl"), stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=WAIT, env=UTC, cwd=tmp_path)
+    assert relative.stdout == (GOLDEN / "stat.expected").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["ctipretty", "ctistat"])
+def test_a_missing_input_file_is_one_line_before_reading(tmp_path, name):
+    proc = Proc(command(name, str(tmp_path / "missing.jsonl")), stdin=subprocess.PIPE)
+    assert proc.finish() == 1  # stdin stays open: the error comes first
+    assert proc.err == f"{name}: error: cannot read {tmp_path / 'missing.jsonl'}: No such file or directory\n"
