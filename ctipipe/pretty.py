@@ -283,16 +283,20 @@ def _one_line(text: bytes, exact: bool = True) -> bytes:
 
 
 def _start_text(record: dict) -> str:
-    """`relay started (ctirelay 0.2.0, stream 1): listening on ..., relaying to ...`"""
+    """`ctirelay 0.2.0 started (stream version 1): listening on 0.0.0.0:50030,
+    relaying to xivo-new:5003`, then any other keys the producer gave."""
     text = f"{record.get('producer') or 'a producer'} started (stream version {record.get('stream')})"
+    details = []
     listen = record.get("listen")
     if isinstance(listen, list):
         listen = ", ".join(str(address) for address in listen)
     if listen:
-        text += f": listening on {listen}"
+        details.append(f"listening on {listen}")
     if record.get("server"):
-        text += f", relaying to {record['server']}"
-    return text
+        details.append(f"relaying to {record['server']}")
+    details += [f"{key} {orjson.dumps(value).decode()}" for key, value in record.items()
+                if key not in ("ts", "event", "stream", "producer", "listen", "server")]
+    return f"{text}: {', '.join(details)}" if details else text
 
 
 def _tls_text(record: dict) -> str:
