@@ -147,7 +147,8 @@ def main_spy(argv: list[str] | None = None) -> int:
                      "--strip, --include, --exclude or --redact")
     side = "server" if args.no_client else "client" if args.no_server else None
     stages = [["ctirelay", *relay.relay_argv(args)], *_filter_stages(args, side),
-              ["ctipretty", *([] if args.pretty_print else ["--compact"])]]
+              ["ctipretty", *([] if args.pretty_print else ["--compact"]),
+               *(["--tag-sessions"] if args.loop else [])]]
     return cli.guarded(prog, lambda: run_pipeline(prog, stages), debug=args.debug)
 
 

@@ -183,6 +183,7 @@ def test_ctispy_loop_tells_sessions_apart_and_stops_on_sigint(server):
     text = tool.out.decode()
     assert "session 1 opened" in text and "session 2 opened" in text
     assert "Client > Server [session 2]" in text
+    assert "Client > Server [session 1]" in text  # every session tagged alike
 
 
 def test_ctisave_writes_both_sides_mode_0600(server, tmp_path):
