@@ -158,7 +158,7 @@ class Stat(stage.Stage):
         self.as_json = as_json
         self.sessions: dict[object, _Session] = {}
         self.reported = 0  # sessions whose statistics were printed
-        self.errors = 0  # clients that could not be relayed (error events of no session)
+        self.errors = 0  # clients that could not be relayed (error events of no open session)
         self.last_error: object = None
 
     def _session(self, conn: object) -> _Session:
@@ -188,8 +188,8 @@ class Stat(stage.Stage):
             session.close = record
             del self.sessions[_key(record.get("conn"))]
             return self._report(session)
-        elif event == "error" and "conn" not in record:
-            self.errors += 1
+        elif event == "error" and _key(record.get("conn")) not in self.sessions:
+            self.errors += 1  # a client the relay could not serve: no session opened
             self.last_error = record.get("error")
         return None
 
@@ -199,7 +199,6 @@ class Stat(stage.Stage):
         if self.as_json:
             return orjson.dumps(summary)
         return (format_network(summary) if self.network else format_messages(summary)).encode()
-
 
     def _report_open(self) -> list[bytes]:
         """The statistics of the sessions still open, which then end."""

@@ -568,11 +568,12 @@ def test_stat_says_when_no_session_was_seen(data):
 
 
 def test_stat_no_session_names_clients_the_relay_could_not_serve():
-    data = (b'{"ts":1.0,"event":"error","error":"cannot reach xivo-new:5003: Connection refused",'
+    data = (b'{"ts":1.0,"conn":1,"event":"error","error":"cannot reach xivo-new:5003: Connection '
+            b'refused"}\n{"ts":2.0,"event":"error","error":"cannot reach xivo-new:5003: timed out",'
             b'"client":"127.0.0.1:40000"}\n')
     assert run("ctistat", data=data).stdout == (
-        b"=== No session: the input ended before any session began (1 client could not be "
-        b"relayed; last error: cannot reach xivo-new:5003: Connection refused)\n")
+        b"=== No session: the input ended before any session began (2 clients could not be "
+        b"relayed; last error: cannot reach xivo-new:5003: timed out)\n")
 
 
 @pytest.mark.parametrize("how", ["same", "dot-dot", "symlink", "hardlink"])
