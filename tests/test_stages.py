@@ -671,3 +671,12 @@ def test_a_missing_input_file_is_one_line_before_reading(tmp_path, name):
     proc = Proc(command(name, str(tmp_path / "missing.jsonl")), stdin=subprocess.PIPE)
     assert proc.finish() == 1  # stdin stays open: the error comes first
     assert proc.err == f"{name}: error: cannot read {tmp_path / 'missing.jsonl'}: No such file or directory\n"
+
+
+def test_classic_ctistat_stopped_before_any_client_says_so(server):
+    from test_classic import Classic
+    tool = Classic("ctistat", server.port, "-v")
+    tool.wait_for(lambda p: "listening on" in p.err, what="the relay to listen")
+    tool.signal(signal.SIGINT)  # Ctrl-C before any client came
+    assert tool.finish() == 0, tool.err
+    assert tool.out == b"=== No session: the input ended before any session began\n"
