@@ -329,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("-m", "--msg", action="store_true", help="messages by class per side (default)")
     mode.add_argument("-n", "--network", action="store_true",
-                      help="bytes, reads, rates and running time")
+                      help="the classic network figures: running time, app bytes, IP packets "
+                           "(reads), wire bytes")
     parser.add_argument("--json", action="store_true", help="one JSON object per session")
     stage.add_input_files(parser)
     args = parser.parse_args(argv)
