@@ -155,3 +155,53 @@ def _backtrack(trace: list[list[int]], x: int, y: int) -> list[tuple[int, int]]:
         pairs.append((x, y))
     pairs.reverse()
     return pairs
+
+
+# A matched run is slid at most this far to join two gaps; longer runs of
+# repeated keys are left where Myers put them (keeps the pass linear).
+MAX_SLIDE = 10_000
+MAX_SHIFT = 64  # and by at most this many places
+
+
+def join_gaps(pairs: list[tuple[int, int]], a: Sequence, b: Sequence) -> list[tuple[int, int]]:
+    """The same number of pairs, moved so that what is left unmatched on each
+    side lies in the same gap where equal keys allow it.
+
+    Among runs of repeated keys a longest common subsequence is not unique:
+    A = x x x, B = x y x can match A's first and second x with B's first and
+    last, leaving A's last x in one gap and B's y in another. Sliding the run
+    (A's third x matched instead of its second) puts both in one gap, where
+    the caller can pair them as one changed element instead of two unmatched.
+    """
+    if not pairs:
+        return pairs
+    # runs of consecutive pairs: [i, j, length]
+    runs: list[list[int]] = []
+    for i, j in pairs:
+        if runs and runs[-1][0] + runs[-1][2] == i and runs[-1][1] + runs[-1][2] == j:
+            runs[-1][2] += 1
+        else:
+            runs.append([i, j, 1])
+    for n, run in enumerate(runs):
+        i, j, length = run
+        if length > MAX_SLIDE:
+            continue
+        before_a = i - (runs[n - 1][0] + runs[n - 1][2] if n else 0)
+        before_b = j - (runs[n - 1][1] + runs[n - 1][2] if n else 0)
+        after_a = (runs[n + 1][0] if n + 1 < len(runs) else len(a)) - (i + length)
+        after_b = (runs[n + 1][1] if n + 1 < len(runs) else len(b)) - (j + length)
+        if before_b and after_a and not after_b:
+            # B's elements before the run, A's after it: slide the run down in A
+            run[0] = i + _slide(a, i, length, after_a)
+        elif before_a and after_b and not after_a:
+            run[1] = j + _slide(b, j, length, after_b)
+    return [(i + t, j + t) for i, j, length in runs for t in range(length)]
+
+
+def _slide(keys: Sequence, start: int, length: int, room: int) -> int:
+    """How far (0 to room) the run keys[start:start + length] can move down
+    over equal keys: the furthest shift s with keys[t] == keys[t + s] all along."""
+    for shift in range(min(room, MAX_SHIFT), 0, -1):
+        if all(keys[start + t] == keys[start + t + shift] for t in range(length)):
+            return shift
+    return 0

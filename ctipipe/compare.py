@@ -6,6 +6,7 @@ Pure: values in, differences out; no files, no output, no CLI.
 from __future__ import annotations
 
 import json
+import re
 from typing import Iterator
 
 import orjson
@@ -26,6 +27,10 @@ ID_KEYS = ("id", "uniqueid", "xid", "tid", "user_id")
 
 MISSING = object()  # the value of a field absent from one side
 
+# A \u escape of an ASCII character, which could spell a key in a way a plain
+# search for its name would miss (other escapes, such as accents, cannot).
+_ESCAPED_ASCII = re.compile(rb"\\u00[0-7][0-9a-fA-F]").search
+
 
 class Ignore:
     """Fields left out of the comparison: bare keys (at any depth) and dotted paths.
@@ -40,10 +45,12 @@ class Ignore:
         self.paths = frozenset(tuple(f.split(".")) for f in fields if "." in f)
         # the quoted names as they appear in a record's text, for a quick look
         self._fields = list(dict.fromkeys(fields))
-        self._names = [orjson.dumps(f.rsplit(".", 1)[-1]) for f in self._fields]
+        names = {orjson.dumps(f.rsplit(".", 1)[-1]): f.rsplit(".", 1)[-1] for f in self._fields}
+        self._key_of = names  # quoted name -> key
+        self._find = re.compile(b"|".join(re.escape(n) for n in names)).findall if names else None
 
     def __bool__(self) -> bool:
-        return bool(self._names)
+        return bool(self._fields)
 
     def ignored(self, path: tuple) -> bool:
         if path[-1] in self.keys:
@@ -57,19 +64,23 @@ class Ignore:
     def strip(self, message: object, text: bytes | None = None) -> object:
         """The message without its ignored fields (the message itself when it has none).
 
-        `text` is the JSON text the message was decoded from: when no ignored
-        name occurs in it, the message is returned without a walk through it.
+        `text` is the JSON text the message was decoded from, given by a caller
+        that no longer needs the message as it was: when no ignored name occurs
+        in it, or each once as a key of the message itself, the message is used
+        (and changed) in place instead of being walked through and copied.
         """
-        if not self._names or type(message) not in (dict, list):
+        if self._find is None or type(message) not in (dict, list):
             return message
-        if text is not None and b"\\u" not in text:
-            counts = [text.count(name) for name in self._names]
-            if not any(counts):
+        if text is not None and not _ESCAPED_ASCII(text):  # no name hidden behind an escape
+            found = self._find(text)
+            if not found:
                 return message
-            if (type(message) is dict and not self.paths and all(c <= 1 for c in counts)
-                    and all(key in message for key, c in zip(self._fields, counts) if c)):
-                # each ignored name occurs once, as a key of the message itself
-                return {k: v for k, v in message.items() if k not in self.keys}
+            if type(message) is dict and not self.paths and len(found) == len(set(found)):
+                keys = [self._key_of[name] for name in found]
+                if all(key in message for key in keys):
+                    for key in keys:
+                        del message[key]
+                    return message
         return self._strip(message, ())
 
     def _strip(self, value: object, path: tuple) -> object:
@@ -82,11 +93,21 @@ class Ignore:
 
 
 def signature(message: object) -> tuple:
-    """What kind of message this is, for aligning two sessions."""
+    """What kind of message this is, for aligning two sessions: the values of
+    SIGNATURE_KEYS (None where absent)."""
     if type(message) is not dict:
         return ("(" + type(message).__name__ + ")",)
-    return tuple(value if isinstance(value, (str, int, float, bool)) or value is None else "?"
-                 for key in SIGNATURE_KEYS if (value := message.get(key, MISSING)) is not MISSING)
+    kind = tuple(map(message.get, SIGNATURE_KEYS))
+    try:
+        hash(kind)
+    except TypeError:  # an object or list where a name was expected
+        kind = tuple(v if v is None or isinstance(v, (str, int, float, bool)) else "?" for v in kind)
+    return kind
+
+
+def signature_text(kind: tuple) -> str:
+    """A signature as shown: its values joined by slashes."""
+    return "/".join(str(part) for part in kind if part is not None) or "(no class)"
 
 
 def content_key(message: object) -> int:

@@ -84,7 +84,8 @@ def compare_side(a: sessions.Capture, b: sessions.Capture, side_a: str, side_b: 
     items: list[Item] = []
     counts = Counts()
     i = j = 0
-    for next_i, next_j in align.common_pairs(ma.keys, mb.keys) + [(na, nb)]:
+    equal = align.join_gaps(align.common_pairs(ma.keys, mb.keys), ma.keys, mb.keys)
+    for next_i, next_j in equal + [(na, nb)]:
         if i < next_i or j < next_j:
             # A gap: messages of the same kind are paired, the rest is on one side only.
             paired = align.common_pairs(ma.signatures[i:next_i], mb.signatures[j:next_j])
@@ -145,8 +146,7 @@ def _pair(a, b, side_a, side_b, i, j, ignore, label) -> Item | None:
 # --- showing the differences --------------------------------------------------
 
 def _kind_text(capture: sessions.Capture, side: str, n: int) -> str:
-    kinds = capture.kinds_by_number
-    return "/".join(str(part) for part in kinds[capture.sides[side].signatures[n]]) or "(no class)"
+    return compare.signature_text(capture.kinds_by_number[capture.sides[side].signatures[n]])
 
 
 def _value_text(value: object, full: bool) -> str:

@@ -117,9 +117,9 @@ def _load_tagged(path, data, conn, sides, ignore, kinds) -> Capture:
             continue
         if "msg" in record:
             message = record["msg"]
+            kind = signature(message)  # before strip, which may change the message
             start = line.find(b',"msg":')
-            stripped = strip(message, line[start + 7:] if start > 0 else None)
-            kind, key = signature(message), content_key(stripped)
+            key = content_key(strip(message, line[start + 7:] if start > 0 else None))
         elif "raw" in record or "raw_b64" in record:
             kind, key = RAW_SIGNATURE, hash(_raw_text(record))
         else:

@@ -1,5 +1,6 @@
 """ctidiff: golden pairs, the alignment and comparison logic in-process, properties,
 bad inputs and terminal safety through the real command."""
+import copy
 import json
 import os
 import pty
@@ -326,7 +327,8 @@ json_values = st.recursive(
 def test_strip_takes_the_quick_way_only_when_it_gives_the_same(message):
     for fields in (list(compare.VOLATILE), ["status", "config.x"], ["a.b"]):
         ignore = compare.Ignore(fields)
-        assert ignore.strip(message, orjson.dumps(message)) == ignore._strip(message, ())
+        expected = ignore._strip(message, ())
+        assert ignore.strip(copy.deepcopy(message), orjson.dumps(message)) == expected
 
 
 # --- properties of whole sessions -------------------------------------------------
@@ -397,3 +399,30 @@ def test_k_inserted_messages_are_k_only_in_b(insertions, rng):
     items, counts = _compare(MESSAGES, _shake(rng, inserted))
     assert [item.kind for item in items] == [diff.ONLY_B] * len(insertions)
     assert sum(c.only_b for c in counts.values()) == len(insertions)
+
+
+@given(sequences, sequences)
+def test_join_gaps_keeps_a_common_subsequence_of_the_same_length(a, b):
+    pairs = align.common_pairs(a, b)
+    joined = align.join_gaps(pairs, a, b)
+    assert len(joined) == len(pairs) and _is_common_subsequence(joined, a, b)
+
+
+def test_one_changed_message_among_identical_ones_is_one_change():
+    """Runs of identical messages leave Myers a choice of matches; whichever it
+    takes, a changed message is one change, also with a deletion nearby."""
+    keepalive = {"from": "client", "msg": {"class": "keepalive", "commandid": 1}}
+    dial = {"from": "client", "msg": {"class": "ipbxcommand", "command": "dial"}}
+    a = [keepalive, keepalive, dial, keepalive, keepalive, dial, keepalive]
+    for changed in range(len(a)):
+        for deleted in range(len(a)):
+            if a[changed] is not keepalive or deleted == changed:
+                continue
+            b = list(a)
+            b[changed] = {"from": "client", "msg": {"class": "keepalive", "late": True}}
+            del b[deleted]
+            items, counts = _compare(a, b)
+            # (which of two identical messages is the one deleted cannot be told)
+            found = sorted((item.kind, json.dumps(a[item.a])) for item in items)
+            assert found == sorted([(diff.CHANGED, json.dumps(a[changed])),
+                                    (diff.ONLY_A, json.dumps(a[deleted]))]), (changed, deleted)

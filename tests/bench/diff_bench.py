@@ -1,0 +1,113 @@
+"""ctidiff's speed and memory: two generated sessions of N messages each (client and
+server mixed as in a real session), B with 1% differences (a third changed fields,
+a third inserted messages, a third deleted ones). Target: 100,000 a side in under
+5 s and 500 MB.
+
+    .venv/bin/python tests/bench/diff_bench.py [--sizes 10000 100000]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+MESSAGES = [json.loads(line) for line in (REPO / "tests/golden/diff/messages.jsonl").read_text().splitlines()]
+DIFFERENCE_RATE = 0.01
+
+
+def generate(count: int, seed: int) -> tuple[list[dict], list[dict], dict]:
+    """A session of `count` records and its altered copy, with what was altered."""
+    rng = random.Random(seed)
+    a = []
+    for n in range(count):
+        record = json.loads(json.dumps(rng.choice(MESSAGES)))  # a copy
+        message = record.get("msg")
+        if isinstance(message, dict):
+            # vary the content as a long session does: other ids, other states
+            if "tid" in message or message.get("class") == "getlist":
+                message["tid"] = str(rng.randrange(500))
+            if "timenow" in message:
+                message["timenow"] = 1764262479.0 + n * 0.01
+            if "commandid" in message:
+                message["commandid"] = rng.randrange(2 ** 31)
+        a.append(record)
+    b = [json.loads(json.dumps(r)) for r in a]
+    made = {"changed": 0, "inserted": 0, "deleted": 0}
+    for n in sorted(rng.sample(range(count), int(count * DIFFERENCE_RATE)), reverse=True):
+        kind = rng.choice(sorted(made))
+        if kind == "deleted":
+            del b[n]
+        elif kind == "inserted":
+            b.insert(n, {"from": "server", "msg": {"class": "getlist", "function": "updatestatus",
+                                                    "listname": "phones", "tid": str(n),
+                                                    "status": {"hintstatus": "8"}}})
+        elif isinstance(b[n].get("msg"), dict):
+            b[n]["msg"]["bench_changed"] = n
+        else:
+            b[n] = {"from": b[n]["from"], "raw": f"changed line {n}"}
+        made[kind] += 1
+    return a, b, made
+
+
+def write(path: Path, records: list[dict]) -> None:
+    with open(path, "w") as out:
+        out.write(json.dumps({"ts": 1764262479.0, "conn": 1, "event": "open",
+                              "client": "127.0.0.1:50000", "server": "xivo:5003"}) + "\n")
+        for n, record in enumerate(records):
+            out.write(json.dumps({"ts": round(1764262479.0 + n * 0.01, 6), "conn": 1, **record},
+                                 separators=(",", ":")) + "\n")
+
+
+def measure(a: Path, b: Path, folder: str) -> tuple[float, float, str]:
+    """Seconds, peak resident MB, and what ctidiff counted, for one run."""
+    with open(Path(folder) / "out", "w+b") as out, open(Path(folder) / "err", "w+b") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "ctipipe", "ctidiff", str(a), str(b), "--json"],
+                                stdout=out, stderr=err)
+        # wait4 gives this child's own peak memory (the kernel's accounting of it)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode not in (0, 1):
+            raise SystemExit(f"ctidiff failed: {err.read().decode()}")
+        lines = out.read().splitlines()
+    summary = json.loads(lines[-1]) if lines else {}
+    return elapsed, usage.ru_maxrss / 1024, json.dumps(summary.get("sides"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--write", nargs=2, metavar=("SIZE", "FOLDER"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.write:
+        # Run as its own process: a child's peak memory as the kernel reports it
+        # starts from its parent's size at fork, so the parent stays small.
+        size, folder = int(args.write[0]), Path(args.write[1])
+        a, b, made = generate(size, seed=size)
+        write(folder / "a.jsonl", a)
+        write(folder / "b.jsonl", b)
+        print(", ".join(f"{v} {k}" for k, v in made.items()))
+        return
+    print(f"{'messages a side':>16} {'differences made':>30} {'seconds':>8} {'peak MB':>8}")
+    with tempfile.TemporaryDirectory() as folder:
+        for size in args.sizes:
+            made_text = subprocess.run([sys.executable, __file__, "--write", str(size), folder],
+                                       capture_output=True, check=True, text=True).stdout.strip()
+            seconds, peak, sides = measure(Path(folder) / "a.jsonl", Path(folder) / "b.jsonl", folder)
+            print(f"{size:>16,} {made_text:>30} {seconds:>8.2f} {peak:>8.0f}")
+            print(f"{'':>16} found: {sides}")
+
+
+if __name__ == "__main__":
+    main()
