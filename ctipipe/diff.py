@@ -289,8 +289,9 @@ def _field(text: str) -> str:
     return text
 
 
-def run(args, color: bool) -> int:
-    """Compare and print; 0 equal, 1 different. Errors are raised as CommandError."""
+def run(args, color: bool, outcome: dict) -> int:
+    """Compare and print; 0 equal, 1 different. Errors are raised as CommandError.
+    outcome["different"] is set once differences are found, before they are written."""
     fields = list(args.ignore) + ([] if args.all_fields else list(compare.VOLATILE))
     ignore = compare.Ignore(fields)
     conn_a, conn_b = args.conn if args.conn else (None, None)
@@ -319,6 +320,7 @@ def run(args, color: bool) -> int:
         items += found
     if not items:
         return cli.Exit.OK
+    outcome["different"] = True
     items.sort(key=lambda item: item.order)
     report = Report(a, b, args.full, color)
     lines = (report.json if args.json else report.human)(items, pairs, counts)
@@ -354,10 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     outcome: dict = {}
 
     def body() -> int:
-        outcome["status"] = run(args, color)
+        outcome["status"] = run(args, color, outcome)
         return outcome["status"]
 
     status = cli.guarded(PROG, body, debug=args.debug)
-    if "status" not in outcome and status == cli.Exit.ERROR:
-        return 2  # trouble, as diff says it: 1 means "different"
-    return status
+    if "status" in outcome:
+        return status
+    # Stopped early (an error, Ctrl-C, a closed pipe): "different" if that was
+    # known, else trouble, as diff says it; never 0, which would mean "equal".
+    return 1 if outcome.get("different") else 2
