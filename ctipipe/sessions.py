@@ -63,26 +63,29 @@ def load(path: str, conn: int | None, sides: tuple[str, ...], ignore: compare.Ig
     (None: the first). `kinds` maps signatures to small numbers, shared by both files."""
     try:
         with open(path, "rb") as file:
-            data = file.read()
+            first = b""
+            for first in file:  # the first line that is not blank
+                if first.strip():
+                    break
+            if not first.strip():
+                raise CommandError(f"{path} is empty")
+            try:
+                head = orjson.loads(first)
+            except orjson.JSONDecodeError:
+                head = None
+            file.seek(0)
+            if type(head) is dict and ("event" in head or ("from" in head and "conn" in head)):
+                # line by line: only the chosen session's lines are kept
+                return _load_tagged(path, file, conn, sides, ignore, kinds)
+            if first.lstrip()[:1] in (b"{", b"["):
+                return _load_classic(path, file.read(), ignore, kinds)
     except OSError as error:
         raise CommandError(f"cannot read {path}: {error.strerror}") from None
-    if not data.strip():
-        raise CommandError(f"{path} is empty")
-    start = data.lstrip()
-    first_line = start.split(b"\n", 1)[0]
-    try:
-        head = orjson.loads(first_line)
-    except orjson.JSONDecodeError:
-        head = None
-    if type(head) is dict and ("event" in head or ("from" in head and "conn" in head)):
-        return _load_tagged(path, data, conn, sides, ignore, kinds)
-    if start[:1] in (b"{", b"["):
-        return _load_classic(path, data, ignore, kinds)
     raise CommandError(f"{path} is not a tagged stream (as ctirelay writes) "
                        f"nor a ctisave file of indented JSON messages")
 
 
-def _load_tagged(path, data, conn, sides, ignore, kinds) -> Capture:
+def _load_tagged(path, lines, conn, sides, ignore, kinds) -> Capture:
     capture = Capture(path, True, conn)
     for side in sides:
         capture.sides[side] = Messages()
@@ -91,7 +94,8 @@ def _load_tagged(path, data, conn, sides, ignore, kinds) -> Capture:
     loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
     content_key, signature, strip = compare.content_key, compare.signature, ignore.strip
     malformed = 0
-    for lineno, line in enumerate(data.split(b"\n"), 1):
+    for lineno, line in enumerate(lines, 1):
+        line = line.rstrip(b"\n")
         if not line:
             continue
         try:
