@@ -84,7 +84,7 @@ class Divergence:
 
 def _classes(counter: collections.Counter) -> str:
     return ", ".join(f"{name}" + (f" x{count}" if count > 1 else "")
-                     for name, count in counter.most_common(6)) + (", ..." if len(counter) > 6 else "")
+                     for name, count in list(counter.items())[:6]) + (", ..." if len(counter) > 6 else "")
 
 
 def _label(cls: str | None) -> str:

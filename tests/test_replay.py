@@ -1,0 +1,279 @@
+"""ctireplay as a user runs it: real processes, real sockets on 127.0.0.1."""
+import json
+import signal
+import socket
+import time
+
+import pytest
+
+from helpers import LOCALHOST, STARTED, WAIT, Proc, Relay, command, free_port, kill_started
+
+
+def rec(*records) -> bytes:
+    return b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records)
+
+
+def msg(ts, side, body):
+    return {"ts": ts, "conn": 1, "from": side, "size": 0, "msg": body}
+
+
+class Mock(Proc):
+    """ctireplay as a server on a port the kernel chose, learnt from its first line."""
+
+    def __init__(self, recording, *args: str, **popen) -> None:
+        super().__init__(command("ctireplay", str(recording), "--listen-addr", LOCALHOST,
+                                 "--listen-port", "0", *args), **popen)
+        self.wait_for(lambda p: "listening on" in p.err, what="the mock to listen")
+        self.port = int(self.err.split("listening on ")[1].split(":")[1])
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection((LOCALHOST, self.port), timeout=WAIT)
+
+
+def demo_server() -> int:
+    port = free_port()
+    proc = Proc(command("ctidemo", "server", "--port", str(port)))
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            socket.create_connection((LOCALHOST, port), timeout=1).close()
+            return port
+        except OSError:
+            assert proc.popen.poll() is None and time.monotonic() < deadline, proc.err
+            time.sleep(0.05)
+
+
+def demo_client(port: int, *args: str) -> Proc:
+    return Proc(command("ctidemo", "client", "--port", str(port), "--pause", "0.01", *args))
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    """A demo session recorded through ctirelay, as a user would make one."""
+    path = tmp_path_factory.mktemp("replay") / "session.jsonl"
+    try:
+        port = demo_server()
+        relay = Relay(port)
+        client = demo_client(relay.port)
+        assert client.finish() == 0, client.err
+        assert relay.finish() == 0, relay.err
+        path.write_bytes(relay.out)
+    finally:
+        kill_started()
+    return path
+
+
+def records(proc: Proc) -> list[dict]:
+    return [json.loads(line) for line in proc.out.splitlines()]
+
+
+def data(records_: list[dict], side: str) -> list[dict]:
+    return [r["msg"] for r in records_ if r.get("from") == side and "msg" in r]
+
+
+def test_the_demo_client_completes_against_the_mock_with_its_own_commandids(recording):
+    recorded = [json.loads(line) for line in recording.read_bytes().splitlines()]
+    mock = Mock(recording, "--pace", "asap")
+    client = demo_client(mock.port)
+    assert client.finish() == 0, client.err
+    assert mock.finish() == 0, mock.err
+    live = records(mock)
+    assert live[0]["event"] == "start" and live[0]["producer"].startswith("ctireplay ")
+    assert live[1]["event"] == "open" and live[1]["server"] == f"replay:{recording}#1"
+    assert live[-1]["event"] == "close" and live[-1]["by"] == "client"
+    requests = {m["commandid"]: m for m in data(live, "client") if "commandid" in m}
+    recorded_ids = {m.get("commandid") for m in data(recorded, "client")}
+    assert requests and not recorded_ids & set(requests)  # the demo client's ids are fresh
+    replies = [m for m in data(live, "server") if "replyid" in m]
+    assert len(replies) == len([m for m in data(recorded, "server") if "replyid" in m]) > 10
+    for reply in replies:
+        assert requests[reply["replyid"]]["class"] == reply["class"]
+    assert "session 1: followed the recording" in mock.err
+
+
+def pause_recording(tmp_path, gap: float) -> str:
+    path = tmp_path / "pause.jsonl"
+    path.write_bytes(rec({"ts": 100.0, "conn": 1, "event": "open", "client": "c:1", "server": "s:2"},
+                         msg(100.0, "client", {"class": "login_id", "commandid": 1}),
+                         msg(100.01, "server", {"class": "login_id", "sessionid": "abc"}),
+                         msg(100.01 + gap, "server", {"class": "sheet", "n": 1}),
+                         {"ts": 100.02 + gap, "conn": 1, "event": "close", "by": "server",
+                          "bytes": {}, "reads": {}, "duration": gap}))
+    return path
+
+
+def time_between_login_reply_and_sheet(mock: Mock) -> float:
+    sock = mock.connect()
+    sock.sendall(b'{"class":"login_id","commandid":42}\n')
+    reader = sock.makefile("rb")
+    first = json.loads(reader.readline())
+    got_first = time.monotonic()
+    second = json.loads(reader.readline())
+    gap = time.monotonic() - got_first
+    assert first["class"] == "login_id" and second["class"] == "sheet"
+    assert reader.readline() == b""  # the recorded server closed: so does the mock
+    reader.close()
+    sock.close()
+    assert mock.finish() == 0, mock.err
+    return gap
+
+
+def test_a_recorded_pause_is_kept(tmp_path):
+    gap = time_between_login_reply_and_sheet(Mock(pause_recording(tmp_path, 2.0)))
+    assert 1.5 < gap < 6.0  # generous: the machine is shared
+
+
+def test_pace_asap_does_not_wait_and_a_factor_shortens(tmp_path):
+    assert time_between_login_reply_and_sheet(Mock(pause_recording(tmp_path, 5.0), "--pace", "asap")) < 2.0
+    assert time_between_login_reply_and_sheet(Mock(pause_recording(tmp_path, 5.0), "--pace", "10")) < 2.5
+
+
+def test_an_unexpected_request_is_reported_at_once_and_not_answered(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(rec(msg(1.0, "client", {"class": "login_id", "commandid": 1}),
+                         msg(1.1, "server", {"class": "login_id", "sessionid": "abc"}),
+                         msg(1.2, "client", {"class": "getlist", "commandid": 2}),
+                         msg(1.3, "server", {"class": "getlist", "replyid": 2, "list": []})))
+    mock = Mock(path, "--pace", "asap")
+    sock = mock.connect()
+    reader = sock.makefile("rb")
+    sock.sendall(b'{"class":"login_id","commandid":10}\n')
+    assert json.loads(reader.readline())["class"] == "login_id"
+    sock.sendall(b'{"class":"frobnicate","commandid":11}\n')
+    mock.wait_for(lambda p: "unexpected client message frobnicate" in p.err, what="the report")
+    sock.sendall(b'{"class":"getlist","commandid":12}\n')
+    assert json.loads(reader.readline()) == {"class": "getlist", "replyid": 12, "list": []}
+    reader.close()
+    sock.close()
+    assert mock.finish() == 1
+    assert "session 1: diverged: 1 unexpected (frobnicate)" in mock.err
+
+
+def test_a_client_that_leaves_early_is_reported(tmp_path, recording):
+    mock = Mock(recording, "--pace", "asap")
+    sock = mock.connect()
+    sock.sendall(b'{"class":"login_id","commandid":10}\n')
+    with sock.makefile("rb") as reader:
+        reader.readline()
+    sock.close()
+    assert mock.finish() == 1
+    assert "session 1: diverged: " in mock.err and "expected and not seen (login_pass" in mock.err
+
+
+def test_loop_serves_clients_one_after_another_and_ctrl_c_ends_with_0(recording):
+    mock = Mock(recording, "--pace", "asap", "--loop")
+    for _ in range(2):
+        client = demo_client(mock.port)
+        assert client.finish() == 0, client.err
+    mock.wait_for(lambda p: p.out.count(b'"event":"close"') == 2, what="two sessions")
+    mock.signal(signal.SIGINT)
+    assert mock.finish() == 0, mock.err
+    assert [r["conn"] for r in records(mock) if r.get("event") == "open"] == [1, 2]
+    assert "session 2: followed the recording" in mock.err
+
+
+def test_clients_5_against_the_demo_server_feed_ctistat(recording):
+    port = demo_server()
+    replay = Proc(command("ctireplay", str(recording), "--to", LOCALHOST, "--port", str(port),
+                          "--clients", "5", "--password", "demo", "--pace", "asap"))
+    assert replay.finish(30) == 0, replay.err
+    live = records(replay)
+    assert live[0]["event"] == "start" and live[0]["server"] == f"{LOCALHOST}:{port}"
+    assert sorted(r["conn"] for r in live if r.get("event") == "open") == [1, 2, 3, 4, 5]
+    assert sorted(r["conn"] for r in live if r.get("event") == "close") == [1, 2, 3, 4, 5]
+    for conn in range(1, 6):
+        sent = [r["msg"] for r in live if r.get("conn") == conn and r.get("from") == "client"]
+        ids = {m["commandid"] for m in sent if "commandid" in m}
+        assert len(ids) == len([m for m in sent if "commandid" in m])  # fresh and distinct
+        got = [r["msg"] for r in live if r.get("conn") == conn and r.get("from") == "server"]
+        assert {m["replyid"] for m in got if "replyid" in m} <= ids
+        assert f"session {conn}: followed the recording" in replay.err
+    stat = Proc(command("ctistat"), stdin=__import__("subprocess").PIPE)
+    stat.popen.stdin.write(replay.out)
+    stat.popen.stdin.close()
+    assert stat.finish() == 0
+    assert stat.out.count(b"=== Session") == 5 and b"login_pass" in stat.out
+
+
+def test_password_is_hashed_with_the_live_sessionid(recording):
+    port = demo_server()  # it checks sha1(sessionid:password) and answers error_string otherwise
+    argv = command("ctireplay", str(recording), "--to", LOCALHOST, "--port", str(port),
+                   "--pace", "asap")
+    without = Proc(argv)
+    assert without.finish(30) == 1
+    assert "login_pass answered with error 'login_password'" in without.err
+    wrong = Proc(argv + ["--password", "nope"])
+    assert wrong.finish(30) == 1 and "login_password" in wrong.err
+    right = Proc(argv + ["--password", "demo"])
+    assert right.finish(30) == 0, right.err
+    assert "session 1: followed the recording" in right.err
+
+
+def test_a_server_that_never_answers_is_reported_and_the_command_ends(recording, server):
+    replay = Proc(command("ctireplay", str(recording), "--to", LOCALHOST, "--port",
+                          str(server.port), "--timeout", "0.5", "--pace", "asap"))
+    held = server.accept()  # accepted, never answered
+    assert replay.finish(30) == 1
+    assert "session 1: diverged: " in replay.err and "timed out (reply login_id" in replay.err
+    held.close()
+
+
+def test_a_server_that_cannot_be_reached_is_reported(recording):
+    port = free_port()  # nothing listens there
+    replay = Proc(command("ctireplay", str(recording), "--to", LOCALHOST, "--port", str(port),
+                          "--clients", "2"))
+    assert replay.finish() == 1
+    assert f"session 2: diverged: cannot reach {LOCALHOST}:{port}: Connection refused" in replay.err
+    assert [r["event"] for r in records(replay)] == ["start", "error", "error"]
+
+
+def test_raw_lines_are_replayed_as_they_were(tmp_path):
+    path = tmp_path / "raw.jsonl"
+    path.write_bytes(rec({"ts": 1.0, "conn": 1, "from": "server", "size": 9, "raw": "not json"},
+                         {"ts": 1.1, "conn": 1, "from": "server", "size": 7, "raw": "\u00e9t\u00e9\r"},
+                         {"ts": 1.2, "conn": 1, "event": "close", "by": "server",
+                          "bytes": {}, "reads": {}, "duration": 0.2}))
+    mock = Mock(path, "--pace", "asap")
+    sock = mock.connect()
+    assert b"".join(iter(lambda: sock.recv(1 << 16), b"")) == "not json\nété\r\n".encode()
+    sock.close()
+    assert mock.finish() == 0, mock.err
+
+
+BAD = [
+    (["missing.jsonl"], "cannot read missing.jsonl: No such file or directory"),
+    (["{empty}"], "holds no session"),
+    (["{events}"], "holds no session"),
+    (["{rec}", "--conn", "7"], "has no session 7 (its sessions: 1)"),
+    (["{clientonly}"], "session 1 has no server messages"),
+    (["{truncated}"], "is cut short"),
+    (["{notjson}"], "line 1 is not JSON"),
+    (["{rec}", "--clients", "3"], "--clients needs --to HOST"),
+    (["{rec}", "--password", "x"], "--password needs --to HOST"),
+    (["{rec}", "--to", LOCALHOST, "--loop"], "--loop is for the mock server"),
+    (["{rec}", "--pace", "slow"], "not asap, recorded or a speed factor"),
+    (["{rec}", "--pace", "0"], "a speed factor must be above 0"),
+    (["{rec}", "--clients", "0", "--to", LOCALHOST], "out of range"),
+    (["{rec}", "--to", "no-such-host.invalid"], "cannot resolve no-such-host.invalid"),
+    (["{rec}", "--to", LOCALHOST, "--conn", "x"], "not a number"),
+]
+
+
+@pytest.mark.parametrize("argv, says", BAD)
+def test_bad_input_is_one_line_exit_2_and_nothing_started(tmp_path, argv, says):
+    files = {"empty": b"",
+             "events": rec({"ts": 1.0, "event": "start", "stream": 1, "producer": "ctirelay 0.1.0"}),
+             "rec": rec(msg(1.0, "client", {"class": "a"}), msg(1.1, "server", {"class": "b"})),
+             "clientonly": rec(msg(1.0, "client", {"class": "login_id"})),
+             "truncated": rec(msg(1.0, "client", {"class": "a"}), msg(1.1, "server", {"class": "b"}))[:-12],
+             "notjson": b"ctirelay: listening on 0.0.0.0:50030\n"}
+    for name, content in files.items():
+        (tmp_path / f"{name}.jsonl").write_bytes(content)
+    argv = [str(tmp_path / f"{a[1:-1]}.jsonl") if a.startswith("{") else a for a in argv]
+    proc = Proc(command("ctireplay", *argv, "--listen-port", "0") if "--to" not in argv
+                else command("ctireplay", *argv), cwd=tmp_path)
+    assert proc.finish() == 2
+    lines = proc.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ctireplay: error: ") and says in lines[0], lines
+    assert proc.out == b""
+    assert "listening" not in proc.err
