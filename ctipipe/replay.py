@@ -575,24 +575,24 @@ def _parser() -> cli.Parser:
     parser.add_argument("--pace", type=_pace, default=1.0, metavar="asap|recorded|FACTOR",
                         help="keep the recorded pauses (recorded, the default), none (asap), "
                              "or go FACTOR times faster")
-    parser.add_argument("--timeout", type=cli._seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+    parser.add_argument("--timeout", type=cli.seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                         help="how long to wait for a message the recording says comes next "
                              f"(default {DEFAULT_TIMEOUT:g}): reported, then the session goes on")
-    parser.add_argument("--max-line", type=cli._positive, default=16 << 20, metavar="BYTES",
+    parser.add_argument("--max-line", type=cli.positive, default=16 << 20, metavar="BYTES",
                         help="longer live lines are recorded in pieces (default 16 MiB)")
     mock = parser.add_argument_group("as a server (without --to)")
     mock.add_argument("--listen-addr", metavar="ADDR", default=None,
                       help="listen on this address only (default: every address)")
-    mock.add_argument("--listen-port", type=cli._port, default=None,
+    mock.add_argument("--listen-port", type=cli.port, default=None,
                       help="where clients connect (default 5003)")
     mock.add_argument("--loop", action="store_true",
                       help="serve every client (default: one, then exit)")
     crowd = parser.add_argument_group("as clients (--to HOST)")
     crowd.add_argument("--to", metavar="HOST", default=None, help="play the client side against HOST")
-    crowd.add_argument("--port", type=cli._port, default=None, help="the server's port (default 5003)")
+    crowd.add_argument("--port", type=cli.port, default=None, help="the server's port (default 5003)")
     crowd.add_argument("--clients", type=_count, default=None, metavar="N",
                        help="N sessions at once (default 1)")
-    crowd.add_argument("--ramp", type=cli._seconds, default=None, metavar="SECONDS",
+    crowd.add_argument("--ramp", type=cli.seconds, default=None, metavar="SECONDS",
                        help="spread the sessions' starts over this long")
     crowd.add_argument("--password", metavar="SECRET", default=None,
                        help="log in with this password (recomputes hashedpassword with the live "
