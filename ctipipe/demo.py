@@ -14,9 +14,12 @@ import hashlib
 import itertools
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 import orjson
@@ -308,12 +311,65 @@ def _whole_demo(args: argparse.Namespace) -> int:
                 proc.wait(10)
 
 
+def _replay_demo(args: argparse.Namespace) -> int:
+    """Record a demo session through ctirelay, then replay it with ctireplay as the
+    server, watched through ctispy, to a demo client with its own commandids."""
+    me = [sys.executable, "-m", "ctipipe"]
+    procs: list[subprocess.Popen] = []
+
+    def start(*argv: str, **popen) -> subprocess.Popen:
+        procs.append(subprocess.Popen([*me, *argv], **popen))
+        return procs[-1]
+
+    def client(port: int) -> int:
+        return start("ctidemo", "client", "--port", str(port), "--pause", str(args.pause)).wait()
+
+    with tempfile.TemporaryDirectory(prefix="ctidemo-") as tmp:
+        recording = os.path.join(tmp, "session.jsonl")
+        try:
+            server_port, relay_port = _free_port(), _free_port()
+            server = start("ctidemo", "server", "--port", str(server_port))
+            if not _wait_listening(server_port, server):
+                return cli.Exit.ERROR
+            with open(recording, "wb") as out:
+                relay = start("ctirelay", "127.0.0.1", "--port", str(server_port), "--listen-addr",
+                              "127.0.0.1", "--listen-port", str(relay_port), stdout=out)
+                if client(relay_port) or relay.wait(30):
+                    cli.report(PROG, "error: the demo session could not be recorded")
+                    return cli.Exit.ERROR
+            cli.report(PROG, "recorded a demo session through ctirelay; replaying it with "
+                             "ctireplay as the server, watched through ctispy")
+            mock = start("ctireplay", recording, "--listen-addr", "127.0.0.1", "--listen-port", "0",
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            first = mock.stderr.readline()  # where it listens, or why it could not start
+            sys.stderr.write(first)
+            if "listening on" not in first:
+                return cli.Exit.ERROR
+            threading.Thread(target=shutil.copyfileobj, args=(mock.stderr, sys.stderr),
+                             daemon=True).start()
+            mock_port = first.split("listening on ")[1].split(":")[1]
+            spy_port = args.listen_port or _free_port()
+            spy = start("ctispy", "127.0.0.1", "--port", mock_port, "--listen-addr", "127.0.0.1",
+                        "--listen-port", str(spy_port),
+                        *(["--pretty-print"] if not args.compact else []))
+            if client(spy_port) or spy.wait(30) or mock.wait(30):
+                cli.report(PROG, "error: the replayed session did not complete")
+                return cli.Exit.ERROR
+            return cli.Exit.OK
+        finally:
+            for proc in reversed(procs):
+                if proc.poll() is None:
+                    proc.terminate()
+                    proc.wait(10)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = cli.Parser(PROG, "A demo CTI server and client; alone, runs both with the classic "
                         "ctispy between them so you can watch a session.",
                         "ctidemo                      # watch a demo session through ctispy\n"
                         "ctidemo server --port 5003   # a stand-in CTI server for your own tests\n"
-                        "ctidemo client --port 50030  # a scripted client session")
+                        "ctidemo client --port 50030  # a scripted client session\n"
+                        "ctidemo replay               # record a session, replay it with ctireplay")
     parser.add_argument("--listen-port", type=int, default=0,
                         help="where ctispy listens (default: any free port)")
     parser.add_argument("--server-port", type=int, default=0,
@@ -329,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     client.add_argument("--port", type=int, default=50030)
     client.add_argument("--user", default="alice")
     client.add_argument("--pause", type=float, default=0.05)
+    parts.add_parser("replay", help="record a demo session, then replay it with ctireplay "
+                                    "as the server, watched through ctispy")
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -341,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.part == "client":
             trio.run(run_client, args.host, args.port, args.user, args.pause)
             return cli.Exit.OK
+        if args.part == "replay":
+            return _replay_demo(args)
         return _whole_demo(args)
 
     return cli.guarded(PROG, body, debug=args.debug)

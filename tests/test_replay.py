@@ -277,3 +277,10 @@ def test_bad_input_is_one_line_exit_2_and_nothing_started(tmp_path, argv, says):
     assert len(lines) == 1 and lines[0].startswith("ctireplay: error: ") and says in lines[0], lines
     assert proc.out == b""
     assert "listening" not in proc.err
+
+
+def test_ctidemo_replay_records_then_replays_through_ctispy():
+    demo = Proc(command("ctidemo", "--compact", "--pause", "0.01", "replay"))
+    assert demo.finish(60) == 0, demo.err
+    assert "ctireplay: session 1: followed the recording" in demo.err
+    assert demo.out.count(b"Server > Client") > 10 and b'"class":"logout"' in demo.out
