@@ -127,7 +127,9 @@ class Conversation:
 
     async def read(self) -> None:
         """Read until EOF, handing each complete line to on_line."""
-        held = b""
+        held: list[bytes] = []  # the start of an unfinished line, in pieces
+        held_len = 0
+        skipping = False  # in a line longer than max_line: its rest is dropped
         while True:
             try:
                 data = await self.stream.receive_some(READ_SIZE)
@@ -141,10 +143,23 @@ class Conversation:
             count = self.counts[self.their]
             count[0] += len(data)
             count[1] += 1
-            *lines, held = (held + data).split(b"\n")
-            if len(held) > self.max_line:  # a line too long to keep: counted as one line
-                held = b""
-                self.on_line(None, b"")
+            end = data.rfind(b"\n")
+            if end < 0:
+                if not skipping:
+                    held.append(data)
+                    held_len += len(data)
+                    if held_len > self.max_line:  # too long to keep: one line that is no message
+                        held, held_len, skipping = [], 0, True
+                        self.on_line(None, b"")
+                continue
+            lines = data[:end].split(b"\n")
+            if skipping:
+                del lines[0]
+                skipping = False
+            elif held:
+                lines[0] = b"".join(held) + lines[0]
+            held = [data[end + 1:]] if end + 1 < len(data) else []
+            held_len = len(data) - end - 1
             for line in lines:
                 try:
                     msg = orjson.loads(line)
@@ -153,7 +168,7 @@ class Conversation:
                 self.on_line(msg if isinstance(msg, dict) else None, line)
             self._changed.set()
         if held:
-            self.on_line(None, held)
+            self.on_line(None, b"".join(held))
         self.eof = True
         self._changed.set()
 
@@ -287,16 +302,17 @@ class Mock:
         started = time.time()
         self.tap.opened(live.session, stream.event_record(
             started, conn, "open", client=_name(client.socket.getpeername()), server=self.source))
+        played = False
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(live.read)
                 await self._play(live, expecting, divergence)
+                played = True
                 nursery.cancel_scope.cancel()
-        except trio.Cancelled:
-            live.ended_by = live.ended_by or "relay"
-            divergence.interrupted = True
-            raise
         finally:
+            if not played:  # cancelled (Ctrl-C): trio wraps that in a group, so no except
+                live.ended_by = live.ended_by or "relay"
+                divergence.interrupted = True
             await live.close()
             _closed(self.tap, live, conn, started)
 
@@ -438,16 +454,17 @@ class Crowd:
         started = time.time()
         self.tap.opened(live.session, stream.event_record(
             started, conn, "open", client=_name(server.socket.getsockname()), server=target))
+        played = False
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(live.read)
                 await self._play(live, awaiting, divergence)
+                played = True
                 nursery.cancel_scope.cancel()
-        except trio.Cancelled:
-            live.ended_by = live.ended_by or "relay"
-            divergence.interrupted = True
-            raise
         finally:
+            if not played:  # cancelled (Ctrl-C): trio wraps that in a group, so no except
+                live.ended_by = live.ended_by or "relay"
+                divergence.interrupted = True
             await live.close()
             _closed(self.tap, live, conn, started)
 

@@ -284,3 +284,31 @@ def test_ctidemo_replay_records_then_replays_through_ctispy():
     assert demo.finish(60) == 0, demo.err
     assert "ctireplay: session 1: followed the recording" in demo.err
     assert demo.out.count(b"Server > Client") > 10 and b'"class":"logout"' in demo.out
+
+
+def test_a_hostile_endless_line_is_one_unexpected_line_and_the_session_goes_on(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(rec(msg(1.0, "client", {"class": "login_id", "commandid": 1}),
+                         msg(1.1, "server", {"class": "login_id", "sessionid": "abc"})))
+    mock = Mock(path, "--pace", "asap", "--max-line", "65536")
+    sock = mock.connect()
+    sock.sendall(b"x" * (8 << 20) + b"\n")  # far over --max-line, cut off with its newline
+    sock.sendall(b'{"class":"login_id","commandid":10}\n')
+    with sock.makefile("rb") as reader:
+        assert json.loads(reader.readline())["class"] == "login_id"
+    sock.close()
+    assert mock.finish() == 1
+    assert "1 unexpected (a line that is not a CTI message)" in mock.err
+
+
+def test_ctrl_c_ends_live_clients_with_their_close_records(recording, server):
+    replay = Proc(command("ctireplay", str(recording), "--to", LOCALHOST, "--port",
+                          str(server.port), "--clients", "3", "--timeout", "30"))
+    held = [server.accept() for _ in range(3)]
+    replay.wait_for(lambda p: p.out.count(b'"event":"open"') == 3, what="three sessions")
+    replay.signal(signal.SIGINT)
+    assert replay.finish() == 0, replay.err
+    assert sorted(r["conn"] for r in records(replay) if r.get("event") == "close") == [1, 2, 3]
+    assert replay.err.count("interrupted") == 3
+    for sock in held:
+        sock.close()
