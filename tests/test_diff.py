@@ -16,7 +16,7 @@ import orjson
 import pytest
 from hypothesis import given, strategies as st
 
-from ctipipe import align, compare, diff, sessions
+from ctipipe import align, compare, pairing, sessions
 from helpers import WAIT, Relay, command, exchange
 
 GOLDEN = Path(__file__).parent / "golden" / "diff"
@@ -369,7 +369,7 @@ def _compare(a_records, b_records, fields=compare.VOLATILE):
         a, b = (sessions.load(path, None, sessions.SIDES, ignore, kinds) for path in paths)
         items, counts = [], {}
         for side in sessions.SIDES:
-            found, counts[side] = diff.compare_side(a, b, side, side, ignore, side)
+            found, counts[side] = pairing.compare_side(a, b, side, side, ignore, side)
             items += found
         return items, counts
 
@@ -414,7 +414,7 @@ def test_k_inserted_messages_are_k_only_in_b(insertions, rng):
     for position, record in insertions:
         inserted.insert(min(position, len(inserted)), record)
     items, counts = _compare(MESSAGES, _shake(rng, inserted))
-    assert [item.kind for item in items] == [diff.ONLY_B] * len(insertions)
+    assert [item.kind for item in items] == [pairing.ONLY_B] * len(insertions)
     assert sum(c.only_b for c in counts.values()) == len(insertions)
 
 
@@ -441,5 +441,5 @@ def test_one_changed_message_among_identical_ones_is_one_change():
             items, counts = _compare(a, b)
             # (which of two identical messages is the one deleted cannot be told)
             found = sorted((item.kind, json.dumps(a[item.a])) for item in items)
-            assert found == sorted([(diff.CHANGED, json.dumps(a[changed])),
-                                    (diff.ONLY_A, json.dumps(a[deleted]))]), (changed, deleted)
+            assert found == sorted([(pairing.CHANGED, json.dumps(a[changed])),
+                                    (pairing.ONLY_A, json.dumps(a[deleted]))]), (changed, deleted)
