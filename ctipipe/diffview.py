@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import json
-import re
 
 import orjson
 
-from . import compare, sessions
+from . import compare, pretty, sessions
 from .pairing import CHANGED, ONLY_A, ONLY_B, Item
 
 # A value or message longer than this is cut in the human view (--full shows
@@ -21,14 +20,18 @@ _COLORS = {"head": "\x1b[36m", "-": "\x1b[31m", "+": "\x1b[32m", "file": "\x1b[1
            "summary": "\x1b[1m"}
 _RESET = "\x1b[0m"
 
-# What must not reach a terminal from the wire: C0 and C1 controls, DEL, and
-# the Unicode bidirectional controls that can make a line read as another.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Text from the wire is escaped as ctipretty escapes it (C0 and C1 controls, DEL,
+# bidirectional controls): a capture must not be able to drive the terminal.
+
+def _safe_json(text: str) -> str:
+    """JSON text with what could drive a terminal escaped; still JSON, same value."""
+    return pretty.safe_json(text.encode("utf-8", "surrogatepass")).decode("utf-8", "surrogatepass")
 
 
-def _escape(text: str) -> str:
-    """Wire text made harmless for a terminal; in JSON text the result is still valid JSON."""
-    return _UNSAFE.sub(lambda m: "\\u%04x" % ord(m.group()), text)
+def _safe_text(text: str) -> str:
+    """A name from the wire (a class, a key) shown on one of our lines."""
+    return pretty.safe_text(text.encode("utf-8", "surrogatepass"), keep_newlines=False).decode(
+        "utf-8", "surrogatepass")
 
 
 def _kind_text(capture: sessions.Capture, side: str, n: int) -> str:
@@ -42,7 +45,7 @@ def _value_text(value: object, full: bool) -> str:
         text = orjson.dumps(str(value)).decode() if isinstance(value, str) else repr(value)
     if not full and len(text) > WIDTH:
         text = f"{text[:WIDTH]} ... ({len(text) - WIDTH} more characters)"
-    return _escape(text)
+    return _safe_json(text)
 
 
 class Report:
@@ -60,8 +63,8 @@ class Report:
         return f"#{n + 1} (line {capture.sides[side].lines[n]})"
 
     def human(self, items: list[Item], sides: dict, counts: dict) -> list[str]:
-        out = [self._paint("file", f"--- {_escape(self._title(self.a))}"),
-               self._paint("file", f"+++ {_escape(self._title(self.b))}")]
+        out = [self._paint("file", f"--- {_safe_text(self._title(self.a))}"),
+               self._paint("file", f"+++ {_safe_text(self._title(self.b))}")]
         for item in items:
             side_a, side_b = sides[item.side]
             if item.kind == CHANGED:
@@ -78,7 +81,7 @@ class Report:
                 if item.moved is not None:
                     where += f"; moved from A {self._where(self.a, side_a, item.moved)}"
                 kind = _kind_text(self.b, side_b, item.b)
-            out.append(self._paint("head", f"@@ {item.side} {_escape(kind)}: {where} @@"))
+            out.append(self._paint("head", f"@@ {item.side} {_safe_text(kind)}: {where} @@"))
             if item.kind == ONLY_A:
                 out.append(self._paint("-", "- " + _value_text(self.a.value(side_a, item.a)[1], self.full)))
             elif item.kind == ONLY_B:
@@ -133,7 +136,7 @@ class Report:
 
 def _path(path: tuple) -> str:
     """A changed field's path and colon; nothing when the whole message changed (raw lines)."""
-    return f"{_escape(compare.path_text(path))}: " if path else ""
+    return f"{_safe_text(compare.path_text(path))}: " if path else ""
 
 
 def _change(path_a: tuple, path_b: tuple, old: object, new: object) -> dict:
@@ -152,4 +155,4 @@ def _json_line(value: dict) -> str:
         text = orjson.dumps(value).decode()
     except TypeError:  # a lone surrogate from a classic file
         text = json.dumps(value)
-    return _escape(text)
+    return _safe_json(text)
