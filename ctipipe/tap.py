@@ -109,6 +109,11 @@ class Tap:
         self._output: _Writer | None = None
         self._failure_reported = False
 
+    @property
+    def held(self) -> int:
+        """Bytes the tap holds: queued (unformatted) and formatted, not yet written."""
+        return self.queued + (self._output.pending if self._output else 0)
+
     def session(self, conn: int) -> Session:
         return Session(conn, self.max_line)
 
@@ -157,6 +162,11 @@ class Tap:
                     self._wakeup = trio.Event()
                     await self._wakeup.wait()
                     continue
+                if output.pending > OUTPUT_LIMIT and not output.waiting and not output.failed:
+                    # A burst (a long line's pieces) being written to a reader
+                    # that keeps up, or a file: output work, not a slow reader.
+                    await output.progress()
+                    continue
                 self._format_batch(output)
                 if self.queued <= QUEUE_LIMIT and self.full:
                     self.full = False
@@ -175,7 +185,6 @@ class Tap:
 
     def _format_batch(self, output: "_Writer") -> None:
         out: list[bytes] = []
-        records = 0
         taken = 0
         raw = self.raw
         queue = self.queue
@@ -194,13 +203,15 @@ class Tap:
                 new = session.client.end(ts) + session.server.end(ts)
                 new.append(stream.event_record(ts, session.conn, "close", **payload))
             # The one drop decision: records that would wait behind a backlog of
-            # formatted records (the reader is slower than the traffic).
-            if backlog > (OUTPUT_LIMIT if kind is _DATA else OUTPUT_LIMIT + EVENT_ROOM) \
-                    or output.failed:
+            # formatted records while the writer waits on the reader (the reader
+            # is slower than the traffic).
+            if (backlog > (OUTPUT_LIMIT if kind is _DATA else OUTPUT_LIMIT + EVENT_ROOM)
+                    and output.waiting) or output.failed:
+                lost = sum(1 for part in new if part[-1:] == b"\n")  # (records come in parts)
                 if session is None:
-                    self.unwritten += len(new)
+                    self.unwritten += lost
                 else:
-                    session.lost += len(new)
+                    session.lost += lost
                     if kind is _CLOSE:  # its gap record goes with it: say so here
                         self.unwritten += session.lost
                         self.notify(f"output too slow: the last {session.lost} records of "
@@ -210,17 +221,15 @@ class Tap:
                 gap = stream.event_record(ts or time.time(), session.conn, "gap", lost=session.lost)
                 out.append(gap)
                 backlog += len(gap)
-                records += 1
                 self.notify(f"output too slow: {session.lost} records of session "
                             f"{session.conn} were not written (see its gap record); "
                             f"the session itself was not affected")
                 session.lost = 0
             out += new
-            records += len(new)
             backlog += sum(map(len, new))
         self.queued -= taken
         if out and not output.failed:
-            output.write(b"".join(out), records)
+            output.write(b"".join(out))
 
     def _report_failure(self, error: OSError) -> None:
         why = "closed" if isinstance(error, BrokenPipeError) else error.strerror
@@ -244,27 +253,43 @@ class _Writer:
         self.token = token
         self.pending = 0  # bytes handed over and not yet written
         self.failed: OSError | None = None
-        self._batches: collections.deque = collections.deque()  # [bytes, offset, records]
+        # The writer is waiting for the reader: the pipe is full, or (a terminal,
+        # a socket) a write is in progress. A file never makes it wait.
+        self.waiting = False
+        self._batches: collections.deque = collections.deque()  # [bytes, offset written]
         self._ready = threading.Condition()
         self._stopped = False
         self._waiter: trio.Event | None = None
         self._pipe = _pipe_capacity(fd)
+        self._file = _never_waits(fd)
         self._thread = threading.Thread(target=self._run, name="tap-writer", daemon=True)
         self._thread.start()
 
-    def write(self, data: bytes, records: int) -> None:
+    def write(self, data: bytes) -> None:
         with self._ready:
-            self._batches.append([data, 0, records])
+            self._batches.append([data, 0])
             self.pending += len(data)
             self._ready.notify()
 
     async def drained(self) -> None:
         """Wait until everything handed over is written (or the output failed)."""
         while self.pending and self.failed is None:
-            self._waiter = trio.Event()
-            if self.pending and self.failed is None:
-                await self._waiter.wait()
-            self._waiter = None
+            await self.progress(even_when_waiting=True)
+
+    async def progress(self, even_when_waiting: bool = False) -> None:
+        """Wait for the next write to end, or for the writer to wait on the reader."""
+        self._waiter = waiter = trio.Event()
+        if self.pending and self.failed is None and (even_when_waiting or not self.waiting):
+            await waiter.wait()
+        self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            try:
+                self.token.run_sync_soon(waiter.set)
+            except trio.RunFinishedError:
+                pass
 
     def stop(self) -> int:
         """Write nothing more; the number of records handed over and not written."""
@@ -291,6 +316,7 @@ class _Writer:
             except OSError as error:
                 self.failed = error
                 written = len(data) - offset
+            self.waiting = False
             with self._ready:
                 if self._stopped:
                     return
@@ -298,12 +324,7 @@ class _Writer:
                 self.pending -= written
                 if batch[1] == len(data):
                     self._batches.popleft()
-            waiter = self._waiter
-            if waiter is not None and (not self.pending or self.failed):
-                try:
-                    self.token.run_sync_soon(waiter.set)
-                except trio.RunFinishedError:
-                    return
+            self._wake()
 
     def _write_some(self, data: bytes, offset: int) -> int:
         """Write from `offset`; to a pipe, only whole records that fit in it now."""
@@ -312,18 +333,30 @@ class _Writer:
         if self._pipe:
             wait = 0.0005
             while not self._stopped:
-                room = self._pipe - _queued_in_pipe(self.fd) - 8192  # (page slack)
+                # A pipe holds pages: a write's tail that does not fit in the last
+                # page starts a new one, so the bytes queued may fill up to twice
+                # their size in pages. Counting them twice, a write that fits
+                # never blocks.
+                room = self._pipe - 2 * _queued_in_pipe(self.fd) - 3 * 4096
                 if room >= len(data) - offset:
                     break
                 end = data.rfind(b"\n", offset, offset + max(room, 0))
                 if end >= 0:
                     return os.write(self.fd, memoryview(data)[offset:end + 1])
-                if _queued_in_pipe(self.fd) == 0:
-                    break  # a record larger than the pipe: in pieces, blocking
+                if _queued_in_pipe(self.fd) == 0:  # a record larger than the pipe:
+                    self.waiting = True  # in pieces, with a blocking write
+                    self._wake()
+                    end = data.find(b"\n", offset)
+                    return os.write(self.fd, memoryview(data)[offset:end + 1 if end >= 0 else None])
+                if not self.waiting:
+                    self.waiting = True
+                    self._wake()
                 time.sleep(wait)  # the reader is slow: look again soon
                 wait = min(wait * 2, 0.02)
             if self._stopped:
                 return 0
+        elif not self._file:
+            self.waiting = True  # (a terminal or socket: cannot tell; assume the reader)
         return os.write(self.fd, memoryview(data)[offset:])
 
 
@@ -339,6 +372,16 @@ def _pipe_capacity(fd: int) -> int:
         return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
     except OSError:
         return 0
+
+
+def _never_waits(fd: int) -> bool:
+    """A regular file or /dev/null: no reader to wait for."""
+    try:
+        mode = os.fstat(fd)
+        return stat.S_ISREG(mode.st_mode) or (
+            stat.S_ISCHR(mode.st_mode) and mode.st_rdev == os.stat(os.devnull).st_rdev)
+    except OSError:
+        return False
 
 
 def _queued_in_pipe(fd: int) -> int:
