@@ -598,3 +598,31 @@ def test_says_where_it_listens_and_relays_without_verbose(server):
                         f"(clients are relayed to 127.0.0.1:{server.port})\n")
     proc.signal(signal.SIGTERM)
     assert proc.finish() == 0
+
+
+def test_a_reader_that_never_reads_gets_whole_records_and_exit_1(server):
+    """The relay gives up on a reader that does not read: it leaves whole records
+    only, exits 1, and says in one line how many records it did not write."""
+    read_end, write_end = os.pipe()
+    relay = Relay(server.port, stdout=write_end)
+    os.close(write_end)
+    client = relay.connect()
+    upstream = server.accept()
+    line = b'{"class":"x","pad":"' + b"p" * 2000 + b'"}\n'
+    sender = threading.Thread(target=upstream.sendall, args=(line * 2000,))
+    sender.start()  # 4 MB: more than a pipe holds
+    assert len(recv_all(client, len(line) * 2000)) == len(line) * 2000
+    sender.join(WAIT)
+    client.close()
+    upstream.close()
+    assert relay.finish(timeout=30) == 1
+    problems = [l for l in relay.err.splitlines() if "not written" in l]
+    assert len(problems) == 1 and "records were not written" in problems[0], relay.err
+    output = bytearray()
+    while chunk := os.read(read_end, 1 << 20):
+        output += chunk
+    os.close(read_end)
+    assert output.endswith(b"\n")
+    records = [json.loads(l) for l in output.splitlines()]  # each one whole
+    unwritten = int(problems[0].split("error: ")[1].split()[0])
+    assert len(records) + unwritten == 2 + 2000 + 1  # start, open, the lines, close
