@@ -303,7 +303,7 @@ def main() -> int:
     print(f"  ctirelay peak RSS <= 40 MB with one busy session: {peak:.1f} MB -> "
           f"{'met' if peak <= 40 else 'NOT met'}")
     print(f"  ctirelay peak RSS when nobody reads its output ({length / 1e6:.0f} MB relayed): "
-          f"{stalled:.1f} MB (bound: 4 MiB tap queue + 512 KiB output backlog + one batch "
+          f"{stalled:.1f} MB (bound: 1 MiB tap queue + 5 MiB of formatted records + one batch "
           f"+ the interpreter)")
     streamer.close()
     replier.close()
