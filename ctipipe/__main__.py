@@ -10,7 +10,7 @@ COMMANDS = {
     "ctiexclude": ("include", "main_exclude"),
     "ctipretty": ("pretty", "main"),
     "ctisplit": ("split", "main"),
-    "ctistat": ("stat", "main"),
+    "ctistat": ("classic", "main_ctistat"),  # the sink, or the wrapper given a HOST
     "ctispy": ("classic", "main_spy"),
     "ctisave": ("classic", "main_save"),
     "ctidemo": ("demo", "main"),
@@ -26,8 +26,11 @@ def main() -> int:
     name = sys.argv[1]
     module, func = COMMANDS[name]
     sys.argv = [name, *sys.argv[2:]]
-    entry = getattr(importlib.import_module(f"ctipipe.{module}"), func)
-    return entry()
+    try:
+        entry = getattr(importlib.import_module(f"ctipipe.{module}"), func)
+        return entry()
+    except KeyboardInterrupt:  # Ctrl-C before the command set its own rule: done
+        return 0
 
 
 if __name__ == "__main__":

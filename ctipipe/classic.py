@@ -6,15 +6,18 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 
-from . import cli, relay, split, strip
+from . import cli, paths, relay, stat, strip
 
 # How often the wrapper looks at its stages: it only waits, so this costs
 # nothing, and a dead stage is noticed within a tenth of a second.
 POLL_INTERVAL = 0.05
+# How often a Ctrl-C is passed on again to a relay that has not yet acted on it.
+RESEND_INTERVAL = 0.5
 
 SPY_EXAMPLE = """\
 ctispy xivo-new --pretty-print --strip timenow --include class=getlist
@@ -40,10 +43,16 @@ def _filter_options(parser: argparse.ArgumentParser, exclude: bool = True) -> No
     strip.add_redact_options(parser)
 
 
-def _check_expressions(parser: cli.Parser, texts: list[str]) -> None:
-    for text in texts:
-        if "=" not in text or text.startswith("="):
-            parser.error(f"not a KEY=VALUE expression: {text!r}")
+def _check_filters(parser: cli.Parser, args: argparse.Namespace) -> None:
+    """Check expressions and field paths with the stages' own parser, so that a
+    mistake is a usage error now, before anything listens."""
+    try:
+        for text in args.include + getattr(args, "exclude", []):
+            paths.Expression(text)
+        for field in args.strip:
+            paths.split_path(field)
+    except paths.ExpressionError as error:
+        parser.error(str(error))
 
 
 def _filter_stages(args: argparse.Namespace, side: str | None) -> list[list[str]]:
@@ -60,52 +69,119 @@ def _filter_stages(args: argparse.Namespace, side: str | None) -> list[list[str]
     return stages
 
 
+# --- the relay's options, passed on whatever they are --------------------------
+
+def add_relay_options(parser: argparse.ArgumentParser, **kwargs) -> list[argparse.Action]:
+    """Add the relay's own options to a wrapper's parser; return their actions,
+    from which relay_argv rebuilds the relay's command line. A new relay
+    option reaches the relay without any change here."""
+    before = len(parser._actions)
+    relay.add_relay_options(parser, **kwargs)
+    return parser._actions[before:]
+
+
+def relay_argv(actions: list[argparse.Action], args: argparse.Namespace) -> list[str]:
+    """The relay's arguments, rebuilt from the parsed values of its options."""
+    argv: list[str] = []
+    for action in actions:
+        value = getattr(args, action.dest)
+        if not action.option_strings:  # a positional: HOST
+            argv += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+            continue
+        option = max(action.option_strings, key=len)
+        if action.nargs == 0:  # a flag: store_true, store_const, count
+            if isinstance(action, argparse._CountAction):
+                argv += [option] * (value or 0)
+            elif value != action.default:
+                argv.append(option)
+        elif isinstance(action, argparse._AppendAction):
+            for item in value or []:
+                argv += [option, str(item)]
+        elif value != action.default and value is not None:
+            if isinstance(value, (list, tuple)):
+                argv += [option, *map(str, value)]
+            else:
+                argv += [option, str(value)]
+    return argv
+
+
+def _resolve(host: str, port: int, hint: str = "") -> None:
+    """Fail in one line, before anything is created or listens, when HOST does not resolve."""
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as error:
+        why = error.strerror if isinstance(error, socket.gaierror) else "not a host name"
+        raise cli.CommandError(f"cannot resolve HOST {host!r}: {why}{hint}") from None
+
+
 def run_pipeline(prog: str, stages: list[list[str]]) -> int:
     """Start `stage0 | stage1 | ...` (each `python -m ctipipe ...`), wait for all.
 
-    The first stage is the relay. Ctrl-C from the terminal reaches every stage
-    (they share our process group); a SIGINT or SIGTERM sent to the wrapper
-    alone is passed to the relay, which closes its sessions so the stages
-    downstream finish their work. If a stage dies, we say which, stop the
-    others and exit non-zero; otherwise the exit status is the relay's.
+    The first stage is the relay. Ctrl-C from the terminal reaches every
+    process of our group; a SIGINT or SIGTERM sent to the wrapper alone is
+    passed on to the relay. Either way the relay closes its sessions and the
+    stages downstream finish their work, so however often Ctrl-C is pressed
+    the output is complete and we exit 0. The stages start with SIGINT
+    ignored, so that one arriving while a stage is still starting cannot kill
+    it; each sets its own rule once it runs (STREAM.md, stage behaviour).
+    If a stage (the relay included) dies, we say which, stop the others and
+    exit 3.
     """
     procs: list[subprocess.Popen] = []
-    relay_pid = []
+    pending: list[int] = []  # signals received, to pass on to the relay
 
-    def forward(signum, frame):
-        if relay_pid:
-            try:
-                os.kill(relay_pid[0], signum)
-            except ProcessLookupError:
-                pass
+    def note(signum, frame):
+        pending.append(signum)
 
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, note)
+    signal.signal(signal.SIGTERM, note)
+    # Errors of the stages are said in the name of the command the user typed.
+    env = {**os.environ, cli.COMMAND_ENV: prog}
     upstream = None
     for index, argv in enumerate(stages):
         last = index == len(stages) - 1
         proc = subprocess.Popen([sys.executable, "-m", "ctipipe", *argv],
                                 stdin=upstream if upstream is not None else subprocess.DEVNULL,
-                                stdout=None if last else subprocess.PIPE)
+                                stdout=None if last else subprocess.PIPE,
+                                env=env, preexec_fn=_ignore_sigint)
         if upstream is not None:
             upstream.close()  # only the stages hold the pipe ends now
         upstream = proc.stdout
         procs.append(proc)
-        if index == 0:
-            relay_pid.append(proc.pid)
+    relay_proc = procs[0]
     names = [argv[0] for argv in stages]
+    last_sent = None
     while True:
+        if pending and relay_proc.poll() is None:
+            # A relay still starting ignores SIGINT until it can act on it:
+            # repeat the request until it is gone (each repeat is harmless).
+            now = time.monotonic()
+            if last_sent is None or now - last_sent > RESEND_INTERVAL:
+                _send(relay_proc, pending[-1])
+                last_sent = now
         states = [proc.poll() for proc in procs]
-        failed = [i for i, code in enumerate(states) if code not in (None, 0) and i > 0]
+        failed = [i for i, code in enumerate(states) if code not in (None, 0)]
         if failed:
             i = failed[0]
-            cli.report(prog, f"error: {names[i]} stopped ({_describe(states[i])}); "
-                             f"stopping the pipeline")
+            if states[i] not in (cli.Exit.ERROR, cli.Exit.USAGE):  # those said why themselves
+                cli.report(prog, f"error: {names[i]} stopped ({_describe(states[i])}); "
+                                 f"stopping the pipeline")
             _stop_all(procs)
             return cli.Exit.STAGE_FAILED
         if all(code is not None for code in states):
-            return states[0]
+            return cli.Exit.OK
         time.sleep(POLL_INTERVAL)
+
+
+def _ignore_sigint() -> None:  # runs in the child, before exec
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _send(proc: subprocess.Popen, signum: int) -> None:
+    try:
+        os.kill(proc.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _describe(code: int) -> str:
@@ -130,62 +206,143 @@ def _stop_all(procs: list[subprocess.Popen]) -> None:
             proc.wait()
 
 
+def _display_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pretty-print", action="store_true", help="indent each message")
+    parser.add_argument("--compact", action="store_true",
+                        help="each message on one line (the default; accepted for habit)")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                        help="colours: auto (default) when writing to a terminal and NO_COLOR "
+                             "is not set")
+
+
 def main_spy(argv: list[str] | None = None) -> int:
     prog = "ctispy"
     parser = cli.Parser(prog, "Show a CTI session live: clients connect here and are relayed "
                         "to HOST. Runs ctirelay | [filters] | ctipretty.", SPY_EXAMPLE)
-    relay.add_relay_options(parser)
-    parser.add_argument("--pretty-print", action="store_true", help="indent each message")
+    relay_actions = add_relay_options(parser)
+    _display_options(parser)
     sides = parser.add_mutually_exclusive_group()
     sides.add_argument("--no-client", action="store_true", help="hide what the client sends")
     sides.add_argument("--no-server", action="store_true", help="hide what the server sends")
     _filter_options(parser)
     args = parser.parse_args(argv)
-    _check_expressions(parser, args.include + args.exclude)
+    _check_filters(parser, args)
     if args.raw and (args.strip or args.include or args.exclude or strip.secret_fields(args)):
         parser.error("--raw shows the traffic undecoded: it cannot be used with "
                      "--strip, --include, --exclude or --redact")
+    if args.pretty_print and args.compact:
+        parser.error("--pretty-print and --compact: choose one")
     side = "server" if args.no_client else "client" if args.no_server else None
-    stages = [["ctirelay", *relay.relay_argv(args)], *_filter_stages(args, side),
-              ["ctipretty", *([] if args.pretty_print else ["--compact"]),
+    stages = [["ctirelay", *relay_argv(relay_actions, args)], *_filter_stages(args, side),
+              ["ctipretty", "--color", args.color, *([] if args.pretty_print else ["--compact"]),
                *(["--tag-sessions"] if args.loop else [])]]
-    return cli.guarded(prog, lambda: run_pipeline(prog, stages), debug=args.debug)
-
-
-def main_save(argv: list[str] | None = None) -> int:
-    prog = "ctisave"
-    parser = cli.Parser(prog, "Save a CTI session: the client's messages to CLIENTFILE, the "
-                        "server's to SERVERFILE (mode 0600). Runs ctirelay | [filters] | ctisplit.",
-                        SAVE_EXAMPLE)
-    relay.add_relay_options(parser, raw=False)
-    parser.add_argument("client_file", metavar="CLIENTFILE")
-    parser.add_argument("server_file", metavar="SERVERFILE")
-    _filter_options(parser)
-    args = parser.parse_args(argv)
-    _check_expressions(parser, args.include + args.exclude)
 
     def body() -> int:
-        # Find a bad path now, in one line, before anything listens.
-        for path in (args.client_file, args.server_file):
-            os.close(split.open_private(path))
-        stages = [["ctirelay", *relay.relay_argv(args)], *_filter_stages(args, None),
-                  ["ctisplit", args.client_file, args.server_file]]
+        _resolve(args.host, args.port)
         return run_pipeline(prog, stages)
 
     return cli.guarded(prog, body, debug=args.debug)
 
 
-def main_stat(argv: list[str] | None = None) -> int:
-    prog = "ctistat"
-    parser = cli.Parser(prog, "Relay a CTI session to HOST and print its statistics when it "
-                        "ends. Runs ctirelay | ctistat. Without HOST, ctistat reads a tagged "
-                        "stream on standard input.", STAT_EXAMPLE)
-    relay.add_relay_options(parser, raw=False)
+def _check_capture_path(path: str) -> None:
+    """Refuse a path ctisplit could not write, without creating or truncating it:
+    a failed start must leave the user's files as they were."""
+    if os.path.islink(path):
+        raise cli.CommandError(f"{path} is a symbolic link; not writing through it (give the real path)")
+    if os.path.isdir(path):
+        raise cli.CommandError(f"cannot open {path}: Is a directory")
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            raise cli.CommandError(f"cannot open {path}: Permission denied")
+        return
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise cli.CommandError(f"cannot open {path}: No such file or directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise cli.CommandError(f"cannot open {path}: Permission denied")
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def main_save(argv: list[str] | None = None) -> int:
+    prog = "ctisave"
+    parser = cli.Parser(prog, "Save a CTI session: the client's messages to CLIENTFILE, the "
+                        "server's to SERVERFILE (mode 0600). Runs ctirelay | [filters] | ctisplit. "
+                        "The files are written only once a session starts.", SAVE_EXAMPLE)
+    relay_actions = add_relay_options(parser, raw=False)
+    parser.add_argument("client_file", metavar="CLIENTFILE")
+    parser.add_argument("server_file", metavar="SERVERFILE")
+    parser.add_argument("--jsonl", action="store_true",
+                        help="save the tagged records themselves (for ctidiff and ctireplay)")
+    _filter_options(parser)
+    args = parser.parse_args(argv)
+    _check_filters(parser, args)
+    if _same_file(args.client_file, args.server_file):
+        parser.error(f"CLIENTFILE and SERVERFILE are the same file ({args.server_file}); "
+                     f"give two paths")
+
+    def body() -> int:
+        # Find a bad path or host now, in one line, before anything listens
+        # and without touching the files.
+        for path in (args.client_file, args.server_file):
+            _check_capture_path(path)
+        _resolve(args.host, args.port, " (usage: ctisave HOST CLIENTFILE SERVERFILE)")
+        stages = [["ctirelay", *relay_argv(relay_actions, args)], *_filter_stages(args, None),
+                  ["ctisplit", args.client_file, args.server_file, *(["--jsonl"] if args.jsonl else [])]]
+        return run_pipeline(prog, stages)
+
+    return cli.guarded(prog, body, debug=args.debug)
+
+
+def _stat_parser() -> tuple[cli.Parser, list[argparse.Action]]:
+    parser = cli.Parser("ctistat", "Relay a CTI session to HOST and print its statistics when it "
+                        "ends. Runs ctirelay | ctistat. Given no HOST, or files that exist, "
+                        "ctistat reads tagged streams instead (ctistat - --help).", STAT_EXAMPLE)
+    relay_actions = add_relay_options(parser, raw=False)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("-m", "--msg", action="store_true", help="messages by class (default)")
     mode.add_argument("-n", "--network", action="store_true", help="bytes, packets and rates")
     parser.add_argument("--json", action="store_true", help="one JSON object per session")
+    return parser, relay_actions
+
+
+def main_stat(argv: list[str] | None = None) -> int:
+    prog = "ctistat"
+    parser, relay_actions = _stat_parser()
     args = parser.parse_args(argv)
     sink = ["ctistat", *(["-n"] if args.network else []), *(["--json"] if args.json else [])]
-    stages = [["ctirelay", *relay.relay_argv(args)], sink]
-    return cli.guarded(prog, lambda: run_pipeline(prog, stages), debug=args.debug)
+    stages = [["ctirelay", *relay_argv(relay_actions, args)], sink]
+
+    def body() -> int:
+        _resolve(args.host, args.port, " (and no such file: to read a saved stream, "
+                 "give a file that exists, or use < FILE)")
+        return run_pipeline(prog, stages)
+
+    return cli.guarded(prog, body, debug=args.debug)
+
+
+def main_ctistat(argv: list[str] | None = None) -> int:
+    """`ctistat`: the classic tool given a HOST; the sink given none, or only
+    FILEs (COMMANDS.md). The values of the relay's options are not words here."""
+    argv = sys.argv[1:] if argv is None else argv
+    _, relay_actions = _stat_parser()
+    takes_value = {option for action in relay_actions if action.nargs != 0
+                   for option in action.option_strings}
+    words, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg.startswith("-") and arg != "-":
+            skip = arg in takes_value
+        else:
+            words.append(arg)
+    if stat.names_a_host(words):
+        return main_stat(argv)
+    return stat.main(argv)

@@ -8,6 +8,8 @@ import sys
 import traceback
 from typing import Callable
 
+from . import __version__
+
 
 class Exit(enum.IntEnum):
     OK = 0
@@ -32,6 +34,7 @@ class Parser(argparse.ArgumentParser):
             **kwargs,
         )
         self.add_argument("--debug", action="store_true", help="show a traceback on errors")
+        self.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(Exit.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -55,8 +58,14 @@ positive = _number(int, 1, 1 << 40, "a positive number")
 seconds = _number(float, 0.001, 1e6, "a number of seconds")
 
 
+# Set by a wrapper for its stages: their messages then name the command the
+# user typed (`ctispy: ...`), not a stage the user may not know it runs.
+COMMAND_ENV = "CTIPIPE_COMMAND"
+
+
 def report(prog: str, message: str) -> None:
     """One line on standard error, prefixed with the command's name."""
+    prog = os.environ.get(COMMAND_ENV) or prog
     try:
         sys.stderr.write(f"{prog}: {message}\n")
         sys.stderr.flush()

@@ -318,10 +318,6 @@ def names_a_host(argv: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if names_a_host(argv):
-        from . import classic  # the classic tool: relay and statistics in one
-        return classic.main_stat(argv)
     parser = cli.Parser(PROG, "Print each session's statistics when it ends (its close record, "
                         "or the end of input). Reads the FILEs in order (- is standard input), "
                         "or standard input. With a HOST, relays to it and does the same (see "
