@@ -13,6 +13,7 @@ ctirelay xivo-new | ctiinclude listname=agents --from server | ctipretty
 EXCLUDE_EXAMPLE = """\
 ctirelay xivo-new | ctiexclude function=updatestatus | ctipretty
 ctiexclude class=keepalive < session.jsonl > quiet.jsonl
+ctirelay xivo-new | ctiexclude --from client class=keepalive | ctipretty
 """
 
 
@@ -39,16 +40,22 @@ class Include(stage.Stage):
 
 
 class Exclude(stage.Stage):
-    """Drops matching messages; everything else passes."""
+    """Drops matching messages (of one side with `side`; with no expression,
+    every record of that side); everything else passes."""
 
-    def __init__(self, expressions: list[paths.Expression]) -> None:
+    def __init__(self, expressions: list[paths.Expression], side: str | None = None) -> None:
         self.expressions = expressions
+        self.side = side
 
     def handle(self, record: dict, line: bytes) -> bytes | None:
-        if "from" in record and "msg" in record and paths.matches_any(self.expressions, record["msg"]):
+        side = record.get("from")
+        if side is None or (self.side is not None and side != self.side):
+            return line
+        if not self.expressions:
+            return None
+        if "msg" in record and paths.matches_any(self.expressions, record["msg"]):
             return None
         return line
-
 
 
 def _expressions(parser: cli.Parser, texts: list[str]) -> list[paths.Expression]:
@@ -60,7 +67,8 @@ def _expressions(parser: cli.Parser, texts: list[str]) -> list[paths.Expression]
 
 def main_include(argv: list[str] | None = None) -> int:
     prog = "ctiinclude"
-    parser = cli.Parser(prog, "Keep only the messages matching one of the KEY=VALUE expressions; "
+    parser = cli.Parser(prog, "Keep only the messages matching one of the KEY=VALUE expressions "
+                        "(KEY!=VALUE: not matching); "
                         "events pass, undecodable lines are dropped.", INCLUDE_EXAMPLE)
     parser.add_argument("expressions", nargs="*", metavar="KEY=VALUE")
     parser.add_argument("--from", dest="side", choices=("client", "server"),
@@ -74,9 +82,13 @@ def main_include(argv: list[str] | None = None) -> int:
 
 def main_exclude(argv: list[str] | None = None) -> int:
     prog = "ctiexclude"
-    parser = cli.Parser(prog, "Drop the messages matching one of the KEY=VALUE expressions; "
-                        "everything else passes.", EXCLUDE_EXAMPLE)
-    parser.add_argument("expressions", nargs="+", metavar="KEY=VALUE")
+    parser = cli.Parser(prog, "Drop the messages matching one of the KEY=VALUE expressions "
+                        "(KEY!=VALUE: not matching); everything else passes.", EXCLUDE_EXAMPLE)
+    parser.add_argument("expressions", nargs="*", metavar="KEY=VALUE")
+    parser.add_argument("--from", dest="side", choices=("client", "server"),
+                        help="drop only this side's messages (all of them, given no expression)")
     args = parser.parse_args(argv)
-    exclude = Exclude(_expressions(parser, args.expressions))
+    if not args.expressions and args.side is None:
+        parser.error("give at least one KEY=VALUE expression, or --from")
+    exclude = Exclude(_expressions(parser, args.expressions), args.side)
     return cli.guarded(prog, lambda: stage.run_stage(prog, exclude), debug=args.debug)

@@ -41,18 +41,35 @@ def remove(value: object, path: list[str]) -> bool:
 
 class Expression:
     """KEY=VALUE: the value at KEY is the string VALUE, or a number, true, false
-    or null whose JSON text is VALUE (so commandid=5 matches 5 and "5")."""
+    or null whose JSON text is VALUE (so commandid=5 matches 5 and "5").
+    KEY!=VALUE matches every message that KEY=VALUE does not (a missing KEY too)."""
 
-    __slots__ = ("path", "text")
+    __slots__ = ("path", "text", "negated")
 
     def __init__(self, expression: str) -> None:
         key, sep, text = expression.partition("=")
         if not sep:
             raise ExpressionError(f"not a KEY=VALUE expression: {expression!r}")
+        self.negated = key.endswith("!")
+        if self.negated:
+            key = key[:-1]
+        if text.startswith("="):
+            raise ExpressionError(f"{expression!r}: write KEY=VALUE with one '=' "
+                                  f"(e.g. {key}={text.lstrip('=')})")
+        bad = next((c for c in key if c in "!<>~="), None)
+        if bad is not None:
+            raise ExpressionError(f"{expression!r}: {bad!r} cannot be in a KEY; the operators "
+                                  f"are = and != (e.g. class!=getlist)")
+        if key.startswith("msg."):
+            raise ExpressionError(f"{expression!r}: KEY is a path inside the message, without "
+                                  f"'msg.' (e.g. {key[4:]}={text})")
         self.path = split_path(key)
         self.text = text
 
     def matches(self, message: object) -> bool:
+        return self._equal(message) != self.negated
+
+    def _equal(self, message: object) -> bool:
         value = lookup(message, self.path)
         if type(value) is str:
             return value == self.text

@@ -306,3 +306,159 @@ def test_demo_runs_end_to_end():
     assert asked and asked <= replies  # ipbxcommand replies carry the request's commandid
     assert any("ö" in json.dumps(m, ensure_ascii=False) for _, m in pairs)
     assert "session 1 closed by client" in proc.out.decode()
+
+
+# --- signals, dead stages, arguments checked before anything listens -----------------
+
+def wait_for_stages(tool: Classic, count: int) -> list[int]:
+    deadline = time.monotonic() + WAIT
+    while len(found := tool.children()) < count:
+        assert time.monotonic() < deadline, f"stages never started; stderr: {tool.err}"
+        time.sleep(0.01)
+    return found
+
+
+@pytest.mark.parametrize("times", [1, 2])
+@pytest.mark.parametrize("moment", ["stages starting", "mid-session"])
+def test_ctrl_c_to_the_process_group_ends_0_with_complete_output(server, times, moment):
+    # Ctrl-C in a terminal signals the whole foreground group: the wrapper and every stage.
+    tool = Classic("ctispy", server.port, "--strip", "timenow", start_new_session=True)
+    if moment == "stages starting":
+        wait_for_stages(tool, 3)  # the stages exist, but are still starting up
+    else:
+        client = tool.connect()
+        upstream = server.accept()
+        client.sendall(wire(CLIENT_MESSAGES))
+        assert recv_all(upstream, len(wire(CLIENT_MESSAGES))) == wire(CLIENT_MESSAGES)
+        tool.wait_for(lambda p: p.out.count(b"Client > Server") == len(CLIENT_MESSAGES),
+                      what="the client's messages")
+    for _ in range(times):
+        os.killpg(tool.pid, signal.SIGINT)
+        time.sleep(0.05)
+    assert tool.finish() == 0, tool.err
+    assert "Traceback" not in tool.err and "error" not in tool.err, tool.err
+    if moment == "mid-session":
+        text = tool.out.decode()
+        assert len(shown(tool.out)) == len(CLIENT_MESSAGES)
+        assert "session 1 closed by relay" in text.splitlines()[-1]
+        assert recv_all(client) == b""
+
+
+def test_a_dead_relay_is_named_in_one_line_and_exit_3(server):
+    tool = Classic("ctistat", server.port)
+    relay = wait_for_stages(tool, 2)[0]
+    tool.connect().close()  # the relay listens: it is up
+    os.kill(relay, signal.SIGKILL)
+    assert tool.finish() == 3
+    assert tool.err == "ctistat: error: ctirelay stopped (killed by SIGKILL); stopping the pipeline\n"
+
+
+def test_a_relay_error_is_one_line_in_the_name_of_the_command_typed(server):
+    with socket.socket() as taken:
+        taken.bind((LOCALHOST, 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = Proc(command("ctispy", LOCALHOST, "--port", str(server.port),
+                            "--listen-addr", LOCALHOST, "--listen-port", str(port)))
+        assert proc.finish() == 3
+    assert proc.err.count("\n") == 1, proc.err
+    assert proc.err.startswith("ctispy: error: cannot listen on"), proc.err
+
+
+@pytest.mark.parametrize("expression", ["a..b=1", "class==getlist", "msg.class=getlist", "class<=x"])
+@pytest.mark.parametrize("name", ["ctispy", "ctisave"])
+def test_wrappers_check_expressions_with_the_stages_parser_before_listening(server, name, expression, tmp_path):
+    files = [str(tmp_path / "c"), str(tmp_path / "s")] if name == "ctisave" else []
+    tool = Classic(name, server.port, *files, "--include", expression)
+    assert tool.finish() == 2
+    assert tool.err.count("\n") == 1 and tool.err.startswith(f"{name}: error:"), tool.err
+    assert not tool.children() and not list(tmp_path.iterdir())
+
+
+def test_ctisave_that_cannot_start_leaves_the_files_as_they_were(tmp_path):
+    client_file, server_file = tmp_path / "c", tmp_path / "s"
+    client_file.write_text("yesterday's capture\n")
+    server_file.write_text("keep me\n")
+    for args in [("no.such.host.invalid", "c", "s"),   # HOST does not resolve
+                 ("c", "s", LOCALHOST),                # arguments in the wrong order
+                 (LOCALHOST, "c", "missing/s")]:       # a path that cannot be written
+        result = subprocess.run(command("ctisave", *args), cwd=tmp_path, capture_output=True,
+                                timeout=WAIT)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.decode().count("\n") == 1, result.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "s"]
+        assert client_file.read_text() == "yesterday's capture\n"
+        assert server_file.read_text() == "keep me\n"
+
+
+def test_ctisave_wrong_order_says_host_comes_first(tmp_path):
+    result = subprocess.run(command("ctisave", "c", "s", LOCALHOST), cwd=tmp_path,
+                            capture_output=True, timeout=WAIT)
+    assert result.returncode == 1
+    assert "cannot resolve HOST 'c'" in result.stderr.decode()
+    assert "usage: ctisave HOST CLIENTFILE SERVERFILE" in result.stderr.decode()
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("paths", [("same", "same"), ("same", "./same"), ("same", "sub/../same")])
+def test_ctisave_refuses_the_same_file_twice(tmp_path, paths):
+    (tmp_path / "sub").mkdir()
+    result = subprocess.run(command("ctisave", LOCALHOST, *paths), cwd=tmp_path,
+                            capture_output=True, timeout=WAIT)
+    assert result.returncode == 2
+    assert "the same file" in result.stderr.decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]
+
+
+def test_ctistat_given_a_file_never_relays_to_a_host_named_after_it(tmp_path):
+    saved = tmp_path / "session.jsonl"
+    saved.write_bytes((REPO / "tests" / "golden" / "session.jsonl").read_bytes())
+    result = subprocess.run(command("ctistat", str(saved)), capture_output=True, timeout=WAIT)
+    assert result.returncode in (0, 2), result.stderr  # the sink: never a relay (exit 3) or a listener
+    assert b"resolve" not in result.stderr and b"ctirelay" not in result.stderr
+    missing = subprocess.run(command("ctistat", str(tmp_path / "nothing.jsonl")), capture_output=True,
+                             timeout=WAIT)
+    assert missing.returncode == 1
+    assert missing.stderr.decode().count("\n") == 1
+    assert "and no such file" in missing.stderr.decode()
+
+
+def test_ctisave_jsonl_keeps_the_tagged_records(server, tmp_path):
+    client_file, server_file = tmp_path / "c.jsonl", tmp_path / "s.jsonl"
+    tool = Classic("ctisave", server.port, str(client_file), str(server_file), "--jsonl")
+    converse(tool, server)
+    assert tool.finish() == 0, tool.err
+    records = [json.loads(line) for line in client_file.read_text().splitlines()]
+    assert [r["msg"] for r in records if "msg" in r] == CLIENT_MESSAGES
+
+
+def test_ctispy_color_and_compact(server):
+    tool = Classic("ctispy", server.port, "--color", "always", "--compact")
+    converse(tool, server)
+    assert tool.finish() == 0, tool.err
+    assert b"\x1b[" in tool.out
+    plain = Classic("ctispy", server.port, "--color", "never")
+    converse(plain, server)
+    assert plain.finish() == 0
+    assert b"\x1b[" not in plain.out and len(shown(plain.out)) == len(CLIENT_MESSAGES + SERVER_MESSAGES)
+
+
+def test_relay_options_reach_the_relay_whatever_they_are():
+    from ctipipe import classic, cli
+    wrapper = cli.Parser("w")
+    actions = classic.add_relay_options(wrapper)
+    relay = cli.Parser("r")
+    cli.add_relay_options(relay)
+    given = ["xivo", "--port", "5013", "--listen-addr", "::1", "--listen-port", "0", "--loop",
+             "--raw", "--max-line", "1000", "--connect-timeout", "2.5", "-v"]
+    assert vars(relay.parse_args(classic.relay_argv(actions, wrapper.parse_args(given)))) == \
+        vars(relay.parse_args(given))
+    assert classic.relay_argv(actions, wrapper.parse_args(["xivo"])) == ["xivo"]
+
+
+@pytest.mark.parametrize("name", sorted(__import__("ctipipe.__main__").__main__.COMMANDS))
+def test_every_command_has_version(name):
+    from ctipipe import __version__
+    result = subprocess.run(command(name, "--version"), capture_output=True, timeout=WAIT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == f"{name} {__version__}\n"

@@ -195,3 +195,32 @@ def test_run_stage_refuses_a_missing_file_or_a_directory(tmp_path):
         stage.run_stage("t", Echo(), [str(tmp_path / "nope")])
     with pytest.raises(cli.CommandError, match=r"is a directory"):
         stage.run_stage("t", Echo(), [str(tmp_path)])
+
+
+# --- expressions and ctiexclude --from ------------------------------------------
+
+def test_not_equal_matches_what_equal_does_not():
+    from ctipipe.paths import Expression
+    expression = Expression("class!=getlist")
+    assert not expression.matches({"class": "getlist"})
+    assert expression.matches({"class": "login_id"}) and expression.matches({})
+
+
+@pytest.mark.parametrize("text,hint", [("class==getlist", "one '='"), ("msg.class=getlist", "without 'msg.'"),
+                                       ("class<=x", "the operators are = and !=")])
+def test_expressions_that_cannot_be_meant_are_refused_with_a_hint(text, hint):
+    result = subprocess.run(command("ctiinclude", text), capture_output=True, timeout=WAIT)
+    assert result.returncode == 2
+    assert result.stderr.decode().count("\n") == 1 and hint in result.stderr.decode()
+
+
+def test_ctiexclude_from_drops_only_that_sides_messages():
+    server = RECORD.replace(b'"client"', b'"server"')
+    data = OPEN + RECORD + server
+    result = subprocess.run(command("ctiexclude", "--from", "client", "class=getlist"), input=data,
+                            capture_output=True, timeout=WAIT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == OPEN + server
+    everything = subprocess.run(command("ctiexclude", "--from", "server"), input=data,
+                                capture_output=True, timeout=WAIT)
+    assert everything.stdout == OPEN + RECORD
