@@ -1,5 +1,8 @@
 """`python -m ctipipe COMMAND [ARGS...]`: how bin/ scripts and wrappers start each stage."""
 import importlib
+import os
+import signal
+import stat
 import sys
 
 # command name -> (module, entry point); the same table as [project.scripts].
@@ -19,11 +22,28 @@ COMMANDS = {
 }
 
 
+# Commands that may be a stage reading the relay through a pipe.
+STAGES = {"ctistrip", "ctiinclude", "ctiexclude", "ctipretty", "ctisplit", "ctistat"}
+
+
+def _reads_a_pipe() -> bool:
+    try:
+        return (stat.S_ISFIFO(os.fstat(0).st_mode)
+                and os.readlink("/proc/self/fd/0").startswith("pipe:"))
+    except OSError:
+        return False
+
+
 def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         print("usage: python -m ctipipe {%s} [ARGS...]" % ",".join(COMMANDS), file=sys.stderr)
         return 2
     name = sys.argv[1]
+    if name in STAGES and _reads_a_pipe():
+        # A stage reading a pipe leaves Ctrl-C to the relay upstream (STREAM.md):
+        # say so now, so that one pressed while we are still importing does
+        # not end us before the input does. run_stage then keeps this rule.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     module, func = COMMANDS[name]
     sys.argv = [name, *sys.argv[2:]]
     try:

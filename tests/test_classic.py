@@ -444,11 +444,11 @@ def test_ctispy_color_and_compact(server):
 
 
 def test_relay_options_reach_the_relay_whatever_they_are():
-    from ctipipe import classic, cli
+    from ctipipe import classic, cli, relay as relay_module
     wrapper = cli.Parser("w")
     actions = classic.add_relay_options(wrapper)
     relay = cli.Parser("r")
-    cli.add_relay_options(relay)
+    relay_module.add_relay_options(relay)
     given = ["xivo", "--port", "5013", "--listen-addr", "::1", "--listen-port", "0", "--loop",
              "--raw", "--max-line", "1000", "--connect-timeout", "2.5", "-v"]
     assert vars(relay.parse_args(classic.relay_argv(actions, wrapper.parse_args(given)))) == \
