@@ -47,20 +47,30 @@ def _ensure_venv() -> None:
         print("ctipipe: installed", file=sys.stderr, flush=True)
 
 
+def _ready() -> None:
+    """Install if needed; Ctrl-C during the install is one line, not a traceback."""
+    try:
+        _ensure_venv()
+    except KeyboardInterrupt:
+        print("ctipipe: first-run install interrupted; the next run installs again",
+              file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
 def run(command: str) -> None:
     """Replace this process with `python -m ctipipe COMMAND ARGS...` from .venv."""
-    _ensure_venv()
+    _ready()
     os.execv(PYTHON, [str(PYTHON), "-m", "ctipipe", command, *sys.argv[1:]])
 
 
 def run_tests() -> None:
     """Replace this process with pytest from .venv, run at the top of the clone."""
-    _ensure_venv()
+    _ready()
     os.chdir(REPO)
     os.execv(PYTHON, [str(PYTHON), "-m", "pytest", *sys.argv[1:]])
 
 
 def run_script(relative_path: str) -> None:
     """Replace this process with a script of the clone run by .venv's python."""
-    _ensure_venv()
+    _ready()
     os.execv(PYTHON, [str(PYTHON), str(REPO / relative_path), *sys.argv[1:]])

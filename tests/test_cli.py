@@ -224,3 +224,21 @@ def test_ctiexclude_from_drops_only_that_sides_messages():
     everything = subprocess.run(command("ctiexclude", "--from", "server"), input=data,
                                 capture_output=True, timeout=WAIT)
     assert everything.stdout == OPEN + RECORD
+
+
+# --- bin/: the first run ------------------------------------------------------------
+
+def test_ctrl_c_during_the_first_run_install_is_one_line(tmp_path):
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    (tmp_path / "bin").mkdir()
+    for name in ("_bootstrap.py", "ctistrip"):
+        (tmp_path / "bin" / name).write_bytes((repo / "bin" / name).read_bytes())
+        (tmp_path / "bin" / name).chmod(0o755)
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "nothing"\nversion = "0"\n')
+    proc = Proc([str(tmp_path / "bin" / "ctistrip"), "x"], start_new_session=True)
+    proc.wait_for(lambda p: "installing" in p.err, what="the install to begin")
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+    assert proc.finish(timeout=60) == 1
+    assert "Traceback" not in proc.err
+    assert proc.err.splitlines()[-1] == "ctipipe: first-run install interrupted; the next run installs again"
