@@ -63,9 +63,14 @@ seconds = _number(float, 0.001, 1e6, "a number of seconds")
 COMMAND_ENV = "CTIPIPE_COMMAND"
 
 
+def command_name(prog: str) -> str:
+    """The name to prefix messages with: the wrapper's, when a wrapper started us."""
+    return os.environ.get(COMMAND_ENV) or prog
+
+
 def report(prog: str, message: str) -> None:
     """One line on standard error, prefixed with the command's name."""
-    prog = os.environ.get(COMMAND_ENV) or prog
+    prog = command_name(prog)
     try:
         sys.stderr.write(f"{prog}: {message}\n")
         sys.stderr.flush()

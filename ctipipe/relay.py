@@ -460,7 +460,7 @@ class Notices:
 
     def __init__(self, fd: int = 2, prog: str = PROG) -> None:
         self.fd = fd
-        self.prog = prog
+        self.prog = cli.command_name(prog)
         self.dropped = 0
         self._lines: collections.deque[bytes] = collections.deque()
         self._ready = threading.Condition()

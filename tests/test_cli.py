@@ -20,6 +20,13 @@ RECORD = b'{"ts":1.000000,"conn":1,"from":"client","size":20,"msg":{"class":"get
 OPEN = b'{"ts":1.000000,"conn":1,"event":"open","client":"127.0.0.1:1","server":"127.0.0.1:2"}\n'
 
 
+def unread(fd: int) -> int:
+    """Bytes waiting in the pipe or FIFO behind fd."""
+    pending = bytearray(4)
+    fcntl.ioctl(fd, termios.FIONREAD, pending)
+    return int.from_bytes(pending, "little")
+
+
 def memory_peak_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -100,7 +107,10 @@ def test_ctrl_c_stops_a_stage_reading_a_fifo_whose_writer_stays(tmp_path):
         with open(fifo, "rb") as reader:
             proc = Proc(command("ctistat", "--json"), stdin=reader)
         os.write(writer, OPEN + RECORD)
-        time.sleep(0.5)  # let it read (a stop before that is right too: no output check)
+        deadline = time.monotonic() + WAIT
+        while unread(writer):  # until the stage has read them
+            assert time.monotonic() < deadline, proc.err
+            time.sleep(0.05)
         proc.signal(signal.SIGINT)
         assert proc.finish() == 0, proc.err
         summary = orjson.loads(proc.out)
@@ -132,12 +142,7 @@ def test_sigterm_stops_a_stage_blocked_writing_to_a_reader_that_stopped(tmp_path
         os.close(out_w)
         deadline = time.monotonic() + WAIT
 
-        def pipe_full() -> bool:
-            pending = bytearray(4)
-            fcntl.ioctl(out_r, termios.FIONREAD, pending)
-            return int.from_bytes(pending, "little") >= 65536
-
-        while not pipe_full():  # nobody reads: the stage now blocks in a write
+        while unread(out_r) < 65536:  # nobody reads: the stage now blocks in a write
             assert time.monotonic() < deadline, proc.err
             time.sleep(0.05)
         time.sleep(0.2)
