@@ -1,5 +1,8 @@
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -7,6 +10,11 @@ from hypothesis import HealthCheck, settings
 sys.path.insert(0, os.path.dirname(__file__))
 
 from helpers import Server, kill_started  # noqa: E402
+
+# The relay keeps its certificate in the user's data directory: the tests (and
+# every command they start) keep theirs in a directory of their own.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="ctipipe-test-data-")
+atexit.register(shutil.rmtree, os.environ["XDG_DATA_HOME"], True)
 
 # Bounded examples so the whole suite stays within minutes on two cores.
 settings.register_profile("ci", max_examples=40, deadline=None,

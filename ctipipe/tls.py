@@ -1,0 +1,189 @@
+"""TLS for the relay's two legs, and the certificate it presents to clients.
+
+The real XiVO CTI server speaks TLS 1.0 only, which OpenSSL 3 refuses unless a
+context allows it: every context here accepts TLS 1.0 to 1.3. The relay's own
+certificate is made on first use and kept in the user's data directory, so a
+client that pinned it keeps working; `cryptography`, which makes it, is only
+imported then (it costs tens of milliseconds of start-up).
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import ssl
+import warnings
+from pathlib import Path
+
+from .cli import CommandError
+
+CERT_NAME = "relay-cert.pem"
+KEY_NAME = "relay-key.pem"
+
+# OpenSSL 3's default security level forbids TLS 1.0 and its SHA-1 signatures;
+# level 0 lets the real XiVO server's TLS 1.0 through while still preferring
+# the strongest cipher both sides have.
+CIPHERS = "DEFAULT:@SECLEVEL=0"
+
+# Long enough never to expire under a user; the certificate is self-signed,
+# so its validity protects nothing.
+VALID_DAYS = 3650
+
+# RSA rather than ECDSA: TLS 1.0 clients of the XiVO era all speak RSA.
+KEY_BITS = 2048
+
+
+def data_dir() -> Path:
+    """Where ctipipe keeps the relay's certificate ($XDG_DATA_HOME/ctipipe)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "ctipipe"
+
+
+def relay_certificate(directory: Path | None = None) -> tuple[Path, Path, bool]:
+    """The relay's certificate and key files, made now if they do not exist.
+
+    Returns (cert, key, made). Two relays starting at once make one pair
+    between them: the making is done under a lock, and the files are written
+    under temporary names and renamed, the key first, so a certificate file
+    that exists always has its key beside it.
+    """
+    directory = directory or data_dir()
+    cert, key = directory / CERT_NAME, directory / KEY_NAME
+    if cert.exists() and key.exists():
+        return cert, key, False
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(directory / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if cert.exists() and key.exists():
+                return cert, key, False
+            cert_pem, key_pem = _make_certificate()
+            _write_atomically(key, key_pem, 0o600)
+            _write_atomically(cert, cert_pem, 0o644)
+    except OSError as error:
+        raise CommandError(f"cannot keep the relay's certificate in {directory}: "
+                           f"{error.strerror or error}") from None
+    return cert, key, True
+
+
+def _make_certificate() -> tuple[bytes, bytes]:
+    """A self-signed certificate and its private key, both PEM."""
+    # Imported here: a relay whose certificate already exists never pays for it.
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ctipipe relay"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ctipipe")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(private, hashes.SHA256())
+    )
+    key_pem = private.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.TraditionalOpenSSL,
+                                    serialization.NoEncryption())
+    return certificate.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def fingerprint(cert: Path | str) -> str:
+    """The certificate's SHA-256 fingerprint, as `openssl x509 -fingerprint` shows it."""
+    try:
+        der = ssl.PEM_cert_to_DER_cert(Path(cert).read_text())
+    except (OSError, ValueError) as error:
+        raise CommandError(f"cannot read the certificate {cert}: {_why(error)}") from None
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+
+def _allow_old_versions(context: ssl.SSLContext) -> ssl.SSLContext:
+    with warnings.catch_warnings():  # Python deprecates naming TLS 1.0; we need it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = ssl.TLSVersion.TLSv1
+    context.set_ciphers(CIPHERS)
+    return context
+
+
+def client_leg_context(cert: Path | str, key: Path | str) -> ssl.SSLContext:
+    """The relay as a TLS server to CTI clients, presenting cert."""
+    context = _allow_old_versions(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as error:
+        raise CommandError(f"cannot use the certificate {cert} with the key {key}: "
+                           f"{_why(error)}") from None
+    return context
+
+
+def server_leg_context(server_ca: Path | str | None = None) -> ssl.SSLContext:
+    """The relay as a TLS client to the CTI server.
+
+    Without server_ca the server's certificate is not checked, as the XiVO
+    client itself does not check it; with it, the certificate must chain to
+    one of those CAs (the name is not checked: sites reach their server by
+    addresses their certificate seldom names).
+    """
+    context = _allow_old_versions(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+    context.check_hostname = False
+    if server_ca is None:
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    try:
+        context.load_verify_locations(cafile=str(server_ca))
+    except (OSError, ssl.SSLError) as error:
+        raise CommandError(f"cannot use --server-ca {server_ca}: {_why(error)}") from None
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def describe(ssl_object) -> dict:
+    """A leg as the `tls` event shows it: {"version": "TLSv1", "cipher": "..."}."""
+    cipher = ssl_object.cipher()
+    return {"version": ssl_object.version(), "cipher": cipher[0] if cipher else None}
+
+
+def handshake_error(error: BaseException) -> str:
+    """Why a handshake failed, in a few words ("wrong version number")."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"certificate did not verify ({error.verify_message})"
+    if isinstance(error, ssl.SSLError):
+        return error.reason.lower().replace("_", " ") if error.reason else str(error)
+    cause = error.__cause__ or error.__context__
+    if cause is not None and cause is not error and isinstance(cause, (ssl.SSLError, OSError)):
+        return handshake_error(cause)
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return "connection closed during the handshake"
+
+
+def _why(error: BaseException) -> str:
+    if isinstance(error, ssl.SSLError) and error.reason:
+        return error.reason.lower().replace("_", " ")
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error)
