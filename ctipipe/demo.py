@@ -10,22 +10,26 @@ request's commandid, and unsolicited status updates.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import itertools
 import os
 import random
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
+from functools import partial
 
 import orjson
 import trio
 
-from . import cli
+from . import cli, tls
 
 PROG = "ctidemo"
 IPBX = "xivo"
@@ -42,6 +46,12 @@ AVAILABILITY = ("available", "away", "on_call_acd", "on_call_non_acd_incoming_ex
 
 # Unsolicited status updates while a client is logged in, as a live switch sends them.
 STATUS_INTERVAL = 0.25
+
+# The real server drops a client whose TLS handshake has not begun within this long.
+HANDSHAKE_TIMEOUT = 0.5
+
+# How long the client waits for the server (or the relay in front of it) to listen.
+CONNECT_PATIENCE = 10.0
 
 
 def _now() -> float:
@@ -66,18 +76,31 @@ def answer(request: dict, session: dict) -> list[dict]:
     kind = request.get("class")
     commandid = request.get("commandid")
     now = _now()
+    # Protocol 1.x (xivoversion) hashes the password with the session id; 2.x
+    # (wazoversion) sends it in clear inside TLS, and its login replies carry
+    # no replyid.
+    two = session.get("protocol") == 2
+    login_reply = {} if two else {"replyid": commandid}
     if kind == "login_id":
         session["sessionid"] = "".join(random.choice("abcdefghijkmnpqrstuvwxyzABCDEFGH23456789")
                                        for _ in range(10))
         session["user"] = request.get("userlogin")
+        if "wazoversion" in request:
+            session["protocol"] = 2
+            return [{"class": "login_id", "sessionid": session["sessionid"], "timenow": now,
+                     "wazoversion": "18.03"}]
         return [{"class": "login_id", "sessionid": session["sessionid"], "timenow": now,
                  "xivoversion": "1.2"}]
     if kind == "login_pass":
-        expected = hashlib.sha1(f"{session.get('sessionid')}:{PASSWORD}".encode()).hexdigest()
-        if request.get("hashedpassword") != expected:
-            return [{"class": "login_pass", "error_string": "login_password", "replyid": commandid,
+        if two:
+            ok = request.get("password") == PASSWORD
+        else:
+            ok = request.get("hashedpassword") == hashlib.sha1(
+                f"{session.get('sessionid')}:{PASSWORD}".encode()).hexdigest()
+        if not ok:
+            return [{"class": "login_pass", "error_string": "login_password", **login_reply,
                      "timenow": now}]
-        return [{"capalist": [2], "class": "login_pass", "replyid": commandid, "timenow": now}]
+        return [{"capalist": [2], "class": "login_pass", **login_reply, "timenow": now}]
     if kind == "login_capas":
         session["logged_in"] = True
         return [{"class": "login_capas", "userid": "1", "ipbxid": IPBX, "appliname": "Client",
@@ -87,7 +110,7 @@ def answer(request: dict, session: dict) -> list[dict]:
                            "phonestatus": {"0": {"color": "#0DFF25", "longname": "Disponible"}},
                            "services": ["enablednd", "fwdunc", "fwdbusy", "fwdrna"],
                            "ipbxcommands": ["dial", "hangup", "transfer"]},
-                 "presence": request.get("state", "available"), "replyid": commandid,
+                 "presence": request.get("state", "available"), **login_reply,
                  "timenow": now}]
     if kind == "getlist":
         listname = request.get("listname")
@@ -143,117 +166,243 @@ def status_update(counter: int) -> dict:
             "status": {"hintstatus": str(counter % 4), "channels": [], "queues": [], "groups": []}}
 
 
-async def serve(listen_addr: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    listeners = await trio.open_tcp_listeners(port, host=listen_addr)
+def _demo_certificate() -> ssl.SSLContext:
+    """The demo server's TLS context: its own certificate, made the way the relay makes its."""
+    cert, key, _ = tls.relay_certificate(tls.data_dir() / "demo-server")
+    return tls.client_leg_context(cert, key)
+
+
+async def serve(listen_addr: str, port: int, *, starttls: bool = True,
+                task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve demo sessions on listen_addr:port, offering STARTTLS as XiVO 15.20-19.03 do."""
+    context = _demo_certificate() if starttls else None
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=listen_addr)
+    except OSError as error:
+        hint = (" (another server running? choose another --port)"
+                if error.errno == errno.EADDRINUSE else "")
+        raise cli.CommandError(f"cannot listen on {listen_addr}:{port}: "
+                               f"{error.strerror or error}{hint}") from None
     task_status.started(listeners[0].socket.getsockname()[1])
-    await trio.serve_listeners(_serve_client, listeners)
+    await trio.serve_listeners(lambda client: _serve_client(client, context), listeners)
 
 
-async def _serve_client(client: trio.SocketStream) -> None:
+class _Lines:
+    """Newline-terminated lines from a stream that may be swapped for its TLS upgrade."""
+
+    def __init__(self, stream_: trio.abc.Stream) -> None:
+        self.stream = stream_
+        self.buffer = b""
+
+    async def next(self) -> bytes | None:
+        """The next line without its newline, or None at end of stream."""
+        while b"\n" not in self.buffer:
+            data = await self.stream.receive_some(1 << 16)
+            if not data:
+                return None
+            self.buffer += data
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line
+
+
+async def _serve_client(client: trio.SocketStream, context: ssl.SSLContext | None) -> None:
     session: dict = {}
-    async with client, trio.open_nursery() as nursery:
-        send_lock = trio.Lock()
+    lines = _Lines(client)
+    send_lock = trio.Lock()
 
-        async def send(message: dict) -> None:
-            async with send_lock:
-                await client.send_all(orjson.dumps(message) + b"\n")
+    async def send(message: dict) -> None:
+        async with send_lock:
+            await lines.stream.send_all(orjson.dumps(message) + b"\n")
 
-        async def updates() -> None:
-            for counter in itertools.count():
-                await trio.sleep(STATUS_INTERVAL)
-                if session.get("logged_in"):
-                    await send(status_update(counter))
+    async def updates() -> None:
+        for counter in itertools.count():
+            await trio.sleep(STATUS_INTERVAL)
+            if session.get("logged_in"):
+                await send(status_update(counter))
 
-        nursery.start_soon(updates)
-        try:
-            async for line in _lines(client):
+    try:
+        async with client, trio.open_nursery() as nursery:
+            if context is not None:  # the unsolicited offer, right after accept
+                await send({"class": "starttls", "timenow": _now()})
+            nursery.start_soon(updates)
+            while (line := await lines.next()) is not None:
                 try:
                     request = orjson.loads(line)
                 except orjson.JSONDecodeError:
                     continue
                 if not isinstance(request, dict):
                     continue
+                if request.get("class") == "starttls":
+                    # Only the first exchange counts; later ones are ignored, as
+                    # the real server does (the XiVO client sends a second one).
+                    if context is not None and not session.get("starttls_done"):
+                        session["starttls_done"] = True
+                        status = request.get("status")
+                        await send({"class": "starttls", "timenow": _now(), "starttls": status})
+                        if status:
+                            if lines.buffer:
+                                return  # plaintext after the request: not a TLS client
+                            upgraded = trio.SSLStream(client, context, server_side=True,
+                                                      https_compatible=True)
+                            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                                await upgraded.do_handshake()
+                            lines.stream = upgraded
+                    continue
                 for reply in answer(request, session):
                     await send(reply)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        nursery.cancel_scope.cancel()
-
-
-async def _lines(stream_: trio.abc.ReceiveStream):
-    buffer = b""
-    while data := await stream_.receive_some(1 << 16):
-        buffer += data
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            yield line
+                if request.get("class") == "logout":
+                    break  # the real server disconnects a client that logs out
+            nursery.cancel_scope.cancel()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+        pass  # the client went away, or never began its handshake: its session ends
 
 
 # --- the client --------------------------------------------------------------
 
+# A server that offers STARTTLS does so right after accepting; a client that
+# has seen nothing by then logs in without TLS.
+OFFER_WAIT = 1.0
+
+
 class _Client:
     def __init__(self, stream_: trio.SocketStream) -> None:
-        self.stream = stream_
+        self.lines = _Lines(stream_)
         self.commandids = itertools.count(random.randrange(10**8, 10**9))
-        self.lines = _lines(stream_)
+        self.tls: dict | None = None
 
     async def send(self, message: dict) -> int:
         commandid = next(self.commandids)
-        await self.stream.send_all(orjson.dumps({**message, "commandid": commandid}) + b"\n")
+        await self.lines.stream.send_all(orjson.dumps({**message, "commandid": commandid}) + b"\n")
         return commandid
 
+    async def receive(self, waiting_for: str) -> dict:
+        line = await self.lines.next()
+        if line is None:
+            raise cli.CommandError(f"the server closed the connection while we waited for "
+                                   f"the reply to {waiting_for}")
+        try:
+            reply = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise cli.CommandError(f"the server sent a line that is not JSON while we waited "
+                                   f"for the reply to {waiting_for}: {line[:80]!r}") from None
+        if not isinstance(reply, dict):
+            raise cli.CommandError(f"the server sent JSON that is not an object: {line[:80]!r}")
+        return reply
+
     async def ask(self, message: dict) -> dict:
-        """Send a request and wait for its reply (status updates in between are skipped)."""
+        """Send a request and wait for its reply (status updates in between are skipped).
+
+        Login replies of protocol 2.x carry no replyid: they are known by their class.
+        """
+        kind = message["class"]
         commandid = await self.send(message)
         while True:
-            line = await self.lines.__anext__()
-            reply = orjson.loads(line)
-            if reply.get("replyid") == commandid or (message["class"] == "login_id"
-                                                      and reply.get("class") == "login_id"):
+            reply = await self.receive(kind)
+            if reply.get("replyid") == commandid or (kind.startswith("login_")
+                                                      and reply.get("class") == kind):
                 return reply
+
+    async def starttls(self) -> None:
+        """Take the server's offer as the XiVO client does: ask, read the answer
+        line, then begin the handshake (TLS 1.0 allowed, any certificate)."""
+        await self.send({"class": "starttls", "status": True})
+        while True:
+            reply = await self.receive("starttls")
+            if reply.get("class") == "starttls":
+                break
+        if not reply.get("starttls"):
+            return
+        upgraded = trio.SSLStream(self.lines.stream, tls.server_leg_context(),
+                                  https_compatible=True)
+        try:
+            await upgraded.do_handshake()
+        except trio.BrokenResourceError as error:
+            raise cli.CommandError(f"TLS with the server failed: "
+                                   f"{tls.handshake_error(error)}") from None
+        self.tls = tls.describe(upgraded)
+        self.lines.stream = upgraded
+
+
+async def _connect(host: str, port: int) -> trio.SocketStream:
+    deadline = trio.current_time() + CONNECT_PATIENCE
+    while True:  # the relay may still be starting
+        try:
+            return await trio.open_tcp_stream(host, port)
+        except OSError as error:
+            if trio.current_time() > deadline:
+                raise cli.CommandError(f"cannot connect to {host}:{port}: "
+                                       f"{_reason(error)}") from None
+            await trio.sleep(0.05)
+
+
+def _reason(error: OSError) -> str:
+    """Why a connection failed, in the system's words (trio groups them per address)."""
+    for leaf in [*(cli.leaves(error.__cause__) if error.__cause__ else []), error]:
+        if isinstance(leaf, OSError) and leaf.errno:
+            return os.strerror(leaf.errno)
+    return str(error)
 
 
 async def run_client(host: str, port: int, user: str, pause: float) -> None:
-    """A realistic session: log in, load the configuration, dial, hang up, log out."""
-    deadline = trio.current_time() + 10
-    while True:  # the relay may still be starting
-        try:
-            stream_ = await trio.open_tcp_stream(host, port)
-            break
-        except OSError:
-            if trio.current_time() > deadline:
-                raise cli.CommandError(f"cannot connect to {host}:{port}") from None
-            await trio.sleep(0.05)
-    async with stream_:
-        client = _Client(stream_)
+    """A realistic session: STARTTLS when offered, log in, load the
+    configuration, dial, hang up, log out."""
+    stream_ = await _connect(host, port)
+    try:
+        async with stream_:
+            await _session(_Client(stream_), user, pause)
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+        raise cli.CommandError(f"the connection to {host}:{port} was lost "
+                               f"({tls.handshake_error(error)})") from None
+
+
+async def _session(client: _Client, user: str, pause: float) -> None:
+    offer = None
+    with trio.move_on_after(OFFER_WAIT):
+        offer = await client.receive("the server's first message")
+    if offer is not None and offer.get("class") == "starttls":
+        await client.starttls()
+    if client.tls:
+        # Protocol 2.x: the password goes in clear, inside TLS.
+        await client.ask({"class": "login_id", "company": "default", "ident": "X11-LE-24079",
+                          "lastlogout-datetime": "2026-11-26T18:02:11",
+                          "lastlogout-stopper": "disconnect", "userlogin": user,
+                          "version": "9999", "wazoversion": "18.03"})
+        # The XiVO client asks for STARTTLS a second time inside TLS; servers ignore it.
+        await client.send({"class": "starttls", "status": True})
+        reply = await client.ask({"class": "login_pass", "password": PASSWORD})
+    else:
         reply = await client.ask({"class": "login_id", "company": "default", "ident": "X11-LE-24079",
                                   "lastlogout-datetime": "2026-11-26T18:02:11",
                                   "lastlogout-stopper": "disconnect", "userlogin": user,
                                   "version": "9999", "xivoversion": "1.2"})
         hashed = hashlib.sha1(f"{reply['sessionid']}:{PASSWORD}".encode()).hexdigest()
         reply = await client.ask({"class": "login_pass", "hashedpassword": hashed})
-        capaid = reply.get("capalist", [0])[0]
-        await client.ask({"class": "login_capas", "capaid": capaid, "lastconnwins": False,
-                          "loginkind": "agent", "state": "available"})
-        for listname in ("users", "phones", "queues"):
-            ids = await client.ask({"class": "getlist", "function": "listid", "listname": listname,
-                                    "tipbxid": IPBX})
-            for tid in ids.get("list", [])[:4]:
-                await client.ask({"class": "getlist", "function": "updateconfig",
-                                  "listname": listname, "tid": tid, "tipbxid": IPBX})
-                await trio.sleep(pause)
-        await client.ask({"class": "ipbxcommand", "command": "agentlogin", "agentphonenumber": "1001"})
-        await trio.sleep(pause * 4)
-        await client.ask({"class": "ipbxcommand", "command": "dial",
-                          "destination": "exten:xivo/1202"})
-        await trio.sleep(pause * 8)
-        await client.ask({"class": "ipbxcommand", "command": "hangup",
-                          "channelids": "chan:xivo/SIP/im2p7kzr-00000003"})
-        await client.ask({"class": "ipbxcommand", "command": "queuepause", "member": "agent:xivo/1",
-                          "queue": "queue:xivo/all"})
-        await trio.sleep(pause * 4)
-        await client.send({"class": "logout", "stopper": "disconnect"})
-        await stream_.send_eof()
+    if "error_string" in reply:
+        raise cli.CommandError(f"the server refused the login: {reply['error_string']}")
+    capaid = reply.get("capalist", [0])[0]
+    await client.ask({"class": "login_capas", "capaid": capaid, "lastconnwins": False,
+                      "loginkind": "agent", "state": "available"})
+    for listname in ("users", "phones", "queues"):
+        ids = await client.ask({"class": "getlist", "function": "listid", "listname": listname,
+                                "tipbxid": IPBX})
+        for tid in ids.get("list", [])[:4]:
+            await client.ask({"class": "getlist", "function": "updateconfig",
+                              "listname": listname, "tid": tid, "tipbxid": IPBX})
+            await trio.sleep(pause)
+    await client.ask({"class": "ipbxcommand", "command": "agentlogin", "agentphonenumber": "1001"})
+    await trio.sleep(pause * 4)
+    await client.ask({"class": "ipbxcommand", "command": "dial",
+                      "destination": "exten:xivo/1202"})
+    await trio.sleep(pause * 8)
+    await client.ask({"class": "ipbxcommand", "command": "hangup",
+                      "channelids": "chan:xivo/SIP/im2p7kzr-00000003"})
+    await client.ask({"class": "ipbxcommand", "command": "queuepause", "member": "agent:xivo/1",
+                      "queue": "queue:xivo/all"})
+    await trio.sleep(pause * 4)
+    await client.send({"class": "logout", "stopper": "disconnect"})
+    if client.tls is None:
+        await client.lines.stream.send_eof()
+    # Over TLS the session simply closes (TLS has no half-close here).
 
 
 # --- ctidemo -------------------------------------------------------------------
@@ -284,7 +433,9 @@ def _whole_demo(args: argparse.Namespace) -> int:
     me = [sys.executable, "-m", "ctipipe"]
     procs: list[subprocess.Popen] = []
     try:
-        procs.append(subprocess.Popen([*me, "ctidemo", "server", "--port", str(server_port)]))
+        # Plain until the relay intercepts STARTTLS.
+        procs.append(subprocess.Popen([*me, "ctidemo", "server", "--port", str(server_port),
+                                       "--no-starttls"]))
         if not _wait_listening(server_port, procs[0]):
             return cli.Exit.ERROR
         spy = subprocess.Popen([*me, "ctispy", "127.0.0.1", "--port", str(server_port),
@@ -328,7 +479,8 @@ def _replay_demo(args: argparse.Namespace) -> int:
         recording = os.path.join(tmp, "session.jsonl")
         try:
             server_port, relay_port = _free_port(), _free_port()
-            server = start("ctidemo", "server", "--port", str(server_port))
+            # Plain: ctireplay's mock speaks plain TCP.
+            server = start("ctidemo", "server", "--port", str(server_port), "--no-starttls")
             if not _wait_listening(server_port, server):
                 return cli.Exit.ERROR
             with open(recording, "wb") as out:
@@ -363,28 +515,63 @@ def _replay_demo(args: argparse.Namespace) -> int:
                     proc.wait(10)
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {text}")
+    return port
+
+
+DESCRIPTION = """\
+A demo CTI server and client that behave like XiVO's, to see the tools at work.
+Alone, ctidemo runs the demo server, the classic ctispy between it and the demo
+client, and shows the session live. The server offers STARTTLS as XiVO 15.20 to
+Wazo 19.03 do (its own certificate, TLS 1.0 allowed); the client takes the offer
+and logs in with protocol 2.x, whose password travels in clear inside TLS."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = cli.Parser(PROG, "A demo CTI server and client; alone, runs both with the classic "
-                        "ctispy between them so you can watch a session.",
-                        "ctidemo                      # watch a demo session through ctispy\n"
-                        "ctidemo server --port 5003   # a stand-in CTI server for your own tests\n"
-                        "ctidemo client --port 50030  # a scripted client session\n"
-                        "ctidemo replay               # record a session, replay it with ctireplay")
-    parser.add_argument("--listen-port", type=int, default=0,
+    parser = cli.Parser(PROG, DESCRIPTION,
+                        "ctidemo                                # watch a demo session through ctispy\n"
+                        "ctidemo server --port 5003             # a stand-in CTI server for your own tests\n"
+                        "ctidemo server --port 5003 --no-starttls\n"
+                        "ctidemo client --port 50030            # one scripted session (password: demo)\n"
+                        "ctidemo replay                         # record a session, replay it with ctireplay")
+    parser.add_argument("--listen-port", type=_port, default=0,
                         help="where ctispy listens (default: any free port)")
-    parser.add_argument("--server-port", type=int, default=0,
+    parser.add_argument("--server-port", type=_port, default=0,
                         help="the demo server's port (default: any free one)")
     parser.add_argument("--compact", action="store_true", help="one line per message")
-    parser.add_argument("--pause", type=float, default=0.05, help="seconds between client steps")
-    parts = parser.add_subparsers(dest="part")
-    server = parts.add_parser("server", help="run the demo CTI server")
-    server.add_argument("--listen-addr", default="127.0.0.1")
-    server.add_argument("--port", type=int, default=5003)
-    client = parts.add_parser("client", help="run one scripted client session")
-    client.add_argument("--host", default="127.0.0.1")
-    client.add_argument("--port", type=int, default=50030)
-    client.add_argument("--user", default="alice")
-    client.add_argument("--pause", type=float, default=0.05)
+    parser.add_argument("--pause", type=float, default=0.05,
+                        help="seconds between client steps (default 0.05)")
+    parts = parser.add_subparsers(dest="part", metavar="{server,client,replay}")
+    server = parts.add_parser(
+        "server", help="run the demo CTI server",
+        description=textwrap.fill("A CTI server that answers the login, getlist and ipbxcommand requests as a "
+                    "XiVO does, sends status updates, and offers STARTTLS (TLS 1.0 to 1.3, with "
+                    "its own certificate kept in the data directory) unless told not to. "
+                    f"Every user's password is {PASSWORD!r}. Runs until Ctrl-C."),
+        example="ctidemo server --port 5003 &\nctirelay 127.0.0.1 --port 5003 | ctipretty")
+    server.add_argument("--listen-addr", default="127.0.0.1", metavar="ADDR",
+                        help="the address to listen on (default 127.0.0.1)")
+    server.add_argument("--port", type=_port, default=5003, help="the port to listen on (default 5003)")
+    server.add_argument("--no-starttls", action="store_true",
+                        help="do not offer STARTTLS (a server before XiVO 15.20, or with TLS off)")
+    client = parts.add_parser(
+        "client", help="run one scripted client session",
+        description=textwrap.fill("One scripted CTI client session: STARTTLS when the server offers it (any "
+                    "certificate accepted, as the XiVO client does), login (protocol 2.x with a "
+                    "clear password inside TLS, 1.x with a hashed one without), the configuration "
+                    "lists, a dial and a hangup, then logout."),
+        example="ctidemo client --port 50030 --user alice")
+    client.add_argument("--host", default="127.0.0.1", help="the server or relay (default 127.0.0.1)")
+    client.add_argument("--port", type=_port, default=50030, help="its port (default 50030)")
+    client.add_argument("--user", default="alice", help="the login (default alice)")
+    client.add_argument("--pause", type=float, default=0.05,
+                        help="seconds between steps (default 0.05)")
     parts.add_parser("replay", help="record a demo session, then replay it with ctireplay "
                                     "as the server, watched through ctispy")
     args = parser.parse_args(argv)
@@ -392,7 +579,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         if args.part == "server":
             try:
-                trio.run(serve, args.listen_addr, args.port)
+                trio.run(partial(serve, args.listen_addr, args.port,
+                                 starttls=not args.no_starttls))
             except KeyboardInterrupt:
                 pass
             return cli.Exit.OK

@@ -83,10 +83,11 @@ class XivoServer:
     """
 
     def __init__(self, cert, key, *, offer: bool = True, protocol: str = "2",
-                 implicit: bool = False, drop_handshake: bool = False) -> None:
+                 implicit: bool = False, drop_handshake: bool = False,
+                 password: str = PASSWORD) -> None:
         self.context = tls_context(True, cert, key, tls10_only=True)
         self.offer, self.protocol, self.implicit = offer, protocol, implicit
-        self.drop_handshake = drop_handshake
+        self.drop_handshake, self.password = drop_handshake, password
         self.sock = socket.socket()
         self.sock.bind((LOCALHOST, 0))
         self.sock.listen(64)
@@ -189,10 +190,10 @@ class XivoServer:
             return [line(reply)]
         if kind == "login_pass":
             if two:
-                ok = message.get("password") == PASSWORD
+                ok = message.get("password") == self.password
             else:
                 ok = message.get("hashedpassword") == hashlib.sha1(
-                    f"{SESSIONID}:{PASSWORD}".encode()).hexdigest()
+                    f"{SESSIONID}:{self.password}".encode()).hexdigest()
             reply = {"class": "login_pass", "capalist": [1]} if ok else \
                 {"class": "login_pass", "error_string": "login_password"}
             if not two:
@@ -233,10 +234,12 @@ class XivoClient:
         self.sent.append(data)
         peer.send(data)
 
-    def _read(self, peer: LineSocket) -> dict:
-        message = json.loads(peer.readline())
-        self.received.append(message)
-        return message
+    def _read(self, peer: LineSocket, skip_offer: bool = False) -> dict:
+        while True:
+            message = json.loads(peer.readline())
+            self.received.append(message)
+            if not (skip_offer and message.get("class") == "starttls"):
+                return message
 
     def _upgrade(self, conn: socket.socket) -> ssl.SSLSocket:
         wrapped = tls_context(False, tls10_only=True).wrap_socket(conn)
@@ -249,9 +252,9 @@ class XivoClient:
             if self.implicit:
                 conn = self._upgrade(conn)
             peer = LineSocket(conn)
-            if not self.implicit:
+            if not self.implicit and self.wants_tls:  # waits for the offer
                 first = self._read(peer)
-                if first.get("class") == "starttls" and self.wants_tls:
+                if first.get("class") == "starttls":
                     self._send(peer, {"class": "starttls", "status": True})
                     answer = self._read(peer)  # the ClientHello only after this line
                     assert answer.get("class") == "starttls", answer
@@ -263,12 +266,8 @@ class XivoClient:
             for message in self.extra:
                 self._send(peer, message)
                 self._read(peer)
+            # As the XiVO client does: logout, then disconnect.
             self._send(peer, {"class": "logout", "stopper": "disconnect"})
-            try:
-                while peer.sock.recv(1 << 16):  # until the server closes
-                    pass
-            except (OSError, ssl.SSLError):
-                pass
         finally:
             conn.close()
         return self.received
@@ -281,7 +280,7 @@ class XivoClient:
         if self.tls is not None and not self.implicit:
             # The XiVO client's bug: a second starttls inside TLS, ignored by the server.
             self._send(peer, {"class": "starttls", "status": True})
-        reply = self._read(peer)
+        reply = self._read(peer, skip_offer=True)  # a declined offer is just ignored
         if two:
             self._send(peer, {"class": "login_pass", "password": self.password})
         else:

@@ -8,13 +8,14 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
-from helpers import LOCALHOST, PYTHON, WAIT, Proc, command
+from helpers import LOCALHOST, PYTHON, WAIT, Proc, command, free_port
 from peers import PASSWORD, XivoClient, XivoServer, tls_context
 
-from ctipipe import cli, tls
+from ctipipe import cli, demo, tls
 
 
 @pytest.fixture
@@ -175,3 +176,96 @@ def test_peer_server_drops_a_client_that_does_not_start_its_handshake(pair):
     finally:
         server.close()
     assert "handshake" in server.log[0]["error"]
+
+
+# --- the demo ---------------------------------------------------------------------
+
+def _demo_server(*args: str) -> tuple[Proc, int]:
+    port = free_port()
+    proc = Proc(command("ctidemo", "server", "--port", str(port), *args))
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((LOCALHOST, port), timeout=1).close()
+            return proc, port
+        except OSError:
+            assert proc.popen.poll() is None, proc.err
+            time.sleep(0.05)
+    raise AssertionError("the demo server did not listen")
+
+
+def test_demo_server_offers_starttls_to_a_xivo_client():
+    proc, port = _demo_server()
+    client = XivoClient(port, password=demo.PASSWORD, extra=[{"class": "keepalive"}])
+    received = client.run()
+    assert client.tls["version"] in ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+    assert received[0] == {"class": "starttls", "timenow": received[0]["timenow"]}
+    assert received[1]["starttls"] is True
+    classes = [m["class"] for m in received[2:]]
+    assert classes[:3] == ["login_id", "login_pass", "login_capas"]
+    assert "replyid" not in received[3]  # protocol 2.x login replies
+    proc.kill()
+    assert "Traceback" not in proc.err
+
+
+def test_demo_server_without_starttls_sends_nothing_first():
+    proc, port = _demo_server("--no-starttls")
+    with socket.create_connection((LOCALHOST, port), timeout=WAIT) as conn:
+        conn.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            conn.recv(1)
+    client = XivoClient(port, wants_tls=False, protocol="1", password=demo.PASSWORD)
+    client.run()
+    assert client.tls is None
+
+
+def test_demo_client_takes_the_offer_and_logs_in_with_a_clear_password_inside_tls(pair):
+    server = XivoServer(*pair, password=demo.PASSWORD)
+    try:
+        proc = Proc(command("ctidemo", "client", "--port", str(server.port), "--pause", "0"))
+        assert proc.finish() == 0, proc.err
+    finally:
+        server.close()
+    log = server.log[0]
+    assert log["tls"]["version"] == "TLSv1" and log["error"] is None
+    classes = [m["class"] for m in log["received"]]
+    assert classes[:5] == ["starttls", "login_id", "starttls", "login_pass", "login_capas"]
+    assert log["received"][3]["password"] == demo.PASSWORD
+    assert classes[-1] == "logout"
+
+
+def test_demo_client_declines_nothing_when_no_offer_comes(pair):
+    server = XivoServer(*pair, offer=False, protocol="1", password=demo.PASSWORD)
+    try:
+        proc = Proc(command("ctidemo", "client", "--port", str(server.port), "--pause", "0"))
+        assert proc.finish() == 0, proc.err
+    finally:
+        server.close()
+    assert server.log[0]["tls"] is None
+    assert [m["class"] for m in server.log[0]["received"]][:2] == ["login_id", "login_pass"]
+
+
+@pytest.mark.parametrize("behaviour, expected", [
+    (b"", "closed the connection while we waited for the reply to"),
+    (b"this is not json\n", "not JSON"),
+    (b'{"class": "starttls"}\n{"class": "starttls", "starttls": true}\nGARBAGE', "TLS with the server failed"),
+])
+def test_demo_client_errors_are_one_line(server, behaviour, expected):
+    proc = Proc(command("ctidemo", "client", "--port", str(server.port), "--pause", "0"))
+    conn = server.accept()
+    conn.sendall(behaviour)
+    if not behaviour:
+        conn.recv(1 << 16)  # its login_id, after waiting for an offer
+    else:
+        time.sleep(0.2)
+    conn.close()
+    assert proc.finish() == 1
+    assert proc.err.count("\n") == 1 and expected in proc.err, proc.err
+    assert proc.err.startswith("ctidemo: error: ")
+
+
+def test_demo_server_port_taken_says_which_address(server):
+    proc = Proc(command("ctidemo", "server", "--port", str(server.port)))
+    assert proc.finish() == 1
+    assert proc.err == (f"ctidemo: error: cannot listen on 127.0.0.1:{server.port}: Address "
+                        "already in use (another server running? choose another --port)\n")
