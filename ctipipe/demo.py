@@ -250,8 +250,6 @@ async def _serve_client(client: trio.SocketStream, context: ssl.SSLContext | Non
                     continue
                 for reply in answer(request, session):
                     await send(reply)
-                if request.get("class") == "logout":
-                    break  # the real server disconnects a client that logs out
             nursery.cancel_scope.cancel()
     except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
         pass  # the client went away, or never began its handshake: its session ends

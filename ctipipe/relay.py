@@ -22,7 +22,7 @@ import time
 import trio
 from trio.lowlevel import wait_readable, wait_writable
 
-from . import __version__, cli, stream
+from . import __version__, cli, intercept, stream, tls
 from .tap import Tap
 
 PROG = "ctirelay"
@@ -67,6 +67,21 @@ def add_relay_options(parser: argparse.ArgumentParser, *, raw: bool = True) -> N
                         help="give up on a server that does not answer (default 10)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log each session's open and close on standard error")
+    tls_group = parser.add_argument_group("TLS")
+    tls_group.add_argument("--starttls", choices=("intercept", "pass"), default="intercept",
+                           help="when the server accepts a client's STARTTLS (or with --tls): "
+                                "complete TLS with both and record the decrypted session "
+                                "(intercept, the default), or pass the encrypted bytes on "
+                                "unrecorded (pass)")
+    tls_group.add_argument("--tls", action="store_true",
+                           help="both legs are TLS from the first byte (the old CTIS port 5013)")
+    tls_group.add_argument("--cert", metavar="FILE",
+                           help="the certificate shown to clients (default: one made on first "
+                                "use and kept in $XDG_DATA_HOME/ctipipe/)")
+    tls_group.add_argument("--key", metavar="FILE", help="the private key of --cert")
+    tls_group.add_argument("--server-ca", metavar="FILE",
+                           help="verify the server's certificate against these CAs (default: "
+                                "not verified, as the XiVO client does not)")
 
 
 def relay_argv(args: argparse.Namespace) -> list[str]:
@@ -81,6 +96,12 @@ def relay_argv(args: argparse.Namespace) -> list[str]:
         argv.append("--raw")
     if args.verbose:
         argv.append("-v")
+    argv += ["--starttls", args.starttls]
+    if args.tls:
+        argv.append("--tls")
+    for option in ("cert", "key", "server_ca"):
+        if getattr(args, option) is not None:
+            argv += ["--" + option.replace("_", "-"), getattr(args, option)]
     return argv
 
 
@@ -106,7 +127,7 @@ class _Ending:
 class Relay:
     def __init__(self, host: str, port: int, *, listen_addr: str | None, listen_port: int,
                  loop: bool, tap: Tap, verbose: bool, connect_timeout: float,
-                 notices: "Notices") -> None:
+                 notices: "Notices", tls_options: intercept.Options | None = None) -> None:
         self.host = host
         self.port = port
         self.listen_addr = listen_addr
@@ -117,6 +138,7 @@ class Relay:
         # A filtered address never answers: after this long the client is told no.
         self.connect_timeout = connect_timeout
         self.notices = notices
+        self.tls = tls_options  # None: bytes only, no STARTTLS watching
         self.sessions = 0
 
     def log(self, message: str) -> None:
@@ -153,6 +175,9 @@ class Relay:
                                            server=target))
         self.notices.say(f"listening on {' '.join(bound)} (clients are relayed to {target})")
         task_status.started(bound)
+        for always, note in self.tls.notes if self.tls else ():
+            if always or self.verbose:
+                self.notices.say(note)
         async with trio.open_nursery() as sessions:
             if self.loop:
                 await trio.serve_listeners(self._session, listeners, handler_nursery=sessions)
@@ -228,11 +253,15 @@ class Relay:
             # Plain sockets on the same connections for the pumps' fast path.
             raw["client"] = _plain(client)
             raw["server"] = _plain(server)
-            async with trio.open_nursery() as pumps:
-                pumps.start_soon(self._pump, raw["client"], raw["server"], "client", "server",
-                                 session.client, counts["client"], ending, pumps.cancel_scope)
-                pumps.start_soon(self._pump, raw["server"], raw["client"], "server", "client",
-                                 session.server, counts["server"], ending, pumps.cancel_scope)
+            if self.tls is not None:
+                await intercept.run_session(self, self.tls, conn, client, server, raw, session,
+                                            counts, ending)
+            else:
+                async with trio.open_nursery() as pumps:
+                    pumps.start_soon(self._pump, raw["client"], raw["server"], "client", "server",
+                                     session.client, counts["client"], ending, pumps.cancel_scope)
+                    pumps.start_soon(self._pump, raw["server"], raw["client"], "server", "client",
+                                     session.server, counts["server"], ending, pumps.cancel_scope)
         except trio.Cancelled:
             ending.by = "relay"
             raise
@@ -506,13 +535,35 @@ class Notices:
                 self._ready.notify_all()
 
 
+def _tls_options(args) -> intercept.Options:
+    """The relay's TLS from its options; makes its certificate on first use."""
+    client_context = None
+    notes = []
+    if args.tls or args.starttls == "intercept":
+        if args.cert:
+            cert, key = args.cert, args.key
+        else:
+            cert, key, made = tls.relay_certificate()
+            if made:
+                notes.append((True, f"made the relay's TLS certificate {cert}"))
+        client_context = tls.client_leg_context(cert, key)
+        if args.verbose:
+            notes.append((False, f"TLS certificate {cert}, SHA-256 fingerprint "
+                                 f"{tls.fingerprint(cert)}"))
+    return intercept.Options(starttls=args.starttls, implicit=args.tls,
+                             client_context=client_context,
+                             server_context=tls.server_leg_context(args.server_ca),
+                             verified=args.server_ca is not None, notes=tuple(notes))
+
+
 async def _run(args, notices: Notices) -> int:
     _raise_descriptor_limit()
     tap = Tap(1, raw=args.raw, max_line=args.max_line, notify=notices.say,
               flush_timeout=FLUSH_TIMEOUT)
     relay = Relay(args.host, args.port, listen_addr=args.listen_addr, listen_port=args.listen_port,
                   loop=args.loop, tap=tap, verbose=args.verbose,
-                  connect_timeout=args.connect_timeout, notices=notices)
+                  connect_timeout=args.connect_timeout, notices=notices,
+                  tls_options=_tls_options(args))
     # The signals stay caught until the very end, so a second Ctrl-C (the
     # terminal's and a wrapper's) cannot interrupt the final flush.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -548,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
                         "stream of what passed on standard output.", EXAMPLE)
     add_relay_options(parser)
     args = parser.parse_args(argv)
+    if (args.cert is None) != (args.key is None):
+        parser.error("--cert and --key go together")
     notices = Notices()
 
     def body() -> int:

@@ -1,0 +1,375 @@
+"""The relay's TLS: the STARTTLS switch, implicit TLS, and the pumps over TLS.
+
+A session whose TLS is intercepted runs in up to two phases:
+
+1. Login, plain: two watching pumps forward every read as the plain pumps
+   do, and read the lines of the login. When the client has asked for
+   STARTTLS and the server answers `"starttls": true`, the client's pump is
+   stopped *before* that answer is forwarded: the client sends its ClientHello
+   only after reading the answer, so no byte it sends after it can cross the
+   switch in plain. Once the login is past (or the watched bytes exceed
+   WATCH_LIMIT), each watching pump hands over to the relay's plain pump, which
+   pays nothing for TLS from then on.
+2. After the answer: both handshakes at once (the real server drops a client
+   that has not begun its handshake within 0.5 s), a `tls` event, then two
+   pumps over trio.SSLStream that forward and record the plaintext.
+
+With `--starttls pass` the answer is followed by a `tls` event with
+`"intercepted": false` and the encrypted bytes are forwarded unrecorded.
+"""
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+
+import orjson
+import trio
+from trio.lowlevel import wait_readable, wait_writable
+
+from . import stream, tls
+
+# Bytes of each side watched for the STARTTLS exchange. A login is a few
+# hundred bytes; a session that has said this much without one is past it.
+WATCH_LIMIT = 1 << 16
+
+# A client that accepted the upgrade but does not complete its handshake is
+# given up on after this long (the server's own deadline is shorter still).
+HANDSHAKE_TIMEOUT = 30.0
+
+# One read on a TLS leg: the largest TLS record's worth of plaintext, a few times.
+TLS_READ_SIZE = 1 << 16
+
+
+@dataclass
+class Options:
+    """How the relay treats TLS, from its command line."""
+    starttls: str  # "intercept" or "pass"
+    implicit: bool  # --tls: TLS from the first byte
+    client_context: ssl.SSLContext | None  # the relay as a server to clients
+    server_context: ssl.SSLContext  # the relay as a client to the server
+    verified: bool  # --server-ca given
+    said_unverified: bool = False  # told the user once that the server is not verified
+    # Lines for standard error once the relay listens: (shown without -v too, text).
+    notes: tuple = ()
+
+
+class _Watch:
+    """What the two watching pumps of one session know about its login."""
+
+    __slots__ = ("requested", "done", "switching", "client_reading", "client_stopped",
+                 "client_plain")
+
+    def __init__(self) -> None:
+        self.requested = False  # the client asked for STARTTLS; the answer is awaited
+        self.done = False  # past the login: stop watching
+        self.switching = False  # the answer came: the client's pump must stop reading
+        self.client_reading: trio.CancelScope | None = None
+        self.client_stopped = trio.Event()
+        self.client_plain = False  # the client's pump handed over to the plain pump
+
+
+def _lines(buffer: bytes, data: bytes) -> tuple[list[tuple[bytes, int]], bytes]:
+    """Complete lines of buffer+data with the offset in data just past each, and the rest."""
+    joined = buffer + data
+    found = []
+    start = 0
+    while (end := joined.find(b"\n", start)) >= 0:
+        found.append((joined[start:end], end + 1 - len(buffer)))
+        start = end + 1
+    return found, joined[start:]
+
+
+def _message(line: bytes) -> dict | None:
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+async def run_session(relay, options: Options, conn: int, client: trio.SocketStream,
+                      server: trio.SocketStream, raw: dict, session, counts: dict,
+                      ending) -> None:
+    """Relay one session whose TLS the relay handles (see the module's docstring)."""
+    if options.implicit:
+        await _intercepted(relay, options, "implicit", conn, client, server, session, counts,
+                           ending)
+        return
+    watch = _Watch()
+    switched: list[bool] = []
+    async with trio.open_nursery() as pumps:
+        pumps.start_soon(_watch_client, relay, watch, raw["client"], raw["server"],
+                         session.client, counts["client"], ending, pumps.cancel_scope)
+        pumps.start_soon(_watch_server, relay, watch, raw["server"], raw["client"],
+                         session.server, counts["server"], ending, pumps.cancel_scope, switched)
+    if not switched:
+        return
+    if options.starttls == "pass":
+        relay.tap.opened(session, stream.event_record(time.time(), conn, "tls", how="starttls",
+                                                      intercepted=False))
+        relay.log(f"session {conn}: STARTTLS passed on encrypted (not recorded)")
+        await _pass_encrypted(relay, client, server, counts, ending)
+        return
+    await _intercepted(relay, options, "starttls", conn, client, server, session, counts, ending)
+
+
+# --- phase 1: the login, plain ---------------------------------------------------
+
+async def _send_plain(dst: socket.socket, data) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[dst.send(view):]
+        except BlockingIOError:
+            await wait_writable(dst)
+
+
+async def _watch_client(relay, watch: _Watch, src, dst, side_tap, counts, ending, scope) -> None:
+    """Client to server during the login: notes a STARTTLS request, stops at the switch."""
+    buffer = b""
+    watched = 0
+    try:
+        while not watch.done:
+            if not watch.switching:
+                with trio.CancelScope() as reading:
+                    watch.client_reading = reading
+                    await wait_readable(src)
+                watch.client_reading = None
+            if watch.switching:
+                return  # what the client sends now is its handshake
+            try:
+                data = src.recv(TLS_READ_SIZE)
+            except BlockingIOError:
+                continue
+            except OSError as error:
+                relay._failed(ending, "client", error, scope)
+                return
+            if not data:
+                break  # the plain pump sees the EOF again and passes it on
+            counts.bytes += len(data)
+            counts.reads += 1
+            relay.tap.data(side_tap, time.time(), data)
+            try:
+                await _send_plain(dst, data)
+            except OSError as error:
+                relay._failed(ending, "server", error, scope)
+                return
+            lines, buffer = _lines(buffer, data)
+            for line, _ in lines:
+                if b"starttls" in line:
+                    message = _message(line)
+                    if message and message.get("class") == "starttls" and message.get("status"):
+                        watch.requested = True
+                elif b"login_pass" in line or b"login_capas" in line:
+                    watch.done = not watch.requested  # a plain login: past it
+            watched += len(data)
+            if watched > WATCH_LIMIT and not watch.requested:
+                watch.done = True
+    finally:
+        watch.client_stopped.set()
+    watch.client_plain = True
+    await relay._pump(src, dst, "client", "server", side_tap, counts, ending, scope)
+
+
+async def _watch_server(relay, watch: _Watch, src, dst, side_tap, counts, ending, scope,
+                        switched: list) -> None:
+    """Server to client during the login: finds the answer to a STARTTLS request."""
+    buffer = b""
+    watched = 0
+    while not watch.done:
+        try:
+            data = src.recv(TLS_READ_SIZE)
+        except BlockingIOError:
+            await wait_readable(src)
+            continue
+        except OSError as error:
+            relay._failed(ending, "server", error, scope)
+            return
+        if not data:
+            break
+        cut = None  # where the answer line ends in data, if it says true
+        lines, buffer = _lines(buffer, data)
+        if watch.requested:
+            for line, end in lines:
+                if b"starttls" not in line:
+                    continue
+                message = _message(line)
+                if message and message.get("class") == "starttls" and "starttls" in message:
+                    watch.requested = False
+                    if message["starttls"] and not watch.client_plain:
+                        cut = end
+                        break
+                    watch.done = True  # refused: the session stays plain
+        if cut is not None:
+            if cut < len(data):
+                # The server cannot have begun a handshake the client has not
+                # started: these bytes are not TLS. Forward none of them.
+                _fail(ending, "server", "the server sent data after its starttls answer", scope)
+                return
+            watch.switching = True
+            if watch.client_reading is not None:
+                watch.client_reading.cancel()
+            await watch.client_stopped.wait()
+        else:
+            cut = len(data)
+        counts.bytes += cut
+        counts.reads += 1
+        relay.tap.data(side_tap, time.time(), data[:cut])
+        try:
+            await _send_plain(dst, data[:cut])
+        except OSError as error:
+            relay._failed(ending, "client", error, scope)
+            return
+        if watch.switching:
+            switched.append(True)
+            return
+        watched += len(data)
+        if watched > WATCH_LIMIT and not watch.requested:
+            watch.done = True
+    await relay._pump(src, dst, "server", "client", side_tap, counts, ending, scope)
+
+
+def _fail(ending, side: str, message: str, scope: trio.CancelScope | None = None) -> None:
+    if ending.error is None:
+        ending.by = side
+        ending.error = message
+    if scope is not None:
+        scope.cancel()
+
+
+# --- phase 2: TLS -------------------------------------------------------------------
+
+async def _intercepted(relay, options: Options, how: str, conn: int, client: trio.SocketStream,
+                       server: trio.SocketStream, session, counts: dict, ending) -> None:
+    """Both handshakes at once, the `tls` event, then the plaintext relayed and recorded."""
+    legs = {"client": trio.SSLStream(client, options.client_context, server_side=True,
+                                     https_compatible=True),
+            "server": trio.SSLStream(server, options.server_context, https_compatible=True)}
+    async with trio.open_nursery() as handshakes:
+        for side in legs:
+            handshakes.start_soon(_handshake, side, legs[side], options, ending,
+                                  handshakes.cancel_scope)
+    if ending.error is not None:
+        return
+    if not options.verified and not options.said_unverified:
+        options.said_unverified = True
+        relay.tap.notify("the server's TLS certificate is not verified (as the XiVO client does "
+                         "not verify it); give --server-ca to verify it")
+    described = {side: tls.describe(leg) for side, leg in legs.items()}
+    relay.tap.opened(session, stream.event_record(time.time(), conn, "tls", how=how,
+                                                  intercepted=True, **described))
+    relay.log(f"session {conn}: TLS ({how}) intercepted: client "
+              f"{described['client']['version']} {described['client']['cipher']}, server "
+              f"{described['server']['version']} {described['server']['cipher']}")
+    async with trio.open_nursery() as pumps:
+        pumps.start_soon(_tls_pump, relay, legs["client"], legs["server"], "client", "server",
+                         session.client, counts["client"], ending, pumps.cancel_scope)
+        pumps.start_soon(_tls_pump, relay, legs["server"], legs["client"], "server", "client",
+                         session.server, counts["server"], ending, pumps.cancel_scope)
+
+
+async def _handshake(side: str, leg: trio.SSLStream, options: Options, ending,
+                     scope: trio.CancelScope) -> None:
+    try:
+        with trio.fail_after(HANDSHAKE_TIMEOUT):
+            await leg.do_handshake()
+    except trio.TooSlowError:
+        _fail(ending, side, f"the {side} did not complete its TLS handshake within "
+                            f"{HANDSHAKE_TIMEOUT:g} s", scope)
+    except trio.BrokenResourceError as error:
+        _fail(ending, side, _handshake_failure(side, error, options), scope)
+
+
+def _handshake_failure(side: str, error: BaseException, options: Options) -> str:
+    """One line naming the leg and why its handshake failed."""
+    cause = error.__cause__ or error.__context__
+    if side == "server" and isinstance(cause, ssl.SSLCertVerificationError):
+        return (f"the server's certificate did not verify against --server-ca: "
+                f"{cause.verify_message}")
+    if cause is None or isinstance(cause, (ssl.SSLEOFError, ConnectionError, EOFError)) or (
+            isinstance(cause, ssl.SSLError) and "EOF" in str(cause)):
+        return f"the {side} closed the connection during the TLS handshake"
+    why = tls.handshake_error(cause)
+    if side == "client":
+        return f"the client's TLS handshake failed: {why}"
+    return f"the server's TLS handshake failed: {why}"
+
+
+async def _tls_pump(relay, src: trio.SSLStream, dst: trio.SSLStream, side: str, other: str,
+                    side_tap, counts, ending, scope: trio.CancelScope) -> None:
+    """Forward one direction's plaintext until EOF (then half-close dst) or a failure."""
+    tap = relay.tap
+    clock = time.time
+    while True:
+        if tap.behind():
+            await tap.caught_up()
+        try:
+            data = await src.receive_some(TLS_READ_SIZE)
+        except trio.BrokenResourceError as error:
+            _broken(ending, side, error, scope)
+            return
+        if not data:
+            break
+        counts.bytes += len(data)
+        counts.reads += 1
+        tap.data(side_tap, clock(), data)
+        try:
+            await dst.send_all(data)
+        except trio.BrokenResourceError as error:
+            _broken(ending, other, error, scope)
+            return
+    if ending.by is None:
+        ending.by = side
+    # TLS has no half-close of its own here: the peer sees the TCP FIN as the
+    # end of the stream, as it saw the sender's.
+    try:
+        dst.transport_stream.socket.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def _broken(ending, side: str, error: BaseException, scope: trio.CancelScope) -> None:
+    cause = error if isinstance(error, OSError) else (error.__cause__ or error.__context__)
+    if isinstance(cause, (ConnectionResetError, BrokenPipeError)):
+        _fail(ending, side, f"connection reset by {side}")
+        ending.reset.add(side)
+    else:
+        _fail(ending, side, f"{side} TLS connection failed: {tls.handshake_error(error)}")
+    scope.cancel()
+
+
+async def _pass_encrypted(relay, client: trio.SocketStream, server: trio.SocketStream,
+                          counts: dict, ending) -> None:
+    """--starttls pass: the encrypted bytes both ways, counted, not recorded."""
+    async with trio.open_nursery() as pumps:
+        pumps.start_soon(_forward, client, server, "client", "server", counts["client"], ending,
+                         pumps.cancel_scope)
+        pumps.start_soon(_forward, server, client, "server", "client", counts["server"], ending,
+                         pumps.cancel_scope)
+
+
+async def _forward(src: trio.SocketStream, dst: trio.SocketStream, side: str, other: str,
+                   counts, ending, scope: trio.CancelScope) -> None:
+    while True:
+        try:
+            data = await src.receive_some(TLS_READ_SIZE)
+        except (trio.BrokenResourceError, OSError) as error:
+            _broken(ending, side, error, scope)
+            return
+        if not data:
+            break
+        counts.bytes += len(data)
+        counts.reads += 1
+        try:
+            await dst.send_all(data)
+        except (trio.BrokenResourceError, OSError) as error:
+            _broken(ending, other, error, scope)
+            return
+    if ending.by is None:
+        ending.by = side
+    try:
+        await dst.send_eof()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
