@@ -126,6 +126,11 @@ def _allow_old_versions(context: ssl.SSLContext) -> ssl.SSLContext:
         warnings.simplefilter("ignore", DeprecationWarning)
         context.minimum_version = ssl.TLSVersion.TLSv1
     context.set_ciphers(CIPHERS)
+    # A peer that ends its side with a bare TCP FIN (as the XiVO server and
+    # client do) has half-closed, not broken the session: without this flag
+    # OpenSSL 3 takes that EOF as fatal and the other direction could no
+    # longer be written.
+    context.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
     return context
 
 

@@ -1,7 +1,11 @@
 """TLS: the relay's certificate and contexts, the XiVO-like peers, the demo's STARTTLS."""
 from __future__ import annotations
 
+import _socket
+import hashlib
+import json
 import os
+import signal
 import socket
 import ssl
 import stat
@@ -11,9 +15,11 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from helpers import LOCALHOST, PYTHON, WAIT, Proc, command, free_port
-from peers import PASSWORD, XivoClient, XivoServer, tls_context
+from helpers import LOCALHOST, PYTHON, WAIT, Proc, Relay, command, free_port, is_closed
+from peers import PASSWORD, LineSocket, XivoClient, XivoServer, tls_context
 
 from ctipipe import cli, demo, tls
 
@@ -269,3 +275,308 @@ def test_demo_server_port_taken_says_which_address(server):
     assert proc.finish() == 1
     assert proc.err == (f"ctidemo: error: cannot listen on 127.0.0.1:{server.port}: Address "
                         "already in use (another server running? choose another --port)\n")
+
+
+# --- through the relay ------------------------------------------------------------
+
+def _data(records: list[dict]) -> list[tuple[str, dict]]:
+    return [(r["from"], r["msg"]) for r in records if "from" in r]
+
+
+def _one_clean_close(relay: Relay) -> dict:
+    closes = relay.closes()
+    assert len(closes) == 1, relay.records()
+    assert "Traceback" not in relay.err
+    return closes[0]
+
+
+def test_starttls_is_intercepted_between_xivo_server_and_client(pair):
+    server = XivoServer(*pair)
+    relay = Relay(server.port)
+    client = XivoClient(relay.port, extra=[{"class": "getlist", "function": "listid"}])
+    received = client.run()
+    assert relay.finish() == 0
+    server.close()
+    records = relay.records()
+    events = [r.get("event") for r in records if "event" in r]
+    assert events[-2:] == ["tls", "close"] or events.count("tls") == 1
+    tls_event = next(r for r in records if r.get("event") == "tls")
+    assert tls_event["how"] == "starttls" and tls_event["intercepted"] is True
+    assert tls_event["server"]["version"] == "TLSv1" and tls_event["client"]["version"] == "TLSv1"
+    assert tls_event["client"]["cipher"] and tls_event["server"]["cipher"]
+    # in order: the three plain lines, the tls event, then the decrypted session
+    index = records.index(tls_event)
+    before = _data(records[:index])
+    assert [(side, m["class"]) for side, m in before] == [
+        ("server", "starttls"), ("client", "starttls"), ("server", "starttls")]
+    after = _data(records[index:])
+    client_side = [m for side, m in after if side == "client"]
+    assert [m["class"] for m in client_side] == [
+        "login_id", "starttls", "login_pass", "login_capas", "getlist", "logout"]
+    assert [m["class"] for side, m in after if side == "server"] == [
+        "login_id", "login_pass", "login_capas", "getlist"]
+    assert client_side[2]["password"] == PASSWORD  # what --redact is for
+    assert [m["class"] for m in received][-3:] == ["login_pass", "login_capas", "getlist"]
+    assert server.log[0]["error"] is None and server.log[0]["tls"]["version"] == "TLSv1"
+    close = _one_clean_close(relay)
+    assert "error" not in close
+    sent = sum(len(line) for line in client.sent)
+    assert close["bytes"]["client"] == sent  # plaintext, on both legs
+    assert "intercepted" in relay.err and "not verified" in relay.err
+
+
+def test_starttls_pass_forwards_the_encrypted_bytes_unrecorded(pair):
+    server = XivoServer(*pair)
+    relay = Relay(server.port, "--starttls", "pass")
+    client = XivoClient(relay.port)
+    client.run()
+    assert relay.finish() == 0
+    server.close()
+    records = relay.records()
+    tls_event = next(r for r in records if r.get("event") == "tls")
+    assert tls_event == {**tls_event, "how": "starttls", "intercepted": False}
+    assert "client" not in tls_event
+    assert not _data(records[records.index(tls_event):])
+    assert client.tls["version"] == "TLSv1" and server.log[0]["error"] is None
+    close = _one_clean_close(relay)
+    assert close["bytes"]["client"] > sum(len(line) for line in client.sent[1:])  # ciphertext
+
+
+@pytest.mark.parametrize("offer", [False, True])
+def test_a_session_without_starttls_stays_plain(pair, offer):
+    """A server that does not offer, and a client that ignores the offer."""
+    server = XivoServer(*pair, offer=offer)
+    relay = Relay(server.port)
+    client = XivoClient(relay.port, wants_tls=False)
+    client.run()
+    assert relay.finish() == 0
+    server.close()
+    records = relay.records()
+    assert not [r for r in records if r.get("event") == "tls"]
+    from_server = [m["class"] for side, m in _data(records) if side == "server"]
+    assert from_server[:2] == (["starttls", "login_id"] if offer else ["login_id", "login_pass"])
+    assert "login_capas" in from_server and client.tls is None
+    assert "error" not in _one_clean_close(relay)
+
+
+def test_implicit_tls(pair):
+    server = XivoServer(*pair, implicit=True)
+    relay = Relay(server.port, "--tls")
+    client = XivoClient(relay.port, implicit=True)
+    client.run()
+    assert relay.finish() == 0
+    server.close()
+    records = relay.records()
+    assert [r.get("event") for r in records[:2]][-2:] in (["open", "tls"], ["start", "open"])
+    tls_event = next(r for r in records if r.get("event") == "tls")
+    assert records.index(tls_event) == next(i for i, r in enumerate(records)
+                                            if r.get("event") == "open") + 1
+    assert tls_event["how"] == "implicit" and tls_event["intercepted"] is True
+    assert [m["class"] for _, m in _data(records)][:2] == ["login_id", "login_id"]
+    assert "error" not in _one_clean_close(relay)
+
+
+def test_cert_and_key_are_what_clients_see(pair, tmp_path):
+    cert, key, _ = tls.relay_certificate(tmp_path / "given")
+    server = XivoServer(*pair, implicit=True)
+    relay = Relay(server.port, "--tls", "--cert", str(cert), "--key", str(key))
+    conn = tls_context(False).wrap_socket(relay.connect())
+    seen = ssl.DER_cert_to_PEM_cert(conn.getpeercert(binary_form=True))
+    conn.close()
+    relay.finish()
+    server.close()
+    assert seen.strip() == cert.read_text().strip()
+    assert tls.fingerprint(cert) in relay.err
+
+
+def test_default_certificate_is_kept_and_reused(pair, tmp_path):
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path)}
+    prints = []
+    for _ in range(2):
+        server = XivoServer(*pair, implicit=True)
+        relay = Relay(server.port, "--tls", env=env)
+        conn = tls_context(False).wrap_socket(relay.connect())
+        prints.append(hashlib.sha256(conn.getpeercert(binary_form=True)).hexdigest())
+        conn.close()
+        relay.finish()
+        server.close()
+        assert ("made the relay's TLS certificate" in relay.err) == (len(prints) == 1)
+    assert prints[0] == prints[1]
+    key = tmp_path / "ctipipe" / tls.KEY_NAME
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+
+def test_server_ca_mismatch_names_the_server_leg(pair, tmp_path):
+    other, _, _ = tls.relay_certificate(tmp_path / "other")
+    server = XivoServer(*pair)
+    relay = Relay(server.port, "--server-ca", str(other))
+    with pytest.raises((OSError, EOFError, ssl.SSLError)):
+        XivoClient(relay.port).run()
+    assert relay.finish() == 0
+    server.close()
+    close = _one_clean_close(relay)
+    assert close["by"] == "server"
+    assert close["error"].startswith("the server's certificate did not verify against --server-ca")
+    assert close["error"] in relay.err and close["error"].count("\n") == 0
+    assert not [r for r in relay.records() if r.get("event") == "tls"]
+
+
+def _starttls_plain(port: int) -> socket.socket:
+    """A client that asks for STARTTLS and reads the answer, then does what the test wants."""
+    conn = socket.create_connection((LOCALHOST, port), timeout=WAIT)
+    peer = LineSocket(conn)
+    assert json.loads(peer.readline())["class"] == "starttls"
+    peer.send(b'{"class":"starttls","status":true}\n')
+    assert json.loads(peer.readline())["starttls"] is True
+    return conn
+
+
+def test_client_sending_garbage_instead_of_a_client_hello(pair):
+    server = XivoServer(*pair)
+    relay = Relay(server.port)
+    conn = _starttls_plain(relay.port)
+    conn.sendall(b'{"class":"login_id","userlogin":"alice"}\n' * 20)
+    assert is_closed(conn)
+    assert relay.finish() == 0
+    server.close()
+    close = _one_clean_close(relay)
+    assert close["by"] == "client"
+    assert close["error"].startswith("the client's TLS handshake failed: "), close
+    # nothing of the garbage was recorded or sent on as plaintext
+    assert not [m for _, m in _data(relay.records()) if m.get("class") == "login_id"]
+    assert [m["class"] for m in server.log[0]["received"]] == ["starttls"]
+
+
+def test_server_that_drops_the_handshake(pair):
+    server = XivoServer(*pair, drop_handshake=True)
+    relay = Relay(server.port)
+    with pytest.raises((OSError, EOFError, ssl.SSLError)):
+        XivoClient(relay.port).run()
+    assert relay.finish() == 0
+    server.close()
+    close = _one_clean_close(relay)
+    assert close == {**close, "by": "server",
+                     "error": "the server closed the connection during the TLS handshake"}
+
+
+def test_loop_goes_on_after_a_failed_handshake(pair):
+    server = XivoServer(*pair)
+    relay = Relay(server.port, "--loop")
+    conn = _starttls_plain(relay.port)
+    conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    assert is_closed(conn)
+    XivoClient(relay.port).run()
+    relay.wait_for(lambda p: len(p.closes()) == 2, what="two closes")
+    relay.signal(signal.SIGTERM)
+    assert relay.finish() == 0
+    server.close()
+    first, second = relay.closes()
+    assert "client's TLS handshake failed" in first["error"] and "error" not in second
+    assert "Traceback" not in relay.err
+
+
+def test_ctispy_shows_the_decrypted_session(pair):
+    """A client like the XiVO client through `ctispy` against a server like XiVO 15.20-19.03."""
+    server = XivoServer(*pair)
+    port = free_port()
+    spy = Proc(command("ctispy", LOCALHOST, "--port", str(server.port), "--listen-addr",
+                       LOCALHOST, "--listen-port", str(port)), env={**os.environ, "TZ": "UTC"})
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            client = XivoClient(port)
+            client.run()
+            break
+        except ConnectionRefusedError:
+            assert time.monotonic() < deadline, spy.err
+            time.sleep(0.05)
+    assert spy.finish() == 0, spy.err
+    server.close()
+    shown = spy.out.decode()
+    assert '"login_pass"' in shown and '"login_capas"' in shown and PASSWORD in shown
+    assert "Traceback" not in spy.err
+
+
+class _StarttlsSink:
+    """A server that offers STARTTLS, upgrades (TLS 1.0 only), then reads to EOF
+    while sending its own bytes, then half-closes: one connection per example."""
+
+    def __init__(self, cert, key) -> None:
+        self.context = tls_context(True, cert, key, tls10_only=True)
+        self.sock = socket.socket()
+        self.sock.bind((LOCALHOST, 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+
+    def serve_one(self, down: bytes, cuts: list[int], got: dict) -> None:
+        conn, _ = self.sock.accept()
+        conn.settimeout(WAIT)
+        peer = LineSocket(conn)
+        peer.send(b'{"class": "starttls", "timenow": 1.0}\n')
+        peer.readline()
+        peer.send(b'{"class": "starttls", "timenow": 1.1, "starttls": true}\n')
+        conn.settimeout(0.5)  # the real server's handshake deadline
+        wrapped = self.context.wrap_socket(conn, server_side=True)
+        wrapped.settimeout(WAIT)
+        # An SSL object is not to be used by two threads at once: send, then read
+        # (the client sends at the same time; a few KiB fit in the socket buffers).
+        _send_then_eof(wrapped, down, cuts)
+        got["up"] = _read_to_eof(wrapped)
+        wrapped.close()
+
+
+def _send_then_eof(sock, data: bytes, cuts: list[int]) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    last = 0
+    for cut in sorted(set(c for c in cuts if 0 < c < len(data))) + [len(data)]:
+        sock.sendall(data[last:cut])
+        last = cut
+    # A TCP FIN, the end of this direction (SSLSocket.shutdown would also
+    # drop the TLS layer of what is still to be read).
+    _socket.socket.shutdown(sock, socket.SHUT_WR)
+
+
+def _read_to_eof(sock) -> bytes:
+    data = bytearray()
+    while chunk := sock.recv(1 << 16):
+        data += chunk
+    return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def tls_loop_relay(pair):
+    sink = _StarttlsSink(*pair)
+    relay = Relay(sink.port, "--loop", "--raw")
+    yield sink, relay
+    relay.kill()
+    sink.sock.close()
+
+
+chunks = st.tuples(st.binary(max_size=20000), st.lists(st.integers(0, 20000), max_size=8))
+
+
+@pytest.mark.heavy
+@settings(max_examples=25)
+@given(up=chunks, down=chunks)
+def test_plaintext_is_forwarded_exactly_through_intercepted_tls(tls_loop_relay, up, down):
+    sink, relay = tls_loop_relay
+    before = len(relay.closes())
+    got: dict = {}
+    server = threading.Thread(target=sink.serve_one, args=(down[0], down[1], got))
+    server.start()
+    conn = _starttls_plain(relay.port)
+    client = tls_context(False).wrap_socket(conn)
+    client.settimeout(WAIT)
+    _send_then_eof(client, up[0], up[1])
+    received = _read_to_eof(client)
+    server.join(WAIT)
+    client.close()
+    relay.wait_for(lambda p: len(p.closes()) == before + 1, what="the close")
+    close = relay.closes()[-1]
+    assert got["up"] == up[0], json.dumps(close)
+    assert received == down[0], json.dumps(close)
+    answer = len(b'{"class": "starttls", "timenow": 1.1, "starttls": true}\n')
+    offer = len(b'{"class": "starttls", "timenow": 1.0}\n')
+    assert close["bytes"] == {"client": len(b'{"class":"starttls","status":true}\n') + len(up[0]),
+                              "server": offer + answer + len(down[0])}
+    assert "error" not in close
