@@ -431,9 +431,8 @@ def _whole_demo(args: argparse.Namespace) -> int:
     me = [sys.executable, "-m", "ctipipe"]
     procs: list[subprocess.Popen] = []
     try:
-        # Plain until the relay intercepts STARTTLS.
         procs.append(subprocess.Popen([*me, "ctidemo", "server", "--port", str(server_port),
-                                       "--no-starttls"]))
+                                       *(["--no-starttls"] if args.no_starttls else [])]))
         if not _wait_listening(server_port, procs[0]):
             return cli.Exit.ERROR
         spy = subprocess.Popen([*me, "ctispy", "127.0.0.1", "--port", str(server_port),
@@ -545,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compact", action="store_true", help="one line per message")
     parser.add_argument("--pause", type=float, default=0.05,
                         help="seconds between client steps (default 0.05)")
+    parser.add_argument("--no-starttls", action="store_true",
+                        help="the demo server does not offer STARTTLS (a plain session)")
     parts = parser.add_subparsers(dest="part", metavar="{server,client,replay}")
     server = parts.add_parser(
         "server", help="run the demo CTI server",

@@ -18,7 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import LOCALHOST, PYTHON, WAIT, Proc, Relay, command, free_port, is_closed
+from helpers import (LOCALHOST, PYTHON, WAIT, Proc, Relay, command, free_port, is_closed,
+                     recv_all)
 from peers import PASSWORD, LineSocket, XivoClient, XivoServer, tls_context
 
 from ctipipe import cli, demo, tls
@@ -580,3 +581,37 @@ def test_plaintext_is_forwarded_exactly_through_intercepted_tls(tls_loop_relay, 
     assert close["bytes"] == {"client": len(b'{"class":"starttls","status":true}\n') + len(up[0]),
                               "server": offer + answer + len(down[0])}
     assert "error" not in close
+
+
+def test_whole_demo_shows_the_tls_line_and_the_decrypted_session():
+    proc = Proc(command("ctidemo", "--compact", "--pause", "0"), env={**os.environ, "TZ": "UTC"})
+    assert proc.finish(timeout=30) == 0, proc.err
+    shown = proc.out.decode()
+    assert "tls" in shown and '"intercepted":true' in shown.replace(" ", "")
+    assert f'"password":"{demo.PASSWORD}"' in shown.replace(" ", "")
+    assert "Traceback" not in proc.err
+
+
+def test_a_starttls_exchange_after_the_login_is_only_relayed(server):
+    """Watching ends with the login: a later `starttls` answer switches nothing."""
+    relay = Relay(server.port)
+    client = relay.connect()
+    upstream = server.accept()
+    login = (b'{"class":"login_id","userlogin":"a"}\n{"class":"login_pass","hashedpassword":"x"}\n'
+             b'{"class":"login_capas","capaid":1}\n')
+    client.sendall(login)
+    assert recv_all(upstream, len(login)) == login
+    upstream.sendall(b'{"class": "login_capas"}\n')
+    assert recv_all(client, 25) == b'{"class": "login_capas"}\n'
+    client.sendall(b'{"class":"starttls","status":true}\n')
+    assert recv_all(upstream, 35) == b'{"class":"starttls","status":true}\n'
+    later = b'{"class": "starttls", "starttls": true}\nplain after it\n'
+    upstream.sendall(later)
+    assert recv_all(client, len(later)) == later  # forwarded as is, nothing withheld
+    client.sendall(b"still plain\n")
+    assert recv_all(upstream, 12) == b"still plain\n"
+    client.close()
+    upstream.close()
+    assert relay.finish() == 0
+    assert not [r for r in relay.records() if r.get("event") == "tls"]
+    assert "error" not in _one_clean_close(relay)
