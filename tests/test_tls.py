@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import (LOCALHOST, PYTHON, WAIT, Proc, Relay, command, free_port, is_closed,
-                     recv_all)
+                     recv_all, reset)
 from peers import PASSWORD, LineSocket, XivoClient, XivoServer, tls_context
 
 from ctipipe import cli, demo, tls
@@ -615,3 +615,19 @@ def test_a_starttls_exchange_after_the_login_is_only_relayed(server):
     assert relay.finish() == 0
     assert not [r for r in relay.records() if r.get("event") == "tls"]
     assert "error" not in _one_clean_close(relay)
+
+
+def test_a_reset_inside_tls_is_passed_on_as_a_reset(pair, server):
+    relay = Relay(server.port, "--tls")
+    client = tls_context(False).wrap_socket(relay.connect())
+    upstream = tls_context(True, *pair).wrap_socket(server.accept(), server_side=True)
+    client.sendall(b'{"class":"keepalive"}\n')
+    assert upstream.recv(100) == b'{"class":"keepalive"}\n'
+    reset(client)
+    assert relay.finish() == 0
+    # Python's ssl reads a reset as a quiet end: look at the socket under it.
+    with pytest.raises(ConnectionResetError):
+        _socket.socket.recv(upstream, 100)
+    upstream.close()
+    close = _one_clean_close(relay)
+    assert close["by"] == "client" and close["error"] == "connection reset by client"
