@@ -2,14 +2,15 @@
 
 A session whose TLS is intercepted runs in up to two phases:
 
-1. Login, plain: two watching pumps forward every read as the plain pumps
-   do, and read the lines of the login. When the client has asked for
-   STARTTLS and the server answers `"starttls": true`, the client's pump is
-   stopped *before* that answer is forwarded: the client sends its ClientHello
-   only after reading the answer, so no byte it sends after it can cross the
-   switch in plain. Once the login is past (or the watched bytes exceed
-   WATCH_LIMIT), each watching pump hands over to the relay's plain pump, which
-   pays nothing for TLS from then on.
+1. Before the login, plain: two watching pumps forward every read as the
+   plain pumps do. A client that wants TLS asks for it in its first message;
+   any other first message (or a server that said WATCH_LIMIT bytes while
+   nothing was asked) ends the watching, and each pump hands over to the
+   relay's plain pump, which pays nothing for TLS from then on. When the
+   server answers the request with `"starttls": true`, the client's pump is
+   stopped *before* that answer is forwarded: the client sends its
+   ClientHello only after reading the answer, so no byte it sends after it
+   can cross the switch in plain.
 2. After the answer: both handshakes at once (the real server drops a client
    that has not begun its handshake within 0.5 s), a `tls` event, then two
    pumps over trio.SSLStream that forward and record the plaintext.
@@ -129,7 +130,6 @@ async def _send_plain(dst: socket.socket, data) -> None:
 async def _watch_client(relay, watch: _Watch, src, dst, side_tap, counts, ending, scope) -> None:
     """Client to server during the login: notes a STARTTLS request, stops at the switch."""
     buffer = b""
-    watched = 0
     try:
         while not watch.done:
             if not watch.switching:
@@ -156,16 +156,20 @@ async def _watch_client(relay, watch: _Watch, src, dst, side_tap, counts, ending
             except OSError as error:
                 relay._failed(ending, "server", error, scope)
                 return
+            if watch.requested:
+                continue  # waiting for the answer; nothing more to learn from the client
+            # A client that wants TLS asks for it in its first message (it waits
+            # for the offer before logging in); any other first message means
+            # a plain session.
             lines, buffer = _lines(buffer, data)
-            for line, _ in lines:
-                if b"starttls" in line:
-                    message = _message(line)
-                    if message and message.get("class") == "starttls" and message.get("status"):
-                        watch.requested = True
-                elif b"login_pass" in line or b"login_capas" in line:
-                    watch.done = not watch.requested  # a plain login: past it
-            watched += len(data)
-            if watched > WATCH_LIMIT and not watch.requested:
+            if lines:
+                first = lines[0][0]
+                message = _message(first) if b"starttls" in first else None
+                if message and message.get("class") == "starttls" and message.get("status"):
+                    watch.requested = True
+                else:
+                    watch.done = True
+            elif len(buffer) > WATCH_LIMIT:
                 watch.done = True
     finally:
         watch.client_stopped.set()
@@ -190,8 +194,11 @@ async def _watch_server(relay, watch: _Watch, src, dst, side_tap, counts, ending
         if not data:
             break
         cut = None  # where the answer line ends in data, if it says true
-        lines, buffer = _lines(buffer, data)
-        if watch.requested:
+        if not watch.requested:  # only keep track of where lines begin
+            newline = data.rfind(b"\n")
+            buffer = data[newline + 1:] if newline >= 0 else buffer + data
+        else:
+            lines, buffer = _lines(buffer, data)
             for line, end in lines:
                 if b"starttls" not in line:
                     continue
