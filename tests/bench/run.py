@@ -3,7 +3,7 @@ ctispy pipeline against a direct connection and socat, and each stage's speed on
 a saved stream. Cases run interleaved (A B C A B C ...) so that the machine's
 drift hits them all alike; the table shows medians and per-repetition ratios.
 
-    bin/bench [--reps 3] [--messages 200000]
+    bin/bench [--reps 3] [--messages 200000] [--tls]   (--tls: only the STARTTLS rows)
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ sys.path.insert(0, str(HERE.parent.parent))
 
 import load  # noqa: E402
 import messages  # noqa: E402
+import tls_bench  # noqa: E402
 
 PYTHON = sys.executable
 CLASSIC_MSGS = 10_000  # the classic ctispy, measured by the issue on this kind of machine
@@ -215,7 +216,11 @@ def main() -> int:
     parser.add_argument("--stage-records", type=int, default=500_000)
     parser.add_argument("--round-trips", type=int, default=2000)
     parser.add_argument("--sustain-seconds", type=float, default=1.0)
+    parser.add_argument("--tls", action="store_true", help="run only the TLS benchmark")
     args = parser.parse_args()
+    if args.tls:
+        tls_bench.run(args.reps, args.messages, args.round_trips)
+        return 0
 
     sample = messages.messages(args.messages)
     payload = b"".join(sample)
@@ -307,6 +312,8 @@ def main() -> int:
           f"+ the interpreter)")
     streamer.close()
     replier.close()
+    print()
+    tls_bench.run(args.reps, args.messages, args.round_trips)
     return 0
 
 
