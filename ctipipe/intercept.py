@@ -99,7 +99,10 @@ async def run_session(relay, options: Options, conn: int, client: trio.SocketStr
                       ending) -> None:
     """Relay one session whose TLS the relay handles (see the module's docstring)."""
     if options.implicit:
-        await _intercepted(relay, options, "implicit", conn, raw, session, counts, ending)
+        if options.starttls == "pass":  # --tls --starttls pass: TLS forwarded untouched
+            await _passed(relay, "implicit", conn, client, server, session, counts, ending)
+        else:
+            await _intercepted(relay, options, "implicit", conn, raw, session, counts, ending)
         return
     watch = _Watch()
     switched: list[bool] = []
@@ -111,10 +114,7 @@ async def run_session(relay, options: Options, conn: int, client: trio.SocketStr
     if not switched:
         return
     if options.starttls == "pass":
-        relay.tap.opened(session, stream.event_record(time.time(), conn, "tls", how="starttls",
-                                                      intercepted=False))
-        relay.log(f"session {conn}: STARTTLS passed on encrypted (not recorded)")
-        await _pass_encrypted(relay, client, server, counts, ending)
+        await _passed(relay, "starttls", conn, client, server, session, counts, ending)
         return
     await _intercepted(relay, options, "starttls", conn, raw, session, counts, ending)
 
@@ -444,9 +444,12 @@ def _broken(ending, side: str, error: BaseException, scope: trio.CancelScope) ->
     scope.cancel()
 
 
-async def _pass_encrypted(relay, client: trio.SocketStream, server: trio.SocketStream,
-                          counts: dict, ending) -> None:
+async def _passed(relay, how: str, conn: int, client: trio.SocketStream,
+                  server: trio.SocketStream, session, counts: dict, ending) -> None:
     """--starttls pass: the encrypted bytes both ways, counted, not recorded."""
+    relay.tap.opened(session, stream.event_record(time.time(), conn, "tls", how=how,
+                                                  intercepted=False))
+    relay.log(f"session {conn}: TLS ({how}) passed on encrypted, not recorded")
     async with trio.open_nursery() as pumps:
         pumps.start_soon(_forward, client, server, "client", "server", counts["client"], ending,
                          pumps.cancel_scope)

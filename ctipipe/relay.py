@@ -539,7 +539,7 @@ def _tls_options(args) -> intercept.Options:
     """The relay's TLS from its options; makes its certificate on first use."""
     client_context = None
     notes = []
-    if args.tls or args.starttls == "intercept":
+    if args.starttls == "intercept":
         if args.cert:
             cert, key = args.cert, args.key
         else:

@@ -631,3 +631,17 @@ def test_a_reset_inside_tls_is_passed_on_as_a_reset(pair, server):
     upstream.close()
     close = _one_clean_close(relay)
     assert close["by"] == "client" and close["error"] == "connection reset by client"
+
+
+def test_implicit_tls_passed_on_untouched(pair):
+    server = XivoServer(*pair, implicit=True)
+    relay = Relay(server.port, "--tls", "--starttls", "pass")
+    client = XivoClient(relay.port, implicit=True)
+    client.run()
+    assert relay.finish() == 0
+    server.close()
+    records = relay.records()
+    tls_event = next(r for r in records if r.get("event") == "tls")
+    assert tls_event["how"] == "implicit" and tls_event["intercepted"] is False
+    assert not _data(records) and client.tls["version"] == "TLSv1"
+    assert "error" not in _one_clean_close(relay)
