@@ -645,3 +645,18 @@ def test_implicit_tls_passed_on_untouched(pair):
     assert tls_event["how"] == "implicit" and tls_event["intercepted"] is False
     assert not _data(records) and client.tls["version"] == "TLSv1"
     assert "error" not in _one_clean_close(relay)
+
+
+def test_bad_tls_options_are_one_line(tmp_path, server):
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate")
+    proc = Proc(command("ctirelay", LOCALHOST, "--port", str(server.port), "--listen-port", "0",
+                        "--cert", str(bad), "--key", str(bad)))
+    assert proc.finish() == 1
+    assert proc.err.count("\n") == 1, proc.err
+    assert proc.err.startswith("ctirelay: error: cannot use the certificate")
+    proc = Proc(command("ctirelay", LOCALHOST, "--cert", str(bad)))
+    assert proc.finish() == 2 and "--cert and --key go together" in proc.err
+    proc = Proc(command("ctirelay", LOCALHOST, "--server-ca", str(tmp_path / "none.pem")))
+    assert proc.finish() == 1
+    assert proc.err.count("\n") == 1 and "cannot use --server-ca" in proc.err
