@@ -139,7 +139,11 @@ def client_leg_context(cert: Path | str, key: Path | str) -> ssl.SSLContext:
     context = _allow_old_versions(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     try:
         context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as error:
+    except ssl.SSLError as error:
+        why = ("the key does not match the certificate" if error.reason == "KEY_VALUES_MISMATCH"
+               else "not a PEM certificate and its private key")
+        raise CommandError(f"cannot use the certificate {cert} with the key {key}: {why}") from None
+    except OSError as error:
         raise CommandError(f"cannot use the certificate {cert} with the key {key}: "
                            f"{_why(error)}") from None
     return context
