@@ -660,3 +660,18 @@ def test_bad_tls_options_are_one_line(tmp_path, server):
     proc = Proc(command("ctirelay", LOCALHOST, "--server-ca", str(tmp_path / "none.pem")))
     assert proc.finish() == 1
     assert proc.err.count("\n") == 1 and "cannot use --server-ca" in proc.err
+
+
+def test_sigterm_during_an_intercepted_session_closes_it_once(pair, server):
+    relay = Relay(server.port, "--tls")
+    client = tls_context(False).wrap_socket(relay.connect())
+    upstream = tls_context(True, *pair).wrap_socket(server.accept(), server_side=True)
+    client.sendall(b'{"class":"keepalive"}\n')
+    assert upstream.recv(100) == b'{"class":"keepalive"}\n'
+    relay.wait_for(lambda p: b'"from":"client"' in p.out, what="the record")
+    relay.signal(signal.SIGTERM)
+    assert relay.finish() == 0
+    close = _one_clean_close(relay)
+    assert close["by"] == "relay" and close["bytes"]["client"] == 22
+    client.close()
+    upstream.close()
