@@ -675,3 +675,22 @@ def test_sigterm_during_an_intercepted_session_closes_it_once(pair, server):
     assert close["by"] == "relay" and close["bytes"]["client"] == 22
     client.close()
     upstream.close()
+
+
+@pytest.mark.heavy
+def test_an_unread_output_never_stalls_an_intercepted_session(pair, server):
+    relay = Relay(server.port, "--tls", collect=False)  # nobody reads its records
+    client = tls_context(False).wrap_socket(relay.connect())
+    upstream = tls_context(True, *pair).wrap_socket(server.accept(), server_side=True)
+    payload = b'{"class":"getlist","function":"updatestatus","status":{"x":"' + b"y" * 150 + b'"}}\n'
+    payload *= 60_000  # about 12 MB, three times what the tap holds
+    sender = threading.Thread(target=upstream.sendall, args=(payload,))
+    sender.start()
+    got = 0
+    while got < len(payload):
+        got += len(client.recv(1 << 16))
+    sender.join(WAIT)
+    assert got == len(payload)  # the session went on, whatever the tap dropped
+    client.close()
+    upstream.close()
+    relay.kill()
