@@ -694,3 +694,16 @@ def test_an_unread_output_never_stalls_an_intercepted_session(pair, server):
     client.close()
     upstream.close()
     relay.kill()
+
+
+def test_wrappers_pass_the_tls_options_on():
+    import argparse
+    parser = argparse.ArgumentParser()
+    cli.add_relay_options(parser)
+    args = parser.parse_args(["xivo", "--starttls", "pass", "--tls", "--cert", "c.pem",
+                              "--key", "k.pem", "--server-ca", "ca.pem"])
+    argv = cli.relay_argv(args)
+    again = parser.parse_args(argv)
+    assert (again.starttls, again.tls, again.cert, again.key, again.server_ca) == (
+        "pass", True, "c.pem", "k.pem", "ca.pem")
+    assert cli.relay_argv(parser.parse_args(["xivo"]))[-2:] == ["--starttls", "intercept"]
