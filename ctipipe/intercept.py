@@ -236,7 +236,7 @@ async def _watch_server(relay, watch: _Watch, src, dst, side_tap, counts, ending
             switched.append(True)
             return
         watched += len(data)
-        if watched > WATCH_LIMIT and not watch.requested:
+        if watched > WATCH_LIMIT:  # no answer in all this: not a STARTTLS server
             watch.done = True
     await relay._pump(src, dst, "server", "client", side_tap, counts, ending, scope)
 
