@@ -349,8 +349,10 @@ async def run_client(host: str, port: int, user: str, pause: float) -> None:
         async with stream_:
             await _session(_Client(stream_), user, pause)
     except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
-        raise cli.CommandError(f"the connection to {host}:{port} was lost "
-                               f"({tls.handshake_error(error)})") from None
+        cause = error.__cause__
+        why = (os.strerror(cause.errno) if isinstance(cause, OSError) and cause.errno
+               else "closed by the other side")
+        raise cli.CommandError(f"the connection to {host}:{port} was lost ({why})") from None
 
 
 async def _session(client: _Client, user: str, pause: float) -> None:

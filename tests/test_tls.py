@@ -710,3 +710,15 @@ def test_wrappers_pass_the_tls_options_on():
     assert (again.starttls, again.tls, again.cert, again.key, again.server_ca) == (
         "pass", True, "c.pem", "k.pem", "ca.pem")
     assert cli.relay_argv(parser.parse_args(["xivo"]))[-2:] == ["--starttls", "intercept"]
+
+
+def test_demo_client_server_gone_mid_session_is_one_line(server):
+    proc = Proc(command("ctidemo", "client", "--port", str(server.port), "--pause", "0"))
+    conn = server.accept()
+    conn.recv(1 << 16)  # login_id, after waiting for an offer
+    conn.sendall(b'{"class": "login_id", "sessionid": "x", "xivoversion": "1.2"}\n')
+    conn.recv(1 << 16)  # login_pass
+    reset(conn)
+    assert proc.finish() == 1
+    assert proc.err.count("\n") == 1 and proc.err.startswith("ctidemo: error: "), proc.err
+    assert "Traceback" not in proc.err
