@@ -256,7 +256,7 @@ class _Leg:
     plain non-blocking socket, so a record costs a recv, a decrypt, an encrypt and
     a send, with the event loop entered only to wait (as the plain pumps do)."""
 
-    __slots__ = ("side", "sock", "tls", "incoming", "outgoing", "sending")
+    __slots__ = ("side", "sock", "tls", "incoming", "outgoing", "sending", "half_closed")
 
     def __init__(self, side: str, sock: socket.socket, context: ssl.SSLContext,
                  server_side: bool) -> None:
@@ -268,6 +268,7 @@ class _Leg:
         # Both pumps may have ciphertext for this socket (the reading one for
         # alerts and TLS 1.3 tickets): one at a time waits for room to write.
         self.sending = trio.Lock()
+        self.half_closed = False  # the relay passed the other side's end on to it
 
     async def flush(self) -> None:
         """Send what the TLS layer has written, in order."""
@@ -396,6 +397,10 @@ async def _tls_pump(relay, src: _Leg, dst: _Leg, side_tap, counts, ending,
         except ssl.SSLZeroReturnError:
             break  # the peer's close_notify, or its bare FIN
         except ssl.SSLError as error:
+            if src.half_closed:
+                # OpenSSL 3 peers answer a bare FIN with a decode_error alert
+                # as they end: the end of this direction, not a failure.
+                break
             _fail(ending, side, f"the {side}'s TLS connection failed: "
                                 f"{tls.handshake_error(error)}", scope)
             return
@@ -416,8 +421,11 @@ async def _tls_pump(relay, src: _Leg, dst: _Leg, side_tap, counts, ending,
             return
     if ending.by is None:
         ending.by = side
-    # TLS has no half-close of its own here: the peer sees the TCP FIN as the
-    # end of the stream, as it saw the sender's.
+    # The half-close is passed on as the XiVO server and client end their
+    # side: a bare FIN, no close_notify. (A close_notify is data: a peer that
+    # closes without reading it, as the real server does after a logout,
+    # would answer it with a reset.)
+    dst.half_closed = True
     try:
         async with dst.sending:
             dst.sock.shutdown(socket.SHUT_WR)
