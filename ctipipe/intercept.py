@@ -374,26 +374,50 @@ def _handshake_failure(side: str, cause: BaseException) -> str:
 
 async def _tls_pump(relay, src: _Leg, dst: _Leg, side_tap, counts, ending,
                     scope: trio.CancelScope) -> None:
-    """Forward one direction's plaintext until EOF (then half-close dst) or a failure."""
+    """Forward one direction's plaintext until EOF (then half-close dst) or a failure.
+
+    As the plain pump: the non-blocking calls are tried first and the event
+    loop is entered only to wait; after a short read the socket is waited on
+    rather than asked again.
+    """
     tap = relay.tap
     tap_data = tap.data
     clock = time.time
     read, write = src.tls.read, dst.tls.write
+    incoming, decrypted = src.incoming, src.tls.pending
+    sock = src.sock
+    recv = sock.recv
     side, other = src.side, dst.side
+    need = not incoming.pending  # the TLS layer needs ciphertext before it has plaintext
+    wait = True  # the socket is likely empty: wait before asking it
     while True:
-        try:
-            data = read(TLS_READ_SIZE)
-        except ssl.SSLWantReadError:
+        if need:
             try:
-                await src.flush()  # what reading wrote (TLS 1.3 tickets, alerts)
+                if src.outgoing.pending:
+                    await src.flush()  # what reading wrote (TLS 1.3 tickets, alerts)
                 if tap.behind():
                     await tap.caught_up()
-                if await src.receive():
+                if wait:
+                    await wait_readable(sock)
+                try:
+                    chunk = recv(TLS_READ_SIZE)
+                except BlockingIOError:
+                    wait = True
                     continue
             except OSError as error:
                 _socket_failed(ending, side, error, scope)
                 return
-            continue  # the end of the stream: read once more to see how it ended
+            wait = len(chunk) < TLS_READ_SIZE
+            if chunk:
+                incoming.write(chunk)
+            else:
+                incoming.write_eof()
+            need = False
+        try:
+            data = read(TLS_READ_SIZE)
+        except ssl.SSLWantReadError:
+            need = True
+            continue
         except ssl.SSLZeroReturnError:
             break  # the peer's close_notify, or its bare FIN
         except ssl.SSLError as error:
@@ -419,6 +443,7 @@ async def _tls_pump(relay, src: _Leg, dst: _Leg, side_tap, counts, ending,
         except OSError as error:
             _socket_failed(ending, other, error, scope)
             return
+        need = not incoming.pending and not decrypted()
     if ending.by is None:
         ending.by = side
     # The half-close is passed on as the XiVO server and client end their
