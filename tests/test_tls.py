@@ -23,6 +23,7 @@ from helpers import (LOCALHOST, PYTHON, WAIT, Proc, Relay, command, free_port, i
 from peers import PASSWORD, LineSocket, XivoClient, XivoServer, tls_context
 
 from ctipipe import cli, demo, tls
+from ctipipe import relay as relay_module
 
 
 @pytest.fixture
@@ -706,14 +707,14 @@ def test_an_unread_output_never_stalls_an_intercepted_session(pair, server):
 def test_wrappers_pass_the_tls_options_on():
     import argparse
     parser = argparse.ArgumentParser()
-    cli.add_relay_options(parser)
+    relay_module.add_relay_options(parser)
     args = parser.parse_args(["xivo", "--starttls", "pass", "--tls", "--cert", "c.pem",
                               "--key", "k.pem", "--server-ca", "ca.pem"])
-    argv = cli.relay_argv(args)
+    argv = relay_module.relay_argv(args)
     again = parser.parse_args(argv)
     assert (again.starttls, again.tls, again.cert, again.key, again.server_ca) == (
         "pass", True, "c.pem", "k.pem", "ca.pem")
-    assert cli.relay_argv(parser.parse_args(["xivo"]))[-2:] == ["--starttls", "intercept"]
+    assert relay_module.relay_argv(parser.parse_args(["xivo"]))[-2:] == ["--starttls", "intercept"]
 
 
 def test_demo_client_server_gone_mid_session_is_one_line(server):
