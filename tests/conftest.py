@@ -15,6 +15,10 @@ from helpers import Server, kill_started  # noqa: E402
 # every command they start) keep theirs in a directory of their own.
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="ctipipe-test-data-")
 atexit.register(shutil.rmtree, os.environ["XDG_DATA_HOME"], True)
+# Made once now, so that no relay a test starts says it made one.
+from ctipipe import tls  # noqa: E402
+
+tls.relay_certificate()
 
 # Bounded examples so the whole suite stays within minutes on two cores.
 settings.register_profile("ci", max_examples=40, deadline=None,
