@@ -166,9 +166,12 @@ def status_update(counter: int) -> dict:
             "status": {"hintstatus": str(counter % 4), "channels": [], "queues": [], "groups": []}}
 
 
+DEMO_CERT_DIR = "demo-server"  # beside the relay's certificate, in the data directory
+
+
 def _demo_certificate() -> ssl.SSLContext:
     """The demo server's TLS context: its own certificate, made the way the relay makes its."""
-    cert, key, _ = tls.relay_certificate(tls.data_dir() / "demo-server")
+    cert, key, _ = tls.relay_certificate(tls.data_dir() / DEMO_CERT_DIR)
     return tls.client_leg_context(cert, key)
 
 
@@ -437,9 +440,12 @@ def _whole_demo(args: argparse.Namespace) -> int:
                                        *(["--no-starttls"] if args.no_starttls else [])]))
         if not _wait_listening(server_port, procs[0]):
             return cli.Exit.ERROR
+        # The demo server's certificate is known here: ctispy verifies it.
+        server_ca = ([] if args.no_starttls else
+                     ["--server-ca", str(tls.relay_certificate(tls.data_dir() / DEMO_CERT_DIR)[0])])
         spy = subprocess.Popen([*me, "ctispy", "127.0.0.1", "--port", str(server_port),
                                 "--listen-addr", "127.0.0.1", "--listen-port", str(listen_port),
-                                *(["--pretty-print"] if not args.compact else [])])
+                                *server_ca, *(["--pretty-print"] if not args.compact else [])])
         procs.append(spy)
         client = subprocess.Popen([*me, "ctidemo", "client", "--port", str(listen_port),
                                    "--pause", str(args.pause)])
