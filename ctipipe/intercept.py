@@ -335,7 +335,7 @@ async def _intercepted(relay, options: Options, how: str, conn: int, raw: dict, 
     described = {side: tls.describe(leg.tls) for side, leg in legs.items()}
     if not options.verified and not options.said_unverified:
         options.said_unverified = True
-        relay.tap.notify("the server's TLS certificate is not verified (as the XiVO client does "
+        relay.notices.say("the server's TLS certificate is not verified (as the XiVO client does "
                          "not verify it); give --server-ca to verify it")
     relay.tap.opened(session, stream.event_record(time.time(), conn, "tls", how=how,
                                                   intercepted=True, **described))
@@ -395,8 +395,8 @@ async def _tls_pump(relay, src: _Leg, dst: _Leg, side_tap, counts, ending,
             try:
                 if src.outgoing.pending:
                     await src.flush()  # what reading wrote (TLS 1.3 tickets, alerts)
-                if tap.behind():
-                    await tap.caught_up()
+                if tap.full:  # the tap's CPU work is behind: let it catch up
+                    await tap.room()
                 if wait:
                     await wait_readable(sock)
                 try:
