@@ -104,13 +104,17 @@ class Conversation:
         self.outgoing = self.session.client if mine == "client" else self.session.server
         self.their = "server" if mine == "client" else "client"
         self.mine = mine
-        self.on_line = on_line  # called with (message or None, line) for each complete line
+        # Called with (message or None, line) for each complete line; True asks
+        # the reader to stop there until the session has switched to TLS.
+        self.on_line = on_line
         self.max_line = max_line
         self.eof = False
         self.counts = {"client": [0, 0], "server": [0, 0]}  # bytes, reads
         self.ended_by: str | None = None
         self.error: str | None = None
         self._changed = trio.Event()
+        self.paused = False  # the reader waits for upgrade() (STARTTLS)
+        self._resumed = trio.Event()
 
     async def send(self, data: bytes) -> bool:
         """Send `data`; False if the peer is gone (the session then ends)."""
@@ -160,17 +164,63 @@ class Conversation:
                 lines[0] = b"".join(held) + lines[0]
             held = [data[end + 1:]] if end + 1 < len(data) else []
             held_len = len(data) - end - 1
+            pause = False
             for line in lines:
                 try:
                     msg = orjson.loads(line)
                 except orjson.JSONDecodeError:
                     msg = None
-                self.on_line(msg if isinstance(msg, dict) else None, line)
+                pause = self.on_line(msg if isinstance(msg, dict) else None, line) or pause
             self._changed.set()
+            if pause:
+                # The peer sends nothing more in clear: what follows is the TLS handshake.
+                held, held_len = [], 0
+                self.paused = True
+                await self._resumed.wait()
+                self.paused = False
+                if self.eof:
+                    return
         if held:
             self.on_line(None, b"".join(held))
         self.eof = True
         self._changed.set()
+
+    async def upgrade(self, context, *, server_side: bool, timeout: float) -> bool:
+        """Switch the paused connection to TLS, then let the reader go on.
+
+        False if the handshake failed: the session then ends, its close
+        saying which side's handshake failed and why.
+        """
+        from . import tls
+        upgraded = trio.SSLStream(self.stream, context, server_side=server_side,
+                                  https_compatible=True)
+        try:
+            with trio.fail_after(timeout):
+                await upgraded.do_handshake()
+        except (trio.BrokenResourceError, trio.TooSlowError, OSError) as error:
+            why = ("no handshake within the timeout" if isinstance(error, trio.TooSlowError)
+                   else tls.handshake_error(error))
+            self.ended_by = self.their
+            self.error = f"TLS handshake with the {self.their} failed: {why}"
+            self.eof = True
+            self._changed.set()
+            self._resumed.set()
+            return False
+        self.stream = upgraded
+        leg = tls.describe(upgraded)
+        self.tap.opened(self.session, stream.event_record(
+            time.time(), self.session.conn, "tls", how="starttls", intercepted=True,
+            client=leg, server=leg))
+        self._resumed.set()
+        return True
+
+    async def send_eof(self) -> None:
+        """End our side: a half-close, or over TLS a bare FIN under it, as XiVO's peers do."""
+        target = self.stream.transport_stream if isinstance(self.stream, trio.SSLStream) else self.stream
+        try:
+            await target.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
 
     def _gone(self, side: str, error: BaseException) -> None:
         if self.ended_by is None:
@@ -216,8 +266,10 @@ class _Expecting:
         self.when = [0.0] * len(lines)  # when each line came (or was given up)
         self.divergence = divergence
         self.report = report
+        self.offer_tls = False
+        self.tls_wanted: bool | None = None  # what the live client's first starttls asked
 
-    def on_line(self, msg: dict | None, line: bytes) -> None:
+    def on_line(self, msg: dict | None, line: bytes) -> bool:
         cls = msg.get("class") if msg is not None else None
         cls = cls if isinstance(cls, str) else None
         last = min(self.next + LOOKAHEAD, len(self.lines))
@@ -231,11 +283,16 @@ class _Expecting:
                 self.live_ids[position] = msg.get("commandid") if msg is not None else None
                 self.when[position] = now
                 self.next = position + 1
-                return
+                if cls == "starttls" and self.tls_wanted is None and self.offer_tls:
+                    # Only the first request counts, as on the real server.
+                    self.tls_wanted = bool(msg.get("status"))
+                    return self.tls_wanted
+                return False
         self.divergence.unexpected[_label(cls)] += 1
         self.report(f"unexpected client message {_label(cls)} (the recording has "
                     f"{_label(self.lines[self.next].cls) if self.next < len(self.lines) else 'nothing more'} "
                     f"next): not answered")
+        return False
 
 
 def _reply_to(line, live_id) -> bytes:
@@ -248,8 +305,9 @@ def _reply_to(line, live_id) -> bytes:
 class Mock:
     def __init__(self, script: scripts.Script, *, source: str, tap: Tap, pace: float,
                  timeout: float, max_line: int, loop: bool, listen_addr: str | None,
-                 listen_port: int) -> None:
+                 listen_port: int, tls_context=None) -> None:
         self.script = script
+        self.tls_context = tls_context  # offer STARTTLS as the recorded server did
         self.source = source
         self.tap = tap
         self.pace = pace
@@ -298,6 +356,7 @@ class Mock:
         script = self.script
         expecting = _Expecting(script.client, divergence,
                                lambda message: cli.report(PROG, f"session {conn}: {message}"))
+        expecting.offer_tls = self.tls_context is not None
         live = Conversation(client, self.tap, conn, "server", expecting.on_line, self.max_line)
         started = time.time()
         self.tap.opened(live.session, stream.event_record(
@@ -326,13 +385,23 @@ class Mock:
                 break
             anchor = max(last_sent, expecting.when[line.after - 1] if line.after else 0.0)
             await trio.sleep_until(anchor + line.delay / self.pace)
+            upgrade = False
             if line.answers is not None:
                 if not expecting.matched[line.answers]:
                     continue  # its request never came
                 data = _reply_to(line, expecting.live_ids[line.answers])
+                if line.cls == "starttls" and live.paused:
+                    upgrade = True
+                elif line.cls == "starttls" and line.msg and line.msg.get("starttls"):
+                    # The live client did not ask for TLS: the answer says so.
+                    data = orjson.dumps({**line.msg, "starttls": expecting.tls_wanted}) + b"\n"
             else:
                 data = line.wire
             if not await live.send(data):
+                break
+            if upgrade and not await live.upgrade(self.tls_context, server_side=True,
+                                                  timeout=self.timeout):
+                divergence.notes.append(live.error)
                 break
             last_sent = trio.current_time()
         if not live.eof:
@@ -371,6 +440,8 @@ class _Awaiting:
         self.sessionid: str | None = None
         self.recorded_classes = {line.cls for line in script.server}
         self.divergence = divergence
+        self.tls_answered = False  # the first starttls answer has come
+
 
     def expect(self, request, live_id) -> None:
         for index in request.replies:
@@ -380,11 +451,11 @@ class _Awaiting:
             else:
                 self.by_class.setdefault(reply.cls, collections.deque()).append(index)
 
-    def on_line(self, msg: dict | None, line: bytes) -> None:
+    def on_line(self, msg: dict | None, line: bytes) -> bool:
         if msg is None:
             if None not in self.recorded_classes:
                 self.divergence.unexpected[_label(None)] += 1
-            return
+            return False
         cls = msg.get("class")
         if cls == "login_id" and isinstance(msg.get("sessionid"), str):
             self.sessionid = msg["sessionid"]
@@ -400,9 +471,16 @@ class _Awaiting:
             elif msg.get("error_string") != recorded.get("error_string"):
                 self.divergence.notes.append(f"{cls} answered with error "
                                              f"{msg.get('error_string')!r}")
-            return
+            if cls == "starttls" and not self.tls_answered:
+                self.tls_answered = True
+                if msg.get("starttls") is True:
+                    return True  # the handshake comes next: stop reading in clear
+                if recorded.get("starttls"):
+                    self.divergence.notes.append("the server declined STARTTLS")
+            return False
         if cls not in self.recorded_classes:
             self.divergence.unexpected[_label(cls if isinstance(cls, str) else None)] += 1
+        return False
 
 
 class Crowd:
@@ -410,8 +488,9 @@ class Crowd:
 
     def __init__(self, script: scripts.Script, *, host: str, port: int, clients: int, ramp: float,
                  password: str | None, tap: Tap, pace: float, timeout: float,
-                 max_line: int) -> None:
+                 max_line: int, tls_context=None) -> None:
         self.script = script
+        self.tls_context = tls_context  # for a server that answers STARTTLS
         self.host = host
         self.port = port
         self.clients = clients
@@ -484,6 +563,11 @@ class Crowd:
                 waited += 1
                 if await live.wait_until(lambda: reply.index in awaiting.got, self.timeout):
                     last = max(last, awaiting.got[reply.index])
+                    if live.paused:  # at once: a real server drops a late handshake
+                        if not await live.upgrade(self.tls_context, server_side=False,
+                                                  timeout=self.timeout):
+                            divergence.notes.append(live.error)
+                            return False
                     continue
                 divergence.timed_out[f"reply {_label(reply.cls)}"] += 1
                 if live.eof:
@@ -510,10 +594,7 @@ class Crowd:
                 divergence.timed_out["server's close"] += 1
         else:
             live.ended_by = "client"
-            try:
-                await live.stream.send_eof()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                return
+            await live.send_eof()
             await live.wait_until(lambda: False, self.timeout)
 
     def _request(self, line, fresh: int, sessionid: str | None) -> tuple[bytes, object]:
@@ -604,6 +685,11 @@ def _parser() -> cli.Parser:
                       help="where clients connect (default 5003)")
     mock.add_argument("--loop", action="store_true",
                       help="serve every client (default: one, then exit)")
+    mock.add_argument("--no-starttls", action="store_true",
+                      help="do not offer STARTTLS even if the recorded server did")
+    mock.add_argument("--cert", metavar="FILE", default=None,
+                      help="the certificate to present over STARTTLS (default: the relay's own)")
+    mock.add_argument("--key", metavar="FILE", default=None, help="the private key of --cert")
     crowd = parser.add_argument_group("as clients (--to HOST)")
     crowd.add_argument("--to", metavar="HOST", default=None, help="play the client side against HOST")
     crowd.add_argument("--port", type=cli.port, default=None, help="the server's port (default 5003)")
@@ -614,11 +700,14 @@ def _parser() -> cli.Parser:
     crowd.add_argument("--password", metavar="SECRET", default=None,
                        help="log in with this password (recomputes hashedpassword with the live "
                             "sessionid, or fills password)")
+    crowd.add_argument("--server-ca", metavar="FILE", default=None,
+                       help="verify the server's certificate against these CAs (default: not "
+                            "verified, as the XiVO client does)")
     return parser
 
 
-_MOCK_ONLY = ("listen_addr", "listen_port", "loop")
-_CROWD_ONLY = ("port", "clients", "ramp", "password")
+_MOCK_ONLY = ("listen_addr", "listen_port", "loop", "no_starttls", "cert", "key")
+_CROWD_ONLY = ("port", "clients", "ramp", "password", "server_ca")
 
 
 def _check(parser: cli.Parser, args: argparse.Namespace) -> None:
@@ -631,6 +720,8 @@ def _check(parser: cli.Parser, args: argparse.Namespace) -> None:
         wrong = [name for name in _MOCK_ONLY if given(name)]
         if wrong:
             parser.error(f"--{wrong[0].replace('_', '-')} is for the mock server, not with --to")
+    if (args.cert is None) != (args.key is None):
+        parser.error("--cert and --key go together")
 
 
 def _load(args: argparse.Namespace) -> scripts.Script:
@@ -654,18 +745,38 @@ def _resolve(host: str, port: int) -> None:
         raise scripts.ScriptError(f"cannot resolve {host}: {error.strerror}") from None
 
 
-async def _run(args: argparse.Namespace, script: scripts.Script) -> int:
+def _tls_context(args: argparse.Namespace, script: scripts.Script):
+    """The TLS context a session may need: the mock's (only if the recording went
+    through STARTTLS), or the clients' (always: a server may answer STARTTLS)."""
+    if args.to is not None:
+        if not any(line.cls == "starttls" for line in script.client):
+            return None
+        from . import tls
+        return tls.server_leg_context(args.server_ca)
+    if not script.starttls or args.no_starttls:
+        return None
+    from . import tls
+    if args.cert is not None:
+        return tls.client_leg_context(args.cert, args.key)
+    cert, key, made = tls.relay_certificate()
+    if made:
+        cli.report(PROG, f"made the relay's certificate {cert} (SHA-256 {tls.fingerprint(cert)})")
+    return tls.client_leg_context(cert, key)
+
+
+async def _run(args: argparse.Namespace, script: scripts.Script, context) -> int:
     tap = Tap(1, raw=False, max_line=args.max_line, notify=lambda m: cli.report(PROG, m))
     source = f"replay:{args.recording}#{script.conn}"
     if args.to is None:
         producer = Mock(script, source=source, tap=tap, pace=args.pace, timeout=args.timeout,
                         max_line=args.max_line, loop=args.loop, listen_addr=args.listen_addr,
-                        listen_port=5003 if args.listen_port is None else args.listen_port)
+                        listen_port=5003 if args.listen_port is None else args.listen_port,
+                        tls_context=context)
         body = producer.serve
     else:
         producer = Crowd(script, host=args.to, port=args.port or 5003, clients=args.clients or 1,
                          ramp=args.ramp or 0.0, password=args.password, tap=tap, pace=args.pace,
-                         timeout=args.timeout, max_line=args.max_line)
+                         timeout=args.timeout, max_line=args.max_line, tls_context=context)
         body = lambda: producer.run(args.recording)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as root:
@@ -699,9 +810,12 @@ def main(argv: list[str] | None = None) -> int:
     _check(parser, args)
     try:
         script = _load(args)
+        if args.no_starttls:
+            script = script.without_starttls()
         if args.to is not None:
             _resolve(args.to, args.port or 5003)
-    except scripts.ScriptError as error:
+        context = _tls_context(args, script)
+    except (scripts.ScriptError, cli.CommandError) as error:
         cli.report(PROG, f"error: {error}")
         return cli.Exit.USAGE
-    return cli.guarded(PROG, lambda: trio.run(_run, args, script), debug=args.debug)
+    return cli.guarded(PROG, lambda: trio.run(_run, args, script, context), debug=args.debug)
