@@ -441,6 +441,7 @@ class _Awaiting:
         self.recorded_classes = {line.cls for line in script.server}
         self.divergence = divergence
         self.tls_answered = False  # the first starttls answer has come
+        self.tls_offered = False  # the server's unsolicited starttls offer has come
 
 
     def expect(self, request, live_id) -> None:
@@ -460,8 +461,12 @@ class _Awaiting:
         if cls == "login_id" and isinstance(msg.get("sessionid"), str):
             self.sessionid = msg["sessionid"]
         replyid = msg.get("replyid")
-        waiting = (self.by_id.get(str(replyid)) if replyid is not None
-                   else self.by_class.get(cls) if cls in scripts.CLASS_PAIRED else None)
+        if cls == "starttls" and "starttls" not in msg:  # the offer, not an answer
+            self.tls_offered = True
+            waiting = None
+        else:
+            waiting = (self.by_id.get(str(replyid)) if replyid is not None
+                       else self.by_class.get(cls) if cls in scripts.CLASS_PAIRED else None)
         if waiting:
             index = waiting.popleft()
             self.got[index] = trio.current_time()
@@ -578,6 +583,15 @@ class Crowd:
             if not await wait_replies(line.after):
                 gone = True
                 break
+            if line.cls == "starttls" and not awaiting.tls_answered:
+                # As the XiVO client: ask for TLS only once the server has offered it.
+                if not await live.wait_until(lambda: awaiting.tls_offered, self.timeout):
+                    if live.eof:
+                        gone = True
+                        break
+                    divergence.notes.append("the server did not offer STARTTLS")
+                    awaiting.tls_answered = True
+                    continue
             await trio.sleep_until(last + line.delay / self.pace)
             data, live_id = self._request(line, next(ids), awaiting.sessionid)
             awaiting.expect(line, live_id)
