@@ -26,6 +26,7 @@ import orjson
 import trio
 
 from . import __version__, cli, script as scripts, stream
+from .relay import Notices
 from .tap import Tap
 
 PROG = "ctireplay"
@@ -305,8 +306,9 @@ def _reply_to(line, live_id) -> bytes:
 class Mock:
     def __init__(self, script: scripts.Script, *, source: str, tap: Tap, pace: float,
                  timeout: float, max_line: int, loop: bool, listen_addr: str | None,
-                 listen_port: int, tls_context=None) -> None:
+                 listen_port: int, notices: Notices, tls_context=None) -> None:
         self.script = script
+        self.notices = notices
         self.tls_context = tls_context  # offer STARTTLS as the recorded server did
         self.source = source
         self.tap = tap
@@ -331,7 +333,7 @@ class Mock:
         self.tap.event(stream.event_record(time.time(), None, "start", stream=1,
                                            producer=f"{PROG} {__version__}", listen=bound,
                                            **self.recording))
-        cli.report(PROG, f"listening on {', '.join(bound)}: serving {self.source}"
+        self.notices.say(f"listening on {', '.join(bound)}: serving {self.source}"
                    + (" to every client" if self.loop else " to one client"))
         task_status.started(bound)
         async with trio.open_nursery() as sessions:
@@ -355,7 +357,7 @@ class Mock:
         self.results.append((conn, divergence))
         script = self.script
         expecting = _Expecting(script.client, divergence,
-                               lambda message: cli.report(PROG, f"session {conn}: {message}"))
+                               lambda message: self.notices.say(f"session {conn}: {message}"))
         expecting.offer_tls = self.tls_context is not None
         live = Conversation(client, self.tap, conn, "server", expecting.on_line, self.max_line)
         started = time.time()
@@ -778,14 +780,14 @@ def _tls_context(args: argparse.Namespace, script: scripts.Script):
     return tls.client_leg_context(cert, key)
 
 
-async def _run(args: argparse.Namespace, script: scripts.Script, context) -> int:
-    tap = Tap(1, raw=False, max_line=args.max_line, notify=lambda m: cli.report(PROG, m))
+async def _run(args: argparse.Namespace, script: scripts.Script, context, notices: Notices) -> int:
+    tap = Tap(1, raw=False, max_line=args.max_line, notify=notices.say)
     source = f"replay:{args.recording}#{script.conn}"
     if args.to is None:
         producer = Mock(script, source=source, tap=tap, pace=args.pace, timeout=args.timeout,
                         max_line=args.max_line, loop=args.loop, listen_addr=args.listen_addr,
                         listen_port=5003 if args.listen_port is None else args.listen_port,
-                        tls_context=context)
+                        notices=notices, tls_context=context)
         body = producer.serve
     else:
         producer = Crowd(script, host=args.to, port=args.port or 5003, clients=args.clients or 1,
@@ -809,11 +811,11 @@ async def _run(args: argparse.Namespace, script: scripts.Script, context) -> int
                 with trio.move_on_after(FLUSH_TIMEOUT):
                     await tap.finished.wait()
                 if not tap.finished.is_set():
-                    cli.report(PROG, "standard output is not being read; exiting without the last records")
+                    notices.say("standard output is not being read; exiting without the last records")
                     root.cancel_scope.cancel()
     diverged = False
     for conn, divergence in producer.results:
-        cli.report(PROG, f"session {conn}: {divergence.summary()}")
+        notices.say(f"session {conn}: {divergence.summary()}")
         diverged = diverged or divergence.diverged
     return cli.Exit.ERROR if diverged else cli.Exit.OK
 
@@ -832,4 +834,11 @@ def main(argv: list[str] | None = None) -> int:
     except (scripts.ScriptError, cli.CommandError) as error:
         cli.report(PROG, f"error: {error}")
         return cli.Exit.USAGE
-    return cli.guarded(PROG, lambda: trio.run(_run, args, script, context), debug=args.debug)
+    notices = Notices(prog=PROG)
+
+    def body() -> int:
+        try:
+            return trio.run(_run, args, script, context, notices)
+        finally:
+            notices.flush(FLUSH_TIMEOUT)  # before a final error line, in order
+    return cli.guarded(PROG, body, debug=args.debug)
