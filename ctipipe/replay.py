@@ -43,6 +43,10 @@ READ_SIZE = 1 << 16
 # reply, a request, the peer's close) before it reports it and goes on.
 DEFAULT_TIMEOUT = 10.0
 
+# A session whose server has let this many replies in a row time out is given
+# up: a server that stopped answering would otherwise cost a timeout per request.
+TIMEOUTS_IN_A_ROW = 3
+
 # At shutdown, how long to keep trying to write the last records.
 FLUSH_TIMEOUT = 5.0
 
@@ -558,17 +562,19 @@ class Crowd:
         script = self.script
         replies = [line for line in script.server if line.answers is not None]
         waited = 0  # replies[:waited] have been waited for
+        in_a_row = 0  # replies that timed out since the last that came
         ids = itertools.count(random.randrange(10**8, 10**9))
         last = trio.current_time()
         gone = False
 
         async def wait_replies(before: int) -> bool:
             """Wait for the replies recorded before the other side's line `before`."""
-            nonlocal waited, last
+            nonlocal waited, last, in_a_row
             while waited < len(replies) and replies[waited].index < before:
                 reply = replies[waited]
                 waited += 1
                 if await live.wait_until(lambda: reply.index in awaiting.got, self.timeout):
+                    in_a_row = 0
                     last = max(last, awaiting.got[reply.index])
                     if live.paused:  # at once: a real server drops a late handshake
                         if not await live.upgrade(self.tls_context, server_side=False,
@@ -577,7 +583,12 @@ class Crowd:
                             return False
                     continue
                 divergence.timed_out[f"reply {_label(reply.cls)}"] += 1
+                in_a_row += 1
                 if live.eof:
+                    return False
+                if in_a_row >= TIMEOUTS_IN_A_ROW:
+                    divergence.notes.append(f"gave up after {in_a_row} replies in a row timed out")
+                    live.ended_by = "client"
                     return False
             return True
 

@@ -215,6 +215,7 @@ def test_a_server_that_never_answers_is_reported_and_the_command_ends(recording,
     held = server.accept()  # accepted, never answered
     assert replay.finish(30) == 1
     assert "session 1: diverged: " in replay.err and "timed out (reply login_id" in replay.err
+    assert "gave up after 3 replies in a row timed out" in replay.err
     held.close()
 
 
@@ -312,3 +313,12 @@ def test_ctrl_c_ends_live_clients_with_their_close_records(recording, server):
     assert replay.err.count("interrupted") == 3
     for sock in held:
         sock.close()
+
+
+def test_ramp_spreads_the_starts(recording, server):
+    replay = Proc(command("ctireplay", str(recording), "--to", LOCALHOST, "--port", str(server.port),
+                          "--clients", "3", "--ramp", "1.5", "--timeout", "0.5"))
+    assert replay.finish(30) == 1  # nobody answers: every session reports its timeout
+    opens = sorted(r["ts"] for r in records(replay) if r.get("event") == "open")
+    assert len(opens) == 3 and opens[2] - opens[0] > 0.8
+    assert replay.err.count("timed out (reply login_id") == 3
