@@ -322,3 +322,11 @@ def test_ramp_spreads_the_starts(recording, server):
     opens = sorted(r["ts"] for r in records(replay) if r.get("event") == "open")
     assert len(opens) == 3 and opens[2] - opens[0] > 0.8
     assert replay.err.count("timed out (reply login_id") == 3
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_before_any_client_ends_the_mock_with_0(recording, signum):
+    mock = Mock(recording)
+    mock.signal(signum)
+    assert mock.finish() == 0, mock.err
+    assert [r["event"] for r in records(mock)] == ["start"]
