@@ -266,6 +266,19 @@ class _Writer:
         self._thread.start()
 
     def write(self, data: bytes) -> None:
+        # When nothing waits and the write cannot block (a file, or a pipe with
+        # room for all of it), write here: waking the thread for each small
+        # batch of interactive traffic would be most of the relay's latency.
+        if not self.pending and self.failed is None and (
+                self._file or (self._pipe and self._room() >= len(data))):
+            try:
+                written = os.write(self.fd, data)
+            except OSError as error:
+                self.failed = error
+                return
+            if written == len(data):
+                return
+            data = data[written:]
         with self._ready:
             self._batches.append([data, 0])
             self.pending += len(data)
@@ -326,6 +339,15 @@ class _Writer:
                     self._batches.popleft()
             self._wake()
 
+    def _room(self) -> int:
+        """What a write to the pipe can hold without blocking.
+
+        A pipe holds pages: a write's tail that does not fit in the last page
+        starts a new one, so the bytes queued may fill up to twice their size in
+        pages. Counting them twice, a write that fits never blocks.
+        """
+        return self._pipe - 2 * _queued_in_pipe(self.fd) - 3 * 4096
+
     def _write_some(self, data: bytes, offset: int) -> int:
         """Write from `offset`; to a pipe, only whole records that fit in it now."""
         if self.failed is not None:
@@ -333,11 +355,7 @@ class _Writer:
         if self._pipe:
             wait = 0.0005
             while not self._stopped:
-                # A pipe holds pages: a write's tail that does not fit in the last
-                # page starts a new one, so the bytes queued may fill up to twice
-                # their size in pages. Counting them twice, a write that fits
-                # never blocks.
-                room = self._pipe - 2 * _queued_in_pipe(self.fd) - 3 * 4096
+                room = self._room()
                 if room >= len(data) - offset:
                     break
                 end = data.rfind(b"\n", offset, offset + max(room, 0))
