@@ -420,11 +420,15 @@ def test_ctistat_given_a_file_never_relays_to_a_host_named_after_it(tmp_path):
     result = subprocess.run(command("ctistat", str(saved)), capture_output=True, timeout=WAIT)
     assert result.returncode in (0, 2), result.stderr  # the sink: never a relay (exit 3) or a listener
     assert b"resolve" not in result.stderr and b"ctirelay" not in result.stderr
-    missing = subprocess.run(command("ctistat", str(tmp_path / "nothing.jsonl")), capture_output=True,
+    missing = subprocess.run(command("ctistat", "nothing-such.invalid"), capture_output=True,
                              timeout=WAIT)
     assert missing.returncode == 1
     assert missing.stderr.decode().count("\n") == 1
     assert "and no such file" in missing.stderr.decode()
+    # the value of a relay option is not taken for a HOST
+    listen = subprocess.run(command("ctistat", "--listen-port", "0", str(saved), "--json"),
+                            capture_output=True, timeout=WAIT)
+    assert listen.returncode == 2 and b"--listen-port" in listen.stderr  # the sink has no such option
 
 
 def test_ctisave_jsonl_keeps_the_tagged_records(server, tmp_path):
