@@ -484,8 +484,9 @@ def _replay_demo(args: argparse.Namespace) -> int:
         recording = os.path.join(tmp, "session.jsonl")
         try:
             server_port, relay_port = _free_port(), _free_port()
-            # Plain: ctireplay's mock speaks plain TCP.
-            server = start("ctidemo", "server", "--port", str(server_port), "--no-starttls")
+            # With STARTTLS (the relay decrypts it; the mock offers it in turn) unless told not to.
+            server = start("ctidemo", "server", "--port", str(server_port),
+                           *(["--no-starttls"] if args.no_starttls else []))
             if not _wait_listening(server_port, server):
                 return cli.Exit.ERROR
             with open(recording, "wb") as out:

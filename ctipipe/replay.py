@@ -25,7 +25,7 @@ import time
 import orjson
 import trio
 
-from . import __version__, cli, script as scripts, stream
+from . import __version__, cli, script as scripts, stream, tls
 from .relay import Notices
 from .tap import Tap
 
@@ -198,7 +198,6 @@ class Conversation:
         False if the handshake failed: the session then ends, its close
         saying which side's handshake failed and why.
         """
-        from . import tls
         upgraded = trio.SSLStream(self.stream, context, server_side=server_side,
                                   https_compatible=True)
         try:
@@ -780,11 +779,9 @@ def _tls_context(args: argparse.Namespace, script: scripts.Script):
     if args.to is not None:
         if not any(line.cls == "starttls" for line in script.client):
             return None
-        from . import tls
         return tls.server_leg_context(args.server_ca)
     if not script.starttls or args.no_starttls:
         return None
-    from . import tls
     if args.cert is not None:
         return tls.client_leg_context(args.cert, args.key)
     cert, key, made = tls.relay_certificate()

@@ -1,5 +1,6 @@
 """ctireplay as a user runs it: real processes, real sockets on 127.0.0.1."""
 import json
+import os
 import signal
 import socket
 import time
@@ -30,9 +31,9 @@ class Mock(Proc):
         return socket.create_connection((LOCALHOST, self.port), timeout=WAIT)
 
 
-def demo_server() -> int:
+def demo_server(*args: str, env=None) -> int:
     port = free_port()
-    proc = Proc(command("ctidemo", "server", "--port", str(port)))
+    proc = Proc(command("ctidemo", "server", "--port", str(port), *args), env=env)
     deadline = time.monotonic() + WAIT
     while True:
         try:
@@ -43,23 +44,42 @@ def demo_server() -> int:
             time.sleep(0.05)
 
 
-def demo_client(port: int, *args: str) -> Proc:
-    return Proc(command("ctidemo", "client", "--port", str(port), "--pause", "0.01", *args))
+def demo_client(port: int, *args: str, env=None) -> Proc:
+    return Proc(command("ctidemo", "client", "--port", str(port), "--pause", "0.01", *args),
+                env=env)
 
 
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory):
+def data_home(tmp_path_factory):
+    """Where the relay and the mock keep their certificate: never the user's own."""
+    return {**os.environ, "XDG_DATA_HOME": str(tmp_path_factory.mktemp("data"))}
+
+
+def record(path, env, *server_args: str):
     """A demo session recorded through ctirelay, as a user would make one."""
-    path = tmp_path_factory.mktemp("replay") / "session.jsonl"
     try:
-        port = demo_server()
-        relay = Relay(port)
-        client = demo_client(relay.port)
+        port = demo_server(*server_args, env=env)
+        relay = Relay(port, env=env)
+        client = demo_client(relay.port, env=env)
         assert client.finish() == 0, client.err
         assert relay.finish() == 0, relay.err
         path.write_bytes(relay.out)
     finally:
         kill_started()
+    return path
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory, data_home):
+    """A plain session (protocol 1.x login)."""
+    return record(tmp_path_factory.mktemp("replay") / "session.jsonl", data_home, "--no-starttls")
+
+
+@pytest.fixture(scope="module")
+def tls_recording(tmp_path_factory, data_home):
+    """A session that went through STARTTLS (the demo server offers it), decrypted by the relay."""
+    path = record(tmp_path_factory.mktemp("replay") / "tls.jsonl", data_home)
+    assert b'"event":"tls"' in path.read_bytes()
     return path
 
 
@@ -173,7 +193,7 @@ def test_loop_serves_clients_one_after_another_and_ctrl_c_ends_with_0(recording)
 
 
 def test_clients_5_against_the_demo_server_feed_ctistat(recording):
-    port = demo_server()
+    port = demo_server("--no-starttls")
     replay = Proc(command("ctireplay", str(recording), "--to", LOCALHOST, "--port", str(port),
                           "--clients", "5", "--password", "demo", "--pace", "asap"))
     assert replay.finish(30) == 0, replay.err
@@ -196,7 +216,7 @@ def test_clients_5_against_the_demo_server_feed_ctistat(recording):
 
 
 def test_password_is_hashed_with_the_live_sessionid(recording):
-    port = demo_server()  # it checks sha1(sessionid:password) and answers error_string otherwise
+    port = demo_server("--no-starttls")  # it checks sha1(sessionid:password), else error_string
     argv = command("ctireplay", str(recording), "--to", LOCALHOST, "--port", str(port),
                    "--pace", "asap")
     without = Proc(argv)
@@ -330,3 +350,40 @@ def test_a_signal_before_any_client_ends_the_mock_with_0(recording, signum):
     mock.signal(signum)
     assert mock.finish() == 0, mock.err
     assert [r["event"] for r in records(mock)] == ["start"]
+
+
+def test_the_mock_offers_starttls_as_the_recorded_server_did(tls_recording, data_home):
+    mock = Mock(tls_recording, "--pace", "asap", env=data_home)
+    client = demo_client(mock.port, env=data_home)
+    assert client.finish() == 0, client.err
+    assert mock.finish() == 0, mock.err
+    live = records(mock)
+    events = [r["event"] for r in live if "event" in r]
+    assert events == ["start", "open", "tls", "close"]
+    tls_event = next(r for r in live if r.get("event") == "tls")
+    assert tls_event["how"] == "starttls" and tls_event["client"]["version"].startswith("TLS")
+    after = live[live.index(tls_event) + 1:]
+    assert any(r.get("msg", {}).get("class") == "login_pass" and "password" in r["msg"] for r in after)
+    assert "session 1: followed the recording" in mock.err
+
+
+def test_no_starttls_serves_the_same_recording_in_clear(tls_recording, data_home):
+    mock = Mock(tls_recording, "--pace", "asap", "--no-starttls", env=data_home)
+    client = demo_client(mock.port, env=data_home)
+    assert client.finish() == 0, client.err
+    assert mock.finish() == 0, mock.err
+    assert b'"event":"tls"' not in mock.out and b'"class":"starttls"' not in mock.out
+    assert "session 1: followed the recording" in mock.err
+
+
+def test_clients_do_starttls_when_the_server_answers_it(tls_recording, data_home):
+    port = demo_server(env=data_home)
+    replay = Proc(command("ctireplay", str(tls_recording), "--to", LOCALHOST, "--port", str(port),
+                          "--clients", "3", "--pace", "asap", "--password", "demo"), env=data_home)
+    assert replay.finish(30) == 0, replay.err
+    live = records(replay)
+    assert sorted(r["conn"] for r in live if r.get("event") == "tls") == [1, 2, 3]
+    assert replay.err.count("followed the recording") == 3
+    wrong = Proc(command("ctireplay", str(tls_recording), "--to", LOCALHOST, "--port", str(port),
+                         "--pace", "asap", "--password", "nope"), env=data_home)
+    assert wrong.finish(30) == 1 and "login_pass answered with error 'login_password'" in wrong.err
