@@ -90,7 +90,8 @@ def record_demo(tmp: Path) -> tuple[Path, Path]:
     server_port, relay_port = free_port(), free_port()
     procs = []
     try:
-        procs.append(subprocess.Popen(command("ctidemo", "server", "--port", str(server_port))))
+        procs.append(subprocess.Popen(command("ctidemo", "server", "--port", str(server_port),
+                                              "--no-starttls")))
         wait_listening(server_port, procs[0])
         full = tmp / "session.jsonl"
         with open(full, "wb") as out:
@@ -157,7 +158,8 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             full, login = record_demo(Path(tmp))
             demo_port, instant_port = free_port(), free_port()
-            servers.append(subprocess.Popen(command("ctidemo", "server", "--port", str(demo_port))))
+            servers.append(subprocess.Popen(command("ctidemo", "server", "--port", str(demo_port),
+                                                    "--no-starttls")))
             servers.append(subprocess.Popen([PYTHON, __file__, "--serve", str(instant_port)]))
             wait_listening(demo_port, servers[0])
             wait_listening(instant_port, servers[1])
