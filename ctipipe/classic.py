@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from . import cli, paths, relay, stat, strip
+from . import cli, paths, relay, split, stat, strip
 
 # How often the wrapper looks at its stages: it only waits, so this costs
 # nothing, and a dead stage is noticed within a tenth of a second.
@@ -244,24 +244,6 @@ def main_spy(argv: list[str] | None = None) -> int:
     return cli.guarded(prog, body, debug=args.debug)
 
 
-def _check_capture_path(path: str) -> None:
-    """Refuse a path ctisplit could not write, without creating or truncating it:
-    a failed start must leave the user's files as they were."""
-    if os.path.islink(path):
-        raise cli.CommandError(f"{path} is a symbolic link; not writing through it (give the real path)")
-    if os.path.isdir(path):
-        raise cli.CommandError(f"cannot open {path}: Is a directory")
-    if os.path.exists(path):
-        if not os.access(path, os.W_OK):
-            raise cli.CommandError(f"cannot open {path}: Permission denied")
-        return
-    folder = os.path.dirname(path) or "."
-    if not os.path.isdir(folder):
-        raise cli.CommandError(f"cannot open {path}: No such file or directory")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise cli.CommandError(f"cannot open {path}: Permission denied")
-
-
 def _same_file(a: str, b: str) -> bool:
     if os.path.realpath(a) == os.path.realpath(b):
         return True
@@ -292,7 +274,7 @@ def main_save(argv: list[str] | None = None) -> int:
         # Find a bad path or host now, in one line, before anything listens
         # and without touching the files.
         for path in (args.client_file, args.server_file):
-            _check_capture_path(path)
+            split.check_writable(path)
         _resolve(args.host, args.port, " (usage: ctisave HOST CLIENTFILE SERVERFILE)")
         stages = [["ctirelay", *relay_argv(relay_actions, args)], *_filter_stages(args, None),
                   ["ctisplit", args.client_file, args.server_file, *(["--jsonl"] if args.jsonl else [])]]

@@ -16,6 +16,24 @@ ctisplit --jsonl client.jsonl server.jsonl < session.jsonl
 """
 
 
+def check_writable(path: str) -> None:
+    """Refuse a path open_private would fail on, without creating or truncating it."""
+    if os.path.islink(path):
+        raise cli.CommandError(f"{path} is a symbolic link; not writing through it "
+                               f"(give the real path)")
+    if os.path.isdir(path):
+        raise cli.CommandError(f"cannot open {path}: Is a directory")
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            raise cli.CommandError(f"cannot open {path}: Permission denied")
+        return
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise cli.CommandError(f"cannot open {path}: No such file or directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise cli.CommandError(f"cannot open {path}: Permission denied")
+
+
 def open_private(path: str) -> int:
     """Open for writing, mode 0600 (captures hold credentials), never through a symlink.
 
@@ -51,7 +69,11 @@ class Split(stage.Stage):
 
     def __init__(self, client_path: str, server_path: str, jsonl: bool) -> None:
         self.paths = {"client": client_path, "server": server_path}
-        self.fds = {side: open_private(path) for side, path in self.paths.items()}
+        for path in self.paths.values():
+            check_writable(path)  # a bad path is an error now, before any input
+        # The files are opened (and an existing one truncated) only once a
+        # session starts: a pipeline that never got one leaves them as they were.
+        self.fds: dict[str, int] = {}
         self.jsonl = jsonl
         self.chunks: dict[str, list[bytes]] = {"client": [], "server": []}
         self.run: dict[str, list[bytes]] = {"client": [], "server": []}
@@ -62,6 +84,8 @@ class Split(stage.Stage):
 
     def handle(self, record: dict, line: bytes) -> None:
         side = record.get("from")
+        if not self.fds and (side is not None or record.get("event") == "open"):
+            self.fds = {side_: open_private(path) for side_, path in self.paths.items()}
         if self.jsonl:
             if side in self.chunks:
                 self.chunks[side] += (line, b"\n")
@@ -89,7 +113,7 @@ class Split(stage.Stage):
     def end_of_batch(self) -> None:
         for side, chunks in self.chunks.items():
             self._end_run(side)
-            if chunks:
+            if chunks and self.fds:  # before a session, what there is waits for it
                 data = b"".join(chunks)
                 chunks.clear()
                 try:

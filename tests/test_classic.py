@@ -470,3 +470,19 @@ def test_every_command_has_version(name):
     result = subprocess.run(command(name, "--version"), capture_output=True, timeout=WAIT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode() == f"{name} {__version__}\n"
+
+
+def test_ctisave_whose_relay_cannot_listen_leaves_the_files_as_they_were(server, tmp_path):
+    client_file, server_file = tmp_path / "c", tmp_path / "s"
+    client_file.write_text("yesterday's capture\n")
+    server_file.write_text("keep me\n")
+    with socket.socket() as taken:
+        taken.bind((LOCALHOST, 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = Proc(command("ctisave", LOCALHOST, "--port", str(server.port), "--listen-addr",
+                            LOCALHOST, "--listen-port", str(port), str(client_file), str(server_file)))
+        assert proc.finish() == 3
+    assert "cannot listen" in proc.err
+    assert client_file.read_text() == "yesterday's capture\n"
+    assert server_file.read_text() == "keep me\n"
