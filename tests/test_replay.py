@@ -140,7 +140,7 @@ def time_between_login_reply_and_sheet(mock: Mock) -> float:
 
 def test_a_recorded_pause_is_kept(tmp_path):
     gap = time_between_login_reply_and_sheet(Mock(pause_recording(tmp_path, 2.0)))
-    assert 1.5 < gap < 6.0  # generous: the machine is shared
+    assert 1.0 < gap < 6.0  # recorded 2 s; generous: the machine is shared
 
 
 def test_pace_asap_does_not_wait_and_a_factor_shortens(tmp_path):
