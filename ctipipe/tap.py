@@ -259,6 +259,7 @@ class _Writer:
         self._batches: collections.deque = collections.deque()  # [bytes, offset written]
         self._ready = threading.Condition()
         self._stopped = False
+        self._writing = False
         self._waiter: trio.Event | None = None
         self._pipe = _pipe_capacity(fd)
         self._file = _never_waits(fd)
@@ -310,7 +311,10 @@ class _Writer:
             if self._stopped:
                 return 0
             self._stopped = True
-            self._ready.notify()
+            self._ready.notify_all()
+            # A write in progress to a pipe never blocks (it was sized to fit):
+            # let it end, so that what it wrote is not counted as unwritten.
+            self._ready.wait_for(lambda: not self._writing, timeout=1.0)
             left = sum(batch[0].count(b"\n", batch[1]) for batch in self._batches)
             self._batches.clear()
             return left
@@ -323,6 +327,7 @@ class _Writer:
                 if self._stopped:
                     return
                 batch = self._batches[0]
+                self._writing = True
             data, offset = batch[0], batch[1]
             try:
                 written = self._write_some(data, offset)
@@ -331,12 +336,14 @@ class _Writer:
                 written = len(data) - offset
             self.waiting = False
             with self._ready:
-                if self._stopped:
-                    return
+                self._writing = False
                 batch[1] += written
                 self.pending -= written
-                if batch[1] == len(data):
+                if batch[1] == len(data) and self._batches and self._batches[0] is batch:
                     self._batches.popleft()
+                self._ready.notify_all()
+                if self._stopped:
+                    return
             self._wake()
 
     def _room(self) -> int:
