@@ -3,7 +3,10 @@ ctispy pipeline against a direct connection and socat, and each stage's speed on
 a saved stream. Cases run interleaved (A B C A B C ...) so that the machine's
 drift hits them all alike; the table shows medians and per-repetition ratios.
 
-    bin/bench [--reps 3] [--messages 200000] [--tls]   (--tls: only the STARTTLS rows)
+    bin/bench [--reps 3] [--messages 200000] [--only relay|tls|replay|diff]
+
+The full run ends with the STARTTLS rows (tls_bench.py), ctireplay as a load
+(replay_bench.py) and ctidiff on large sessions (diff_bench.py); --only runs one part.
 """
 from __future__ import annotations
 
@@ -216,11 +219,24 @@ def main() -> int:
     parser.add_argument("--stage-records", type=int, default=500_000)
     parser.add_argument("--round-trips", type=int, default=2000)
     parser.add_argument("--sustain-seconds", type=float, default=1.0)
-    parser.add_argument("--tls", action="store_true", help="run only the TLS benchmark")
+    parser.add_argument("--only", choices=("relay", "tls", "replay", "diff"),
+                        help="run only this part")
+    parser.add_argument("--tls", action="store_const", dest="only", const="tls",
+                        help="the same as --only tls")
     args = parser.parse_args()
-    if args.tls:
+    if args.only in (None, "relay"):
+        relay_part(args)
+    if args.only in (None, "tls"):
+        print()
         tls_bench.run(args.reps, args.messages, args.round_trips)
-        return 0
+    for part in ("replay", "diff"):
+        if args.only in (None, part):
+            print()
+            subprocess.run([PYTHON, str(HERE / f"{part}_bench.py")], check=True)
+    return 0
+
+
+def relay_part(args) -> None:
 
     sample = messages.messages(args.messages)
     payload = b"".join(sample)
@@ -312,9 +328,6 @@ def main() -> int:
           f"+ the interpreter)")
     streamer.close()
     replier.close()
-    print()
-    tls_bench.run(args.reps, args.messages, args.round_trips)
-    return 0
 
 
 if __name__ == "__main__":
