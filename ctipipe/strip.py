@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import re
 
 from . import cli, paths, stage, stream
 
@@ -23,10 +25,14 @@ class Strip(stage.Stage):
     def __init__(self, fields: list[str], secrets: set[str]) -> None:
         self.paths = [paths.split_path(field) for field in fields]
         self.secrets = secrets
+        self.in_text = _secret_pattern(secrets) if secrets else None
+        self.warned_chunks = False
 
     def handle(self, record: dict, line: bytes) -> bytes | None:
         message = record.get("msg")
         if type(message) is not dict or "from" not in record:
+            if self.in_text is not None and "from" in record:
+                return self._mask_raw(record, line)
             return line  # not a message: passes untouched
         changed = False
         for path in self.paths:
@@ -36,6 +42,38 @@ class Strip(stage.Stage):
             changed = True
         # Untouched messages keep their wire text byte for byte.
         return stream.replace_message(record, line) if changed else line
+
+    def _mask_raw(self, record: dict, line: bytes) -> bytes:
+        """Mask `"password":"..."` pairs in a line that was not JSON (or a --raw chunk)."""
+        if record.get("chunk") and not self.warned_chunks:
+            self.warned_chunks = True
+            cli.report(PROG, "--redact on --raw chunks: a credential split across two reads "
+                             "cannot be found and stays as it was; check such captures")
+        if type(record.get("raw")) is str:
+            masked = self.in_text.sub(_masked_pair, record["raw"].encode("utf-8", "surrogatepass"))
+            if masked == record["raw"].encode("utf-8", "surrogatepass"):
+                return line
+            record["raw"] = masked.decode("utf-8", "surrogatepass")
+        elif type(record.get("raw_b64")) is str:
+            data = stream.content_bytes(record)
+            masked = self.in_text.sub(_masked_pair, data) if data is not None else None
+            if masked is None or masked == data:
+                return line
+            record["raw_b64"] = base64.b64encode(masked).decode()
+        else:
+            return line
+        return stream.encode(record)
+
+
+def _secret_pattern(secrets: set[str]) -> re.Pattern:
+    """A credential's key and string value as they appear in JSON text."""
+    keys = b"|".join(re.escape(name.encode()) for name in sorted(secrets))
+    return re.compile(rb'("(?:' + keys + rb')"\s*:\s*)"(?:[^"\\]|\\.)*"?')
+
+
+def _masked_pair(match: re.Match) -> bytes:
+    # The value's closing quote may be missing (a line cut short): the mask ends it anyway.
+    return match.group(1) + b'"' + MASK.encode() + b'"'
 
 
 

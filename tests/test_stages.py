@@ -92,6 +92,23 @@ def test_redact_masks_credentials_at_any_depth():
                           "nested": {"token": "***", "list": [{"password": "***"}]}, "pin": "***"}
 
 
+def test_redact_masks_credentials_in_lines_that_are_not_json_and_in_raw_chunks():
+    password = b'"login_pass","password":"s3cr\\"et","x":'
+    data = (b'{"ts":1.000000,"conn":1,"from":"client","size":9,"raw":' + json.dumps(
+                '{"class":"login_pass", "password" : "s3cret", "cut') .encode() + b'}\n'
+            + b'{"ts":1.000001,"conn":1,"from":"client","size":9,"chunk":true,"raw_b64":"'
+            + base64.b64encode(b'{"class":' + password + b'\xff}\n') + b'"}\n'
+            + b'{"ts":1.000002,"conn":1,"from":"client","size":9,"chunk":true,"raw":"{\\"a\\":1}"}\n')
+    result = run("ctistrip", "--redact", data=data)
+    assert b"s3cr" not in result.stdout and b"s3cr" not in base64.b64decode(
+        json.loads(result.stdout.splitlines()[1])["raw_b64"])
+    first, second, third = (json.loads(line) for line in result.stdout.splitlines())
+    assert first["raw"] == '{"class":"login_pass", "password" : "***", "cut'
+    assert base64.b64decode(second["raw_b64"]) == b'{"class":"login_pass","password":"***","x":\xff}\n'
+    assert third["raw"] == '{"a":1}' and list(third) == ["ts", "conn", "from", "size", "chunk", "raw"]
+    assert result.stderr.count(b"--raw chunks") == 1  # said once: a split credential is not found
+
+
 def test_expressions_compare_json_text():
     assert Expression("commandid=5").matches({"commandid": 5})
     assert Expression("commandid=5").matches({"commandid": "5"})
