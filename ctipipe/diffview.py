@@ -5,7 +5,7 @@ import json
 
 import orjson
 
-from . import compare, pretty, sessions
+from . import compare, sessions, terminal
 from .pairing import CHANGED, ONLY_A, ONLY_B, Item
 
 # A value or message longer than this is cut in the human view (--full shows
@@ -25,12 +25,12 @@ _RESET = "\x1b[0m"
 
 def _safe_json(text: str) -> str:
     """JSON text with what could drive a terminal escaped; still JSON, same value."""
-    return pretty.safe_json(text.encode("utf-8", "surrogatepass")).decode("utf-8", "surrogatepass")
+    return terminal.safe_json(text.encode("utf-8", "surrogatepass")).decode("utf-8", "surrogatepass")
 
 
 def _safe_text(text: str) -> str:
     """A name from the wire (a class, a key) shown on one of our lines."""
-    return pretty.safe_text(text.encode("utf-8", "surrogatepass"), keep_newlines=False).decode(
+    return terminal.safe_text(text.encode("utf-8", "surrogatepass"), keep_newlines=False).decode(
         "utf-8", "surrogatepass")
 
 

@@ -9,20 +9,19 @@ both pumps are done, or at once when either side resets.
 from __future__ import annotations
 
 import argparse
-import collections
 import errno
 import os
 import resource
 import signal
 import socket
 import struct
-import threading
 import time
 
 import trio
 from trio.lowlevel import wait_readable, wait_writable
 
 from . import __version__, cli, intercept, stream, tls
+from .notices import Notices
 from .tap import Tap
 
 PROG = "ctirelay"
@@ -39,8 +38,6 @@ EAGER_READS = 64
 # events) to a reader that does not read, before exiting anyway.
 FLUSH_TIMEOUT = 5.0
 
-# Lines for standard error waiting to be written, past which they are counted.
-NOTICE_BACKLOG = 100
 
 EXAMPLE = """\
 ctirelay xivo-new | ctipretty              # clients connect to this host, port 50030
@@ -476,63 +473,6 @@ def _raise_descriptor_limit() -> None:
                                                         else max(soft, 1 << 16), hard))
         except (ValueError, OSError):
             pass
-
-
-class Notices:
-    """One-line messages for standard error that never hold up the sessions.
-
-    A paused terminal (Ctrl-S) or a full pipe on standard error blocks a write;
-    so a thread writes the lines, and the event loop only appends to a short
-    queue. Past NOTICE_BACKLOG unwritten lines, new ones are counted instead,
-    and the count is written once the queue has room again.
-    """
-
-    def __init__(self, fd: int = 2, prog: str = PROG) -> None:
-        self.fd = fd
-        self.prog = cli.command_name(prog)
-        self.dropped = 0
-        self._lines: collections.deque[bytes] = collections.deque()
-        self._ready = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name=f"{prog}-stderr", daemon=True)
-        self._thread.start()
-
-    def say(self, message: str) -> None:
-        line = f"{self.prog}: {message}\n".encode("utf-8", "replace")
-        with self._ready:
-            if len(self._lines) >= NOTICE_BACKLOG:
-                self.dropped += 1
-                return
-            if self.dropped:
-                self._lines.append(f"{self.prog}: ({self.dropped} messages were not shown: "
-                                   f"standard error was not being read)\n".encode())
-                self.dropped = 0
-            self._lines.append(line)
-            self._ready.notify()
-
-    def flush(self, timeout: float) -> bool:
-        """Wait (blocking, at exit only) up to `timeout` for the lines to be written."""
-        deadline = time.monotonic() + timeout
-        with self._ready:
-            while self._lines:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._ready.wait(left)
-        return True
-
-    def _run(self) -> None:
-        while True:
-            with self._ready:
-                while not self._lines:
-                    self._ready.wait()
-                line = self._lines[0]
-            try:
-                cli.write_all(self.fd, line)
-            except OSError:
-                pass  # nowhere left to say it
-            with self._ready:
-                self._lines.popleft()
-                self._ready.notify_all()
 
 
 def _tls_options(args) -> intercept.Options:

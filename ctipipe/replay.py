@@ -26,7 +26,7 @@ import orjson
 import trio
 
 from . import __version__, cli, script as scripts, stream, tls
-from .relay import Notices
+from .notices import Notices
 from .tap import Tap
 
 PROG = "ctireplay"

@@ -435,6 +435,7 @@ import struct  # noqa: E402
 
 import trio  # noqa: E402
 
+from ctipipe import notices as notices_module  # noqa: E402
 from ctipipe import relay as relay_module  # noqa: E402
 from ctipipe.tap import Tap  # noqa: E402
 
@@ -454,7 +455,7 @@ async def echo_server(task_status=trio.TASK_STATUS_IGNORED):
 
 
 async def start_relay(nursery, server_port, out_fd, err_fd, **options):
-    notices = relay_module.Notices(err_fd)
+    notices = notices_module.Notices(err_fd)
     tap = Tap(out_fd, raw=False, max_line=1 << 20, notify=notices.say)
     nursery.start_soon(tap.run)
     relay = relay_module.Relay(LOCALHOST, server_port, listen_addr=LOCALHOST, listen_port=0,
