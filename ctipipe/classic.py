@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from . import cli, paths, relay, split, stat, strip
+from . import cli, paths, split, stat, strip
 
 # How often the wrapper looks at its stages: it only waits, so this costs
 # nothing, and a dead stage is noticed within a tenth of a second.
@@ -75,6 +75,7 @@ def add_relay_options(parser: argparse.ArgumentParser, **kwargs) -> list[argpars
     """Add the relay's own options to a wrapper's parser; return their actions,
     from which relay_argv rebuilds the relay's command line. A new relay
     option reaches the relay without any change here."""
+    from . import relay  # here, not above: `ctistat FILE` never loads trio
     before = len(parser._actions)
     relay.add_relay_options(parser, **kwargs)
     return parser._actions[before:]
@@ -314,6 +315,10 @@ def main_ctistat(argv: list[str] | None = None) -> int:
     """`ctistat`: the classic tool given a HOST; the sink given none, or only
     FILEs (COMMANDS.md). The values of the relay's options are not words here."""
     argv = sys.argv[1:] if argv is None else argv
+    # The sink's usual words (none, or saved streams) need no relay options
+    # parsed: building the relay's parser costs the sink trio's import time.
+    if not stat.names_a_host([arg for arg in argv if arg == "-" or not arg.startswith("-")]):
+        return stat.main(argv)
     _, relay_actions = _stat_parser()
     takes_value = {option for action in relay_actions if action.nargs != 0
                    for option in action.option_strings}
