@@ -186,7 +186,10 @@ async def serve(listen_addr: str, port: int, *, starttls: bool = True,
                 if error.errno == errno.EADDRINUSE else "")
         raise cli.CommandError(f"cannot listen on {listen_addr}:{port}: "
                                f"{error.strerror or error}{hint}") from None
-    task_status.started(listeners[0].socket.getsockname()[1])
+    bound = listeners[0].socket.getsockname()[1]
+    cli.report("ctidemo server", f"listening on {listen_addr}:{bound}"
+               + (" (offering STARTTLS)" if starttls else " (plain, no STARTTLS)"))
+    task_status.started(bound)
     await trio.serve_listeners(lambda client: _serve_client(client, context), listeners)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import os
 import re
 
 from . import cli, paths, stage, stream
@@ -115,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.fields and not secret_fields(args):
         parser.error("give at least one FIELD to remove, or --redact")
+    for field in args.fields:
+        if os.path.exists(field) or field.endswith((".jsonl", ".json")) or "/" in field:
+            parser.error(f"{field!r} looks like a file, not a FIELD: ctistrip reads the stream "
+                         f"on standard input (ctistrip FIELD... < {field})")
     try:
         strip = Strip(args.fields, secret_fields(args))
     except paths.ExpressionError as error:

@@ -109,6 +109,15 @@ def test_redact_masks_credentials_in_lines_that_are_not_json_and_in_raw_chunks()
     assert result.stderr.count(b"--raw chunks") == 1  # said once: a split credential is not found
 
 
+def test_ctistrip_refuses_a_file_name_given_as_a_field(tmp_path):
+    saved = tmp_path / "session.jsonl"
+    saved.write_bytes(SESSION)
+    for argv in (["timenow", str(saved)], ["class", "session.jsonl"]):
+        result = run("ctistrip", *argv)
+        assert result.returncode == 2 and result.stdout == b""
+        assert result.stderr.count(b"\n") == 1 and b"looks like a file" in result.stderr
+
+
 def test_expressions_compare_json_text():
     assert Expression("commandid=5").matches({"commandid": 5})
     assert Expression("commandid=5").matches({"commandid": "5"})
