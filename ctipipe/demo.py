@@ -257,8 +257,12 @@ async def _serve_client(client: trio.SocketStream, context: ssl.SSLContext | Non
                 for reply in answer(request, session):
                     await send(reply)
             nursery.cancel_scope.cancel()
-    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
-        pass  # the client went away, or never began its handshake: its session ends
+    except Exception as error:  # noqa: BLE001 - one client's end never ends the server
+        # The nursery wraps what a task raised in a group: look at what is inside.
+        gone = (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError)
+        unexpected = [leaf for leaf in cli.leaves(error) if not isinstance(leaf, gone)]
+        if unexpected:  # not merely a client that went away or never began its handshake
+            cli.report("ctidemo server", f"a session ended on an error: {unexpected[0]}")
 
 
 # --- the client --------------------------------------------------------------

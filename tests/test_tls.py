@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import ssl
 import stat
 import subprocess
@@ -214,6 +215,18 @@ def test_demo_server_offers_starttls_to_a_xivo_client():
     assert "replyid" not in received[3]  # protocol 2.x login replies
     proc.kill()
     assert "Traceback" not in proc.err
+
+
+def test_demo_server_outlives_clients_that_reset():
+    proc, port = _demo_server()
+    for _ in range(5):  # each reads the offer, then resets instead of answering
+        with socket.create_connection((LOCALHOST, port), timeout=WAIT) as conn:
+            conn.recv(1024)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client = XivoClient(port, password=demo.PASSWORD)
+    assert [m["class"] for m in client.run()][2:5] == ["login_id", "login_pass", "login_capas"]
+    assert proc.popen.poll() is None and "Error" not in proc.err, proc.err
+    proc.kill()
 
 
 def test_demo_server_without_starttls_sends_nothing_first():
