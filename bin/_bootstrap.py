@@ -1,6 +1,7 @@
 """Run a ctipipe command from a fresh clone: prepare .venv once, then hand over to it.
 
-Every script in bin/ is three lines that call run(); the first run creates
+Every script in bin/ is a few lines of sh (see one) that start python3 on it, whose
+last lines call run(); the first run creates
 .venv beside bin/, installs the package (editable, with its test extra so the
 test command needs nothing more) and notes what it installed, so later runs
 start at once. A lock keeps concurrent first runs from installing twice.

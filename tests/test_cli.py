@@ -247,3 +247,36 @@ def test_ctrl_c_during_the_first_run_install_is_one_line(tmp_path):
     assert proc.finish(timeout=60) == 1
     assert "Traceback" not in proc.err
     assert proc.err.splitlines()[-1] == "ctipipe: first-run install interrupted; the next run installs again"
+
+
+@pytest.mark.parametrize("name", ["ctipretty", "ctistat", "ctispy"])
+def test_a_directory_as_standard_input_is_one_line_from_the_bin_script(tmp_path, name):
+    # Python itself dies with "Fatal Python error" on such a stdin; the bin/
+    # scripts check it in sh first. Copied away from the repo: if the check
+    # did not hold, Python would run and the first-run install would start.
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    (tmp_path / "bin").mkdir()
+    for each in ("_bootstrap.py", name):
+        (tmp_path / "bin" / each).write_bytes((repo / "bin" / each).read_bytes())
+        (tmp_path / "bin" / each).chmod(0o755)
+    directory = os.open(tmp_path, os.O_RDONLY)
+    try:
+        result = subprocess.run([str(tmp_path / "bin" / name)], stdin=directory,
+                                capture_output=True, timeout=WAIT)
+    finally:
+        os.close(directory)
+    assert result.returncode == 2
+    assert result.stderr.decode() == (f"{name}: error: standard input is a directory; "
+                                      f"give a file (< FILE) or a pipe\n")
+    assert not (tmp_path / ".venv").exists()
+
+
+def test_bin_script_still_hands_its_arguments_and_input_to_the_command():
+    from pathlib import Path
+    script = Path(__file__).resolve().parent.parent / "bin" / "ctipretty"
+    record = b'{"ts":1.5,"conn":1,"from":"client","msg":{"class":"login_id","it\'s":"a b"}}\n'
+    result = subprocess.run([str(script), "--compact", "--time", "none", "--color", "never"],
+                            input=record, capture_output=True, timeout=WAIT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b'    Client > Server\n{"class": "login_id", "it\'s": "a b"}\n'
