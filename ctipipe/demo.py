@@ -52,6 +52,8 @@ HANDSHAKE_TIMEOUT = 0.5
 
 # How long the client waits for the server (or the relay in front of it) to listen.
 CONNECT_PATIENCE = 10.0
+# After its logout the demo client waits this long for the server to close.
+DRAIN_PATIENCE = 5.0
 
 
 def _now() -> float:
@@ -357,7 +359,7 @@ async def run_client(host: str, port: int, user: str, pause: float) -> None:
     stream_ = await _connect(host, port)
     try:
         async with stream_:
-            await _session(_Client(stream_), user, pause)
+            await _session(_Client(stream_), stream_, user, pause)
     except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
         cause = error.__cause__
         why = (os.strerror(cause.errno) if isinstance(cause, OSError) and cause.errno
@@ -365,7 +367,7 @@ async def run_client(host: str, port: int, user: str, pause: float) -> None:
         raise cli.CommandError(f"the connection to {host}:{port} was lost ({why})") from None
 
 
-async def _session(client: _Client, user: str, pause: float) -> None:
+async def _session(client: _Client, raw: trio.SocketStream, user: str, pause: float) -> None:
     offer = None
     with trio.move_on_after(OFFER_WAIT):
         offer = await client.receive("the server's first message")
@@ -410,9 +412,13 @@ async def _session(client: _Client, user: str, pause: float) -> None:
                       "queue": "queue:xivo/all"})
     await trio.sleep(pause * 4)
     await client.send({"class": "logout", "stopper": "disconnect"})
-    if client.tls is None:
-        await client.lines.stream.send_eof()
-    # Over TLS the session simply closes (TLS has no half-close here).
+    # End our side with a FIN (inside TLS too: a bare FIN, as the XiVO client
+    # ends), then read what the server still sends until it closes: closing
+    # with status updates unread would reset the connection.
+    await raw.send_eof()
+    with trio.move_on_after(DRAIN_PATIENCE):
+        while await client.lines.next() is not None:
+            pass
 
 
 # --- ctidemo -------------------------------------------------------------------

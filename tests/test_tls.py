@@ -603,12 +603,16 @@ def test_plaintext_is_forwarded_exactly_through_intercepted_tls(tls_loop_relay, 
 
 
 def test_whole_demo_shows_the_tls_line_and_the_decrypted_session():
-    proc = Proc(command("ctidemo", "--compact", "--pause", "0"), env={**os.environ, "TZ": "UTC"})
+    proc = Proc(command("ctidemo", "--compact", "--pause", "0.02"), env={**os.environ, "TZ": "UTC"})
     assert proc.finish(timeout=30) == 0, proc.err
     shown = proc.out.decode()
     assert "TLS (STARTTLS): client TLSv" in shown  # ctipretty's line for the tls event
     assert f'"password":"{demo.PASSWORD}"' in shown.replace(" ", "")
     assert "Traceback" not in proc.err
+    # The demo ends as a session should: the client's logout and FIN, no reset
+    # (a client that closes with status updates unread resets the connection).
+    last = shown.rstrip("\n").splitlines()[-1]
+    assert "session 1 closed by client after" in last and "reset" not in last, last
 
 
 def test_a_starttls_exchange_after_the_login_is_only_relayed(server):
