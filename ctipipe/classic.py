@@ -81,6 +81,12 @@ def add_relay_options(parser: argparse.ArgumentParser, **kwargs) -> list[argpars
     return parser._actions[before:]
 
 
+def check_relay_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The relay's own checks of its options, made by the wrapper's parser (exit 2)."""
+    from . import relay
+    relay.check_relay_options(parser, args)
+
+
 def relay_argv(actions: list[argparse.Action], args: argparse.Namespace) -> list[str]:
     """The relay's arguments, rebuilt from the parsed values of its options."""
     argv: list[str] = []
@@ -227,6 +233,7 @@ def main_spy(argv: list[str] | None = None) -> int:
     sides.add_argument("--no-server", action="store_true", help="hide what the server sends")
     _filter_options(parser)
     args = parser.parse_args(argv)
+    check_relay_options(parser, args)
     _check_filters(parser, args)
     if args.raw and (args.strip or args.include or args.exclude or strip.secret_fields(args)):
         parser.error("--raw shows the traffic undecoded: it cannot be used with "
@@ -266,6 +273,7 @@ def main_save(argv: list[str] | None = None) -> int:
                         help="save the tagged records themselves (for ctidiff and ctireplay)")
     _filter_options(parser)
     args = parser.parse_args(argv)
+    check_relay_options(parser, args)
     _check_filters(parser, args)
     if _same_file(args.client_file, args.server_file):
         parser.error(f"CLIENTFILE and SERVERFILE are the same file ({args.server_file}); "
@@ -300,6 +308,7 @@ def main_stat(argv: list[str] | None = None) -> int:
     prog = "ctistat"
     parser, relay_actions = _stat_parser()
     args = parser.parse_args(argv)
+    check_relay_options(parser, args)
     sink = ["ctistat", *(["-n"] if args.network else []), *(["--json"] if args.json else [])]
     stages = [["ctirelay", *relay_argv(relay_actions, args)], sink]
 

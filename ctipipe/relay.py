@@ -45,6 +45,12 @@ ctirelay xivo-new --loop --listen-addr 127.0.0.1 > session.jsonl
 """
 
 
+def check_relay_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What argparse cannot check alone; the wrappers call it too, before anything listens."""
+    if (args.cert is None) != (args.key is None):
+        parser.error("--cert and --key go together")
+
+
 def add_relay_options(parser: argparse.ArgumentParser, *, raw: bool = True) -> None:
     """The relay's options, shared by ctirelay and the classic wrappers."""
     parser.add_argument("host", metavar="HOST", help="the CTI server to relay to")
@@ -539,8 +545,7 @@ def main(argv: list[str] | None = None) -> int:
                         "stream of what passed on standard output.", EXAMPLE)
     add_relay_options(parser)
     args = parser.parse_args(argv)
-    if (args.cert is None) != (args.key is None):
-        parser.error("--cert and --key go together")
+    check_relay_options(parser, args)
     notices = Notices()
 
     def body() -> int:

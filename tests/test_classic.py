@@ -279,6 +279,9 @@ def test_a_dying_stage_is_named_and_stops_the_pipeline(server):
     ("ctispy", []),
     ("ctistat", ["xivo", "-m", "-n"]),
     ("ctisave", ["xivo", "onlyonefile"]),
+    ("ctispy", ["xivo", "--cert", "relay.pem"]),
+    ("ctisave", ["xivo", "c", "s", "--key", "relay.key"]),
+    ("ctistat", ["xivo", "--cert", "relay.pem"]),
 ])
 def test_usage_errors_exit_2_before_listening(name, args):
     proc = Proc(command(name, *args))
