@@ -356,8 +356,20 @@ class Mock:
                     await listener.aclose()
 
     async def session(self, client: trio.SocketStream) -> None:
+        """One client served the recording. Whatever goes wrong ends this
+        session only (with --loop the others go on): a client that resets as it
+        connects (a port scan, a health check) gets an `error` record and one
+        line, and counts as no session played."""
         self.sessions += 1
         conn = self.sessions
+        try:
+            peer = _name(client.socket.getpeername())
+        except OSError as error:
+            message = f"the client left as it connected ({_reason(error)})"
+            self.tap.event(stream.event_record(time.time(), conn, "error", error=message))
+            self.notices.say(f"session {conn}: {message}")
+            await client.aclose()
+            return
         divergence = Divergence()
         self.results.append((conn, divergence))
         script = self.script
@@ -367,7 +379,7 @@ class Mock:
         live = Conversation(client, self.tap, conn, "server", expecting.on_line, self.max_line)
         started = time.time()
         self.tap.opened(live.session, stream.event_record(
-            started, conn, "open", client=_name(client.socket.getpeername()), server=self.source))
+            started, conn, "open", client=peer, server=self.source))
         played = False
         try:
             async with trio.open_nursery() as nursery:
@@ -375,6 +387,13 @@ class Mock:
                 await self._play(live, expecting, divergence)
                 played = True
                 nursery.cancel_scope.cancel()
+        except Exception as error:  # noqa: BLE001 - one session's failure is its own
+            if not self.loop:
+                raise
+            played = True  # it ended, on an error; not interrupted
+            leaf = next(iter(cli.leaves(error)), error)
+            divergence.notes.append(f"ended on an error: {_reason(leaf)}")
+            live.ended_by = live.ended_by or "relay"
         finally:
             if not played:  # cancelled (Ctrl-C): trio wraps that in a group, so no except
                 live.ended_by = live.ended_by or "relay"
