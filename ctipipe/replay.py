@@ -380,26 +380,8 @@ class Mock:
         started = time.time()
         self.tap.opened(live.session, stream.event_record(
             started, conn, "open", client=peer, server=self.source))
-        played = False
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(live.read)
-                await self._play(live, expecting, divergence)
-                played = True
-                nursery.cancel_scope.cancel()
-        except Exception as error:  # noqa: BLE001 - one session's failure is its own
-            if not self.loop:
-                raise
-            played = True  # it ended, on an error; not interrupted
-            leaf = next(iter(cli.leaves(error)), error)
-            divergence.notes.append(f"ended on an error: {_reason(leaf)}")
-            live.ended_by = live.ended_by or "relay"
-        finally:
-            if not played:  # cancelled (Ctrl-C): trio wraps that in a group, so no except
-                live.ended_by = live.ended_by or "relay"
-                divergence.interrupted = True
-            await live.close()
-            _closed(self.tap, live, conn, started)
+        await _converse(self.tap, live, conn, started, divergence,
+                        lambda: self._play(live, expecting, divergence), contain=self.loop)
 
     async def _play(self, live: Conversation, expecting: _Expecting, divergence: Divergence) -> None:
         script = self.script
@@ -439,6 +421,33 @@ class Mock:
                     live.ended_by = "server"
         for line in script.client[expecting.next:]:
             divergence.not_seen[_label(line.cls)] += 1
+
+
+async def _converse(tap: Tap, live: Conversation, conn: int, started: float,
+                    divergence: Divergence, play, contain: bool) -> None:
+    """One live conversation: its reader beside play(), then its `close`,
+    whatever happened. With contain, an error ends this session only (noted
+    in its divergence) and the others go on; Ctrl-C marks it interrupted."""
+    played = False
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(live.read)
+            await play()
+            played = True
+            nursery.cancel_scope.cancel()
+    except Exception as error:  # noqa: BLE001 - one session's failure is its own
+        if not contain:
+            raise
+        played = True  # it ended, on an error: not interrupted
+        leaf = next(iter(cli.leaves(error)), error)
+        divergence.notes.append(f"ended on an error: {_reason(leaf)}")
+        live.ended_by = live.ended_by or "relay"
+    finally:
+        if not played:  # cancelled (Ctrl-C): trio wraps that in a group, so no except
+            live.ended_by = live.ended_by or "relay"
+            divergence.interrupted = True
+        await live.close()
+        _closed(tap, live, conn, started)
 
 
 def _closed(tap: Tap, live: Conversation, conn: int, started: float) -> None:
@@ -564,19 +573,8 @@ class Crowd:
         started = time.time()
         self.tap.opened(live.session, stream.event_record(
             started, conn, "open", client=_name(server.socket.getsockname()), server=target))
-        played = False
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(live.read)
-                await self._play(live, awaiting, divergence)
-                played = True
-                nursery.cancel_scope.cancel()
-        finally:
-            if not played:  # cancelled (Ctrl-C): trio wraps that in a group, so no except
-                live.ended_by = live.ended_by or "relay"
-                divergence.interrupted = True
-            await live.close()
-            _closed(self.tap, live, conn, started)
+        await _converse(self.tap, live, conn, started, divergence,
+                        lambda: self._play(live, awaiting, divergence), contain=True)
 
     async def _play(self, live: Conversation, awaiting: _Awaiting, divergence: Divergence) -> None:
         script = self.script
