@@ -474,10 +474,15 @@ def _whole_demo(args: argparse.Namespace) -> int:
             return cli.Exit.ERROR
         return cli.Exit.OK
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(10)
+        _stop(procs)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """End what the demo started, the last started first."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
 
 
 def _replay_demo(args: argparse.Namespace) -> int:
@@ -528,10 +533,7 @@ def _replay_demo(args: argparse.Namespace) -> int:
                 return cli.Exit.ERROR
             return cli.Exit.OK
         finally:
-            for proc in reversed(procs):
-                if proc.poll() is None:
-                    proc.terminate()
-                    proc.wait(10)
+            _stop(procs)
 
 
 def _port(text: str) -> int:
