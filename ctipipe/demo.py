@@ -595,8 +595,23 @@ def main(argv: list[str] | None = None) -> int:
     client.add_argument("--user", default="alice", help="the login (default alice)")
     client.add_argument("--pause", type=float, default=0.05,
                         help="seconds between steps (default 0.05)")
-    parts.add_parser("replay", help="record a demo session, then replay it with ctireplay "
-                                    "as the server, watched through ctispy")
+    replay = parts.add_parser(
+        "replay", help="record a demo session, then replay it with ctireplay "
+                       "as the server, watched through ctispy",
+        description=textwrap.fill("Record a demo session through ctirelay, then replay it with "
+                    "ctireplay as the server, watched through ctispy, to a demo client with "
+                    "commandids of its own."),
+        example="ctidemo replay --compact")
+    # The whole demo's options, also after `replay` (SUPPRESS: not given here,
+    # the value given before `replay`, or its default, stays).
+    replay.add_argument("--listen-port", type=_port, default=argparse.SUPPRESS,
+                        help="where ctispy listens (default: any free port)")
+    replay.add_argument("--compact", action="store_true", default=argparse.SUPPRESS,
+                        help="one line per message")
+    replay.add_argument("--pause", type=float, default=argparse.SUPPRESS,
+                        help="seconds between client steps (default 0.05)")
+    replay.add_argument("--no-starttls", action="store_true", default=argparse.SUPPRESS,
+                        help="record a plain session (the demo server offers no STARTTLS)")
     args = parser.parse_args(argv)
 
     def body() -> int:

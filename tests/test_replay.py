@@ -328,11 +328,15 @@ def test_bad_input_is_one_line_exit_2_and_nothing_started(tmp_path, argv, says):
     assert "listening" not in proc.err
 
 
-def test_ctidemo_replay_records_then_replays_through_ctispy():
-    demo = Proc(command("ctidemo", "--compact", "--pause", "0.01", "replay"))
+@pytest.mark.parametrize("argv", [["--compact", "--pause", "0.01", "replay"],
+                                  ["replay", "--compact", "--pause", "0.01", "--no-starttls"]])
+def test_ctidemo_replay_records_then_replays_through_ctispy(argv):
+    demo = Proc(command("ctidemo", *argv))
     assert demo.finish(60) == 0, demo.err
     assert "ctireplay: session 1: followed the recording" in demo.err
     assert demo.out.count(b"Server > Client") > 10 and b'"logout"' in demo.out
+    assert demo.out.count(b"\n{") > 10  # --compact: each message on its header's next line
+    assert (b"TLS (STARTTLS)" in demo.out) == ("--no-starttls" not in argv)
 
 
 def test_a_hostile_endless_line_is_one_unexpected_line_and_the_session_goes_on(tmp_path):
