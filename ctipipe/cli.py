@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import enum
 import os
+import signal
 import sys
+import threading
 import traceback
 from typing import Callable
 
@@ -91,6 +93,23 @@ def guarded(prog: str, body: Callable[[], int], debug: bool = False) -> int:
     This is the one place tracebacks are stopped. Trio reports errors in
     exception groups, so each group is unwrapped to the error inside it.
     """
+    try:
+        return _guarded(prog, body, debug)
+    finally:
+        _ignore_late_ctrl_c()
+
+
+def _ignore_late_ctrl_c() -> None:
+    """The command has done its work and knows its exit status: a Ctrl-C
+    from now on (the second of a double Ctrl-C, say) must not change it.
+    Python gives SIGINT back its default action as it finalizes, and a SIGINT
+    then would kill a process that completed (status 130 in a shell, a
+    "stopped (killed by SIGINT)" stage for a wrapper)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _guarded(prog: str, body: Callable[[], int], debug: bool) -> int:
     try:
         return int(body())
     except BaseException as error:  # noqa: BLE001 - this is the boundary
