@@ -96,17 +96,19 @@ def guarded(prog: str, body: Callable[[], int], debug: bool = False) -> int:
     try:
         return _guarded(prog, body, debug)
     finally:
-        _ignore_late_ctrl_c()
+        _ignore_late_signals()
 
 
-def _ignore_late_ctrl_c() -> None:
-    """The command has done its work and knows its exit status: a Ctrl-C
-    from now on (the second of a double Ctrl-C, say) must not change it.
-    Python gives SIGINT back its default action as it finalizes, and a SIGINT
+def _ignore_late_signals() -> None:
+    """The command has done its work and knows its exit status: a Ctrl-C or
+    SIGTERM from now on (the second of a double Ctrl-C, a wrapper repeating
+    its request, `timeout` signalling the whole group) must not change it.
+    Python gives SIGINT back its default action as it finalizes, and a signal
     then would kill a process that completed (status 130 in a shell, a
-    "stopped (killed by SIGINT)" stage for a wrapper)."""
+    "stopped (killed by SIGTERM)" stage for a wrapper)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _guarded(prog: str, body: Callable[[], int], debug: bool) -> int:

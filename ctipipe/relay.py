@@ -511,7 +511,12 @@ async def _run(args, notices: Notices) -> int:
                   connect_timeout=args.connect_timeout, notices=notices,
                   tls_options=_tls_options(args))
     # The signals stay caught until the very end, so a second Ctrl-C (the
-    # terminal's and a wrapper's) cannot interrupt the final flush.
+    # terminal's and a wrapper's) cannot interrupt the final flush. Ignored
+    # first, so that leaving the receiver leaves them ignored: one that comes
+    # once the relay has finished (a wrapper repeats its request) must not
+    # kill a relay that completed.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as root:
             root.start_soon(tap.run)
