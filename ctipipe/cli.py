@@ -80,6 +80,18 @@ def report(prog: str, message: str) -> None:
         pass  # nowhere left to say it
 
 
+def host(text: str) -> str:
+    """argparse type of a host name or address: a malformed one (an empty
+    label as in `a..b`, a label over 63 characters, bytes that are not text)
+    is a usage error in one line, not an exception from the resolver."""
+    try:
+        text.encode("idna")
+    except UnicodeError as error:
+        why = str(error).rpartition("(UnicodeError: ")[2].rstrip(")")
+        raise argparse.ArgumentTypeError(f"not a host name: {text!r} ({why})") from None
+    return text
+
+
 def leaves(error: BaseException) -> list[BaseException]:
     """The real errors inside (possibly nested) exception groups."""
     if isinstance(error, BaseExceptionGroup):

@@ -578,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
                     "its own certificate kept in the data directory) unless told not to. "
                     f"Every user's password is {PASSWORD!r}. Runs until Ctrl-C."),
         example="ctidemo server --port 5003 &\nctirelay 127.0.0.1 --port 5003 | ctipretty")
-    server.add_argument("--listen-addr", default="127.0.0.1", metavar="ADDR",
+    server.add_argument("--listen-addr", type=cli.host, default="127.0.0.1", metavar="ADDR",
                         help="the address to listen on (default 127.0.0.1)")
     server.add_argument("--port", type=_port, default=5003, help="the port to listen on (default 5003)")
     server.add_argument("--no-starttls", action="store_true",
@@ -590,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
                     "clear password inside TLS, 1.x with a hashed one without), the configuration "
                     "lists, a dial and a hangup, then logout."),
         example="ctidemo client --port 50030 --user alice")
-    client.add_argument("--host", default="127.0.0.1", help="the server or relay (default 127.0.0.1)")
+    client.add_argument("--host", type=cli.host, default="127.0.0.1", help="the server or relay (default 127.0.0.1)")
     client.add_argument("--port", type=_port, default=50030, help="its port (default 50030)")
     client.add_argument("--user", default="alice", help="the login (default alice)")
     client.add_argument("--pause", type=float, default=0.05,

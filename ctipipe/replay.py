@@ -724,7 +724,7 @@ def _parser() -> cli.Parser:
     parser.add_argument("--max-line", type=cli.positive, default=16 << 20, metavar="BYTES",
                         help="longer live lines are recorded in pieces (default 16 MiB)")
     mock = parser.add_argument_group("as a server (without --to)")
-    mock.add_argument("--listen-addr", metavar="ADDR", default=None,
+    mock.add_argument("--listen-addr", type=cli.host, metavar="ADDR", default=None,
                       help="listen on this address only (default: every address)")
     mock.add_argument("--listen-port", type=cli.port, default=None,
                       help="where clients connect (default 5003)")
@@ -736,7 +736,7 @@ def _parser() -> cli.Parser:
                       help="the certificate to present over STARTTLS (default: the relay's own)")
     mock.add_argument("--key", metavar="FILE", default=None, help="the private key of --cert")
     crowd = parser.add_argument_group("as clients (--to HOST)")
-    crowd.add_argument("--to", metavar="HOST", default=None, help="play the client side against HOST")
+    crowd.add_argument("--to", type=cli.host, metavar="HOST", default=None, help="play the client side against HOST")
     crowd.add_argument("--port", type=cli.port, default=None, help="the server's port (default 5003)")
     crowd.add_argument("--clients", type=_count, default=None, metavar="N",
                        help="N sessions at once (default 1)")

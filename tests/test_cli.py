@@ -296,3 +296,19 @@ def test_a_late_ctrl_c_cannot_change_the_status_of_a_command_that_finished():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=WAIT)
     assert result.returncode == 0, result.stderr
     assert result.stderr == b""
+
+
+@pytest.mark.parametrize("argv", [
+    ["ctirelay", "a..b"], ["ctirelay", "127.0.0.1", "--listen-addr", "a" * 64 + ".example"],
+    ["ctispy", "127.0.0.1", "--listen-addr", "a..b"], ["ctisave", "a..b", "c", "s"],
+    ["ctireplay", "missing.jsonl", "--to", "a..b"], ["ctireplay", "missing.jsonl", "--listen-addr", "a..b"],
+    ["ctidemo", "client", "--host", "a..b"], ["ctidemo", "server", "--listen-addr", "a..b"],
+])
+def test_a_malformed_host_name_is_a_one_line_usage_error(argv, tmp_path):
+    # The resolver raised UnicodeError ("encoding with 'idna' codec failed"),
+    # which came out as a traceback or an exception's class name.
+    result = subprocess.run(command(*argv), capture_output=True, timeout=WAIT, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    err = result.stderr.decode()
+    assert err.count("\n") == 1 and "not a host name: " in err, err
+    assert "UnicodeError:" not in err and not (tmp_path / "c").exists()
