@@ -34,6 +34,8 @@ _DIRECTION = {"client": b"Client > Server", "server": b"Server > Client"}
 _NO_MESSAGE = object()
 _TOKEN = re.compile(rb'("(?:[^"\\]|\\.)*")(\s*:)?|(-?\d[\d.eE+-]*)|\b(true|false|null)\b')
 TIME_MODES = ("local", "utc", "relative", "none")
+# Times beyond this many seconds from 1970 (year 5138) are not shown as a clock.
+_TS_RANGE = 1e11
 
 
 
@@ -78,7 +80,9 @@ class Pretty(stage.Stage):
         per second), or seconds since the session opened, or nothing."""
         if self.clock == "none":
             return b""
-        if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+        if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not -_TS_RANGE < ts < _TS_RANGE:
+            # Not a time, or one no clock can show (1e20, inf, nan): the
+            # record is still shown, with this column unknown.
             return b"??:??:??.??????" if self.clock != "relative" else b"?"
         if self.clock == "relative":
             if self.started is None:
@@ -105,7 +109,7 @@ class Pretty(stage.Stage):
         # The header, "\x00HH:MM:SS.ffffff Client > Server" (see the class docstring).
         direction = _DIRECTION.get(side) or safe_text(f"{side} >".encode(), False)
         ts = record.get("ts")
-        if type(ts) is float and self.clock in ("local", "utc"):
+        if type(ts) is float and self.clock in ("local", "utc") and -_TS_RANGE < ts < _TS_RANGE:
             second = int(ts)
             if second != self._second:
                 self._time(ts)

@@ -706,3 +706,16 @@ def test_classic_ctistat_stopped_before_any_client_says_so(server):
     tool.signal(signal.SIGINT)  # Ctrl-C before any client came
     assert tool.finish() == 0, tool.err
     assert tool.out == b"=== No session: the input ended before any session began\n"
+
+
+@pytest.mark.parametrize("clock", ["local", "utc", "relative", "none"])
+def test_ctipretty_shows_a_record_whose_time_no_clock_can_show_and_goes_on(clock):
+    # time.localtime(1e20) raised OverflowError, which stopped ctipretty for
+    # the rest of the stream.
+    records = b"".join(b'{"ts":%s,"conn":1,"from":"client","size":3,"msg":{"n":%d}}\n' % (ts, n)
+                       for n, ts in enumerate([b"1e20", b"-1e300", b"1764262479.5"]))
+    result = subprocess.run(command("ctipretty", "--compact", "--color", "never", "--time", clock),
+                            input=records, capture_output=True, timeout=WAIT)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    assert [line for line in result.stdout.splitlines() if line.startswith(b"{")] == \
+        [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
