@@ -8,6 +8,7 @@ import os
 import orjson
 
 from . import cli, stage
+from .terminal import safe_text
 
 PROG = "ctistat"
 
@@ -197,7 +198,9 @@ class Stat(stage.Stage):
         summary = session.summary()
         if self.as_json:
             return orjson.dumps(summary)
-        return (format_network(summary) if self.network else format_messages(summary)).encode()
+        # Addresses and class names come from the wire: escaped like ctipretty's.
+        return safe_text((format_network(summary) if self.network
+                          else format_messages(summary)).encode())
 
     def _report_open(self) -> list[bytes]:
         """The statistics of the sessions still open, which then end."""
@@ -217,7 +220,7 @@ class Stat(stage.Stage):
             if self.as_json:
                 cli.report(PROG, text)  # standard output stays one object per session
                 return None
-            return f"=== No session: {text.split(': ', 1)[1]}\n".encode()
+            return safe_text(f"=== No session: {text.split(': ', 1)[1]}\n".encode())
         return b"".join(report + b"\n" for report in reports) or None
 
 

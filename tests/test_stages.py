@@ -719,3 +719,18 @@ def test_ctipretty_shows_a_record_whose_time_no_clock_can_show_and_goes_on(clock
     assert result.returncode == 0 and result.stderr == b"", result.stderr
     assert [line for line in result.stdout.splitlines() if line.startswith(b"{")] == \
         [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
+
+
+@pytest.mark.parametrize("mode", [[], ["-n"]])
+def test_ctistat_escapes_what_the_wire_controls(mode):
+    # A hostile peer controls the class names and (through its name) the
+    # addresses: ESC and U+202E must not reach the terminal as they are.
+    records = (b'{"ts":1.0,"conn":1,"event":"open","client":"\\u001b[31m","server":"\\u202e"}\n'
+               b'{"ts":1.5,"conn":1,"from":"server","size":3,"msg":{"class":"x\\u001b[2J\\u202e"}}\n')
+    result = subprocess.run(command("ctistat", *mode), input=records, capture_output=True,
+                            timeout=WAIT)
+    assert result.returncode == 0, result.stderr
+    assert b"\x1b" not in result.stdout and "\u202e".encode() not in result.stdout
+    assert b"=== Session 1: \\x1b[31m > \\u202e" in result.stdout
+    if not mode:
+        assert b"x\\x1b[2J\\u202e 1" in result.stdout
