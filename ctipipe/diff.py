@@ -35,6 +35,10 @@ def _sessions(text: str) -> tuple[int | None, int | None]:
 
 
 def _field(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeError:  # bytes that are not text on the command line
+        raise argparse.ArgumentTypeError(f"not a field: {text!r} (not UTF-8)") from None
     if not text or any(not part for part in text.split(".")):
         raise argparse.ArgumentTypeError(
             f"not a field: {text!r} (a key such as timenow, or a dotted path such as config.lastcall)")
@@ -87,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.Parser(PROG, "Compare two saved sessions message by message, ignoring the fields "
                         "that differ every time (timenow, commandid, replyid, sessionid, ts). "
                         "Exit status: 0 equal, 1 different, 2 trouble.", EXAMPLE)
-    parser.add_argument("a", metavar="A", help="a tagged stream (.jsonl) or a file saved by ctisave")
+    parser.add_argument("a", metavar="A", help="a tagged stream (.jsonl) or a file saved by ctisave; - is standard input")
     parser.add_argument("b", metavar="B", help="the same, to compare with A")
     parser.add_argument("--conn", type=_sessions, metavar="N[:M]",
                         help="session N of both files, or N of A and M of B (default: the first of each)")
@@ -103,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                         help="colours (default: when writing to a terminal, unless NO_COLOR is set)")
     args = parser.parse_args(argv)
+    if args.a == args.b == "-":
+        parser.error("A and B cannot both be standard input (-)")
     color = not args.json and (args.color == "always" or (
         args.color == "auto" and os.isatty(1) and os.environ.get("NO_COLOR") is None))
     outcome: dict = {}

@@ -8,7 +8,10 @@ messages fit in a small part of the memory their decoded messages would take.
 from __future__ import annotations
 
 import base64
+import contextlib
+import itertools
 import json
+import sys
 from dataclasses import dataclass, field
 
 import orjson
@@ -18,6 +21,8 @@ from .cli import CommandError
 
 SIDES = ("client", "server")
 RAW_SIGNATURE = ("(not JSON)",)
+# No line of a capture is this long (the relay cuts lines at --max-line, 16 MiB).
+LINE_LIMIT = 64 << 20
 MAX_WARNINGS = 100  # malformed lines reported one by one, then only counted
 
 
@@ -59,33 +64,50 @@ class Capture:
 
 def load(path: str, conn: int | None, sides: tuple[str, ...], ignore: compare.Ignore,
          kinds: dict[tuple, int]) -> Capture:
-    """Read `path` (a tagged stream or a classic ctisave file) and keep session `conn`
-    (None: the first). `kinds` maps signatures to small numbers, shared by both files."""
+    """Read `path` (a tagged stream or a classic ctisave file; `-` is standard
+    input) and keep session `conn` (None: the first). `kinds` maps signatures
+    to small numbers, shared by both files. The file is read once, front to
+    back, so a pipe (`<(ctistrip x < a.jsonl)`) does as well as a file."""
     try:
-        with open(path, "rb") as file:
-            first = b""
-            for first in file:  # the first line that is not blank
+        with (contextlib.nullcontext(sys.stdin.buffer) if path == "-" else open(path, "rb")) as file:
+            lines = _bounded_lines(path, file)
+            first, before = b"", 0
+            for first in lines:  # the first line that is not blank
                 if first.strip():
                     break
+                before += 1
             if not first.strip():
                 raise CommandError(f"{path} is empty")
             try:
                 head = orjson.loads(first)
             except orjson.JSONDecodeError:
                 head = None
-            file.seek(0)
+            lines = itertools.chain([first], lines)
             if type(head) is dict and ("event" in head or ("from" in head and "conn" in head)):
                 # line by line: only the chosen session's lines are kept
-                return _load_tagged(path, file, conn, sides, ignore, kinds)
+                return _load_tagged(path, lines, conn, sides, ignore, kinds, before + 1)
             if first.lstrip()[:1] in (b"{", b"["):
-                return _load_classic(path, file.read(), ignore, kinds)
+                return _load_classic(path, b"".join(lines), ignore, kinds)
     except OSError as error:
-        raise CommandError(f"cannot read {path}: {error.strerror}") from None
+        raise CommandError(f"cannot read {path}: {error.strerror or error}") from None
     raise CommandError(f"{path} is not a tagged stream (as ctirelay writes) "
                        f"nor a ctisave file of indented JSON messages")
 
 
-def _load_tagged(path, lines, conn, sides, ignore, kinds) -> Capture:
+def _bounded_lines(path: str, file):
+    """The file's lines, each at most LINE_LIMIT bytes: a file with no newline
+    (/dev/zero) is refused in one line instead of filling the memory."""
+    for lineno in itertools.count(1):
+        line = file.readline(LINE_LIMIT + 1)
+        if not line:
+            return
+        if len(line) > LINE_LIMIT:
+            raise CommandError(f"{path} line {lineno} is longer than {LINE_LIMIT >> 20} MiB: "
+                               f"not a capture")
+        yield line
+
+
+def _load_tagged(path, lines, conn, sides, ignore, kinds, first_lineno=1) -> Capture:
     capture = Capture(path, True, conn)
     for side in sides:
         capture.sides[side] = Messages()
@@ -94,7 +116,7 @@ def _load_tagged(path, lines, conn, sides, ignore, kinds) -> Capture:
     loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
     content_key, signature, strip = compare.content_key, compare.signature, ignore.strip
     malformed = 0
-    for lineno, line in enumerate(lines, 1):
+    for lineno, line in enumerate(lines, first_lineno):
         line = line.rstrip(b"\n")
         if not line:
             continue

@@ -443,3 +443,40 @@ def test_one_changed_message_among_identical_ones_is_one_change():
             found = sorted((item.kind, json.dumps(a[item.a])) for item in items)
             assert found == sorted([(pairing.CHANGED, json.dumps(a[changed])),
                                     (pairing.ONLY_A, json.dumps(a[deleted]))]), (changed, deleted)
+
+
+def test_a_pipe_and_standard_input_are_read_like_files(tmp_path):
+    # The loader read the first line, then sought back to the start: a pipe
+    # (`<(ctistrip x < a.jsonl)`, `cat a | ctidiff - b`) failed "cannot read ...: None".
+    expected = ctidiff("a.jsonl", "inserted.jsonl", "--color", "never")
+    assert expected.returncode == 1
+    fifo = tmp_path / "a.fifo"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", 'cat "$0" > "$1"', str(GOLDEN / "a.jsonl"), str(fifo)])
+    try:
+        through_fifo = ctidiff(str(fifo), "inserted.jsonl", "--color", "never")
+    finally:
+        writer.kill()
+        writer.wait(WAIT)
+    assert through_fifo.returncode == 1 and through_fifo.stderr == b"", through_fifo.stderr
+    assert through_fifo.stdout == expected.stdout.replace(b"a.jsonl", str(fifo).encode())
+    from_stdin = subprocess.run(command("ctidiff", "-", "inserted.jsonl", "--color", "never"),
+                                cwd=GOLDEN, input=(GOLDEN / "a.jsonl").read_bytes(),
+                                capture_output=True, timeout=WAIT)
+    assert from_stdin.returncode == 1 and from_stdin.stderr == b"", from_stdin.stderr
+    assert from_stdin.stdout == expected.stdout.replace(b"a.jsonl", b"-")
+    both = ctidiff("-", "-")
+    assert both.returncode == 2 and b"cannot both be standard input" in both.stderr
+
+
+def test_a_file_without_newlines_is_refused_in_bounded_memory():
+    result = ctidiff("/dev/zero", "a.jsonl")
+    assert result.returncode == 2
+    assert result.stderr == b"ctidiff: error: /dev/zero line 1 is longer than 64 MiB: not a capture\n"
+
+
+def test_a_field_that_is_not_utf8_is_a_usage_error():
+    result = subprocess.run([*command("ctidiff", "a.jsonl", "inserted.jsonl"), b"--ignore", b"\xff"],
+                            cwd=GOLDEN, capture_output=True, timeout=WAIT)
+    assert result.returncode == 2
+    assert result.stderr.count(b"\n") == 1 and b"not UTF-8" in result.stderr
