@@ -773,7 +773,7 @@ def _load(args: argparse.Namespace) -> scripts.Script:
     path = args.recording
     try:
         with open(path, "rb") as file:
-            data = file.read()
+            data = _read_bounded(file, path)
     except OSError as error:
         raise scripts.ScriptError(f"cannot read {path}: {error.strerror}") from None
     script = scripts.load(data, args.conn, path)
@@ -781,6 +781,20 @@ def _load(args: argparse.Namespace) -> scripts.Script:
         raise scripts.ScriptError(f"{path}: session {script.conn} has no client messages: "
                                   f"nothing to send")
     return script
+
+
+def _read_bounded(file, path: str) -> bytes:
+    """The whole recording, refused as soon as one line passes stream.MAX_LINE
+    (a file with no newline, such as /dev/zero, would fill the memory)."""
+    chunks, unfinished = [], 0  # the bytes since the last newline
+    while chunk := file.read(1 << 20):
+        chunks.append(chunk)
+        newline = chunk.rfind(b"\n")
+        unfinished = len(chunk) - newline - 1 if newline >= 0 else unfinished + len(chunk)
+        if unfinished > stream.MAX_LINE:
+            raise scripts.ScriptError(f"{path}: a line longer than {stream.MAX_LINE >> 20} MiB: "
+                                      f"not a recording")
+    return b"".join(chunks)
 
 
 def _resolve(host: str, port: int) -> None:

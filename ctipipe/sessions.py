@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from . import compare
+from . import compare, stream
 from .cli import CommandError
 
 SIDES = ("client", "server")
 RAW_SIGNATURE = ("(not JSON)",)
-# No line of a capture is this long (the relay cuts lines at --max-line, 16 MiB).
-LINE_LIMIT = 64 << 20
 MAX_WARNINGS = 100  # malformed lines reported one by one, then only counted
 
 
@@ -95,14 +93,14 @@ def load(path: str, conn: int | None, sides: tuple[str, ...], ignore: compare.Ig
 
 
 def _bounded_lines(path: str, file):
-    """The file's lines, each at most LINE_LIMIT bytes: a file with no newline
+    """The file's lines, each at most stream.MAX_LINE bytes: a file with no newline
     (/dev/zero) is refused in one line instead of filling the memory."""
     for lineno in itertools.count(1):
-        line = file.readline(LINE_LIMIT + 1)
+        line = file.readline(stream.MAX_LINE + 1)
         if not line:
             return
-        if len(line) > LINE_LIMIT:
-            raise CommandError(f"{path} line {lineno} is longer than {LINE_LIMIT >> 20} MiB: "
+        if len(line) > stream.MAX_LINE:
+            raise CommandError(f"{path} line {lineno} is longer than {stream.MAX_LINE >> 20} MiB: "
                                f"not a capture")
         yield line
 

@@ -11,7 +11,7 @@ import stat
 
 import orjson
 
-from . import cli
+from . import cli, stream
 
 # A stage warns about this many malformed lines, then only counts them, so
 # a stream of garbage cannot bury the rest of standard error.
@@ -19,7 +19,7 @@ MAX_WARNINGS = 100
 
 # The longest input line a stage holds; a longer one is reported and skipped,
 # so that endless input without a newline (`< /dev/zero`) cannot use up memory.
-MAX_LINE = 64 << 20
+MAX_LINE = stream.MAX_LINE
 
 # A stage asks the kernel for this much per read: large enough that a busy
 # stream is handled in big batches, and a read returns at once with whatever a

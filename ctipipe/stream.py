@@ -17,6 +17,10 @@ import orjson
 # stream is handled in big batches, and a read returns at once with whatever a
 # slow stream has, so nothing waits for a batch to fill.
 READ_SIZE = 1 << 18
+# The longest line a reader of the stream holds (a stage, ctidiff, ctireplay):
+# longer than any record the relay writes (its lines are cut at --max-line, 16
+# MiB by default); a longer one, or a file with no newline, is not a capture.
+MAX_LINE = 64 << 20
 
 
 # --- producing records -----------------------------------------------------

@@ -305,6 +305,7 @@ BAD = [
     (["{rec}", "--clients", "0", "--to", LOCALHOST], "out of range"),
     (["{rec}", "--to", "no-such-host.invalid"], "cannot resolve no-such-host.invalid"),
     (["{rec}", "--to", LOCALHOST, "--conn", "x"], "not a number"),
+    (["/dev/zero"], "/dev/zero: a line longer than 64 MiB: not a recording"),  # bounded memory
 ]
 
 
