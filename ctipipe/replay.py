@@ -386,13 +386,20 @@ class Mock:
     async def _play(self, live: Conversation, expecting: _Expecting, divergence: Divergence) -> None:
         script = self.script
         last_sent = trio.current_time()
-        for line in script.server:
+        for sent, line in enumerate(script.server):
             if not await live.wait_until(lambda: expecting.next >= line.after, self.timeout):
                 if not live.eof:
                     divergence.timed_out[f"client {_label(script.client[expecting.next].cls)}"] += 1
                 break
             anchor = max(last_sent, expecting.when[line.after - 1] if line.after else 0.0)
-            await trio.sleep_until(anchor + line.delay / self.pace)
+            pause = anchor + line.delay / self.pace - trio.current_time()
+            if pause > 0:  # the recorded pause; it ends early if the client goes
+                await live.wait_until(lambda: False, pause)
+                if live.eof:  # a recorded night of silence must not hold a client that left
+                    if script.closed_by == "server":  # the recorded client stayed to the end
+                        divergence.notes.append(f"the client left with {len(script.server) - sent} "
+                                                f"recorded server messages still to come")
+                    break
             upgrade = False
             if line.answers is not None:
                 if not expecting.matched[line.answers]:

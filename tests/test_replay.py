@@ -420,3 +420,23 @@ def test_clients_do_starttls_when_the_server_answers_it(tls_recording, data_home
     wrong = Proc(command("ctireplay", str(tls_recording), "--to", LOCALHOST, "--port", str(port),
                          "--pace", "asap", "--password", "nope"), env=data_home)
     assert wrong.finish(30) == 1 and "login_pass answered with error 'login_password'" in wrong.err
+
+
+def test_the_mock_ends_a_session_whose_client_leaves_during_a_recorded_pause(tmp_path):
+    # The mock slept through the recorded pause (here a minute) before it
+    # noticed that the client had gone.
+    path = tmp_path / "pause.jsonl"
+    path.write_bytes(rec(msg(1.0, "server", {"class": "hello"}),
+                         msg(61.0, "server", {"class": "later"}),
+                         {"ts": 62.0, "conn": 1, "event": "close", "by": "server"}))
+    mock = Mock(path)
+    sock = mock.connect()
+    with sock.makefile("rb") as reader:
+        assert json.loads(reader.readline())["class"] == "hello"
+    sock.close()
+    started = time.monotonic()
+    assert mock.finish(timeout=15) == 1, mock.err  # the recorded client stayed to the end
+    assert time.monotonic() - started < 10
+    assert "session 1: diverged: the client left with 1 recorded server messages still to come" \
+        in mock.err, mock.err
+    assert "Traceback" not in mock.err
