@@ -210,7 +210,10 @@ class Relay:
         except Exception as error:  # noqa: BLE001 - one session's failure is its own
             await _abort(client)
             message = _failure(error)
-            if not self.loop:
+            # A client that left as it came (a port scan, a health check) is
+            # the client's doing, as a reset in the session is: exit 0 with or
+            # without --loop, however early the reset came.
+            if not self.loop and not _client_left(error):
                 raise cli.CommandError(f"session {conn}: {message}") from None
             fields = {"error": message} if peer is None else {"error": message, "client": peer}
             self.tap.event(stream.event_record(time.time(), conn, "error", **fields))
@@ -415,6 +418,11 @@ def _plain(stream_: trio.SocketStream) -> socket.socket:
     sock = socket.socket(fileno=stream_.socket.fileno())
     sock.setblocking(False)
     return sock
+
+
+def _client_left(error: BaseException) -> bool:
+    leaf = cli.leaves(error)[0]
+    return isinstance(leaf, OSError) and leaf.errno in (errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE)
 
 
 def _failure(error: BaseException) -> str:

@@ -627,3 +627,22 @@ def test_a_reader_that_never_reads_gets_whole_records_and_exit_1(server):
     records = [json.loads(l) for l in output.splitlines()]  # each one whole
     unwritten = int(problems[0].split("error: ")[1].split()[0])
     assert len(records) + unwritten == 2 + 2000 + 1  # start, open, the lines, close
+
+
+def test_without_loop_a_client_that_resets_as_it_connects_ends_0_however_early(server):
+    # Exit 1 ("went away before the session began") or 0 (a session closed
+    # by the reset) depended on when the reset came; it is the client's doing
+    # either way: exit 0, one record and one line saying what happened.
+    import struct
+    for _ in range(4):
+        relay = Relay(server.port)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.connect((LOCALHOST, relay.port))
+        sock.close()
+        assert relay.finish() == 0, relay.err
+        assert "error:" not in relay.err and "Traceback" not in relay.err, relay.err
+        events = [json.loads(line).get("event") for line in relay.out.splitlines()]
+        assert events[0] == "start" and events[-1] in ("error", "close"), events
+        if events[-1] == "close":
+            server.accept().close()  # a session that had begun reached the server
