@@ -312,10 +312,10 @@ def run_stage(prog: str, stage: Stage, files: list[str] | None = None, outfd: in
                     break
                 for block in lines.feed(data):
                     handle_block(block)
+            if stop_requested:
+                break  # stopped in the middle: the unfinished line is not a line
             for block in lines.end():
                 handle_block(block)
-            if stop_requested:
-                break
         summary = stage.finish()
         if summary:
             write(summary)

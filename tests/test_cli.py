@@ -120,6 +120,28 @@ def test_ctrl_c_stops_a_stage_reading_a_fifo_whose_writer_stays(tmp_path):
         os.close(writer)
 
 
+def test_ctrl_c_in_the_middle_of_a_line_stops_without_a_false_warning(tmp_path):
+    # Stopped in the middle of its input, a stage took the half-read line for
+    # a whole one and warned that it was "not JSON".
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR)
+    try:
+        with open(fifo, "rb") as reader:
+            proc = Proc(command("ctistrip", "timenow"), stdin=reader)
+        os.write(writer, RECORD + RECORD[:20])  # a whole record, then half of one
+        deadline = time.monotonic() + WAIT
+        while unread(writer):
+            assert time.monotonic() < deadline, proc.err
+            time.sleep(0.05)
+        proc.wait_for(lambda p: p.out == RECORD, what="the whole record")
+        proc.signal(signal.SIGINT)
+        assert proc.finish() == 0, proc.err
+        assert proc.out == RECORD and proc.err == "", proc.err
+    finally:
+        os.close(writer)
+
+
 def test_ctrl_c_on_an_unnamed_pipe_waits_for_its_end():
     proc = Proc(command("ctistrip", "timenow"), stdin=subprocess.PIPE)
     proc.popen.stdin.write(RECORD)
