@@ -50,7 +50,7 @@ def _check_filters(parser: cli.Parser, args: argparse.Namespace) -> None:
         for text in args.include + getattr(args, "exclude", []):
             paths.Expression(text)
         for field in args.strip:
-            paths.split_path(field)
+            paths.field_path(field)
     except paths.ExpressionError as error:
         parser.error(str(error))
 

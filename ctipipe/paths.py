@@ -16,6 +16,20 @@ def split_path(path: str) -> list[str]:
     return path.split(".")
 
 
+def field_path(field: str) -> list[str]:
+    """A FIELD to remove (ctistrip, --strip): a dotted path inside the message.
+    Forms that cannot be meant are refused with a hint, as expressions are."""
+    if field.startswith("msg."):
+        raise ExpressionError(f"{field!r}: a FIELD is a path inside the message, without "
+                              f"'msg.' (e.g. {field[4:]})")
+    bad = next((c for c in field if c in "!<>~="), None)
+    if bad is not None:
+        raise ExpressionError(f"{field!r}: {bad!r} cannot be in a FIELD, which is removed by "
+                              f"name (e.g. timenow); to keep or drop messages by value, use "
+                              f"ctiinclude or ctiexclude KEY=VALUE")
+    return split_path(field)
+
+
 def lookup(value: object, path: list[str]) -> object:
     """The value at path, or _MISSING."""
     for key in path:

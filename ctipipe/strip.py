@@ -24,7 +24,7 @@ ctistrip config.lastcall status.queues < session.jsonl > lean.jsonl
 
 class Strip(stage.Stage):
     def __init__(self, fields: list[str], secrets: set[str]) -> None:
-        self.paths = [paths.split_path(field) for field in fields]
+        self.paths = [paths.field_path(field) for field in fields]
         self.secrets = secrets
         self.in_text = _secret_pattern(secrets) if secrets else None
         self.warned_chunks = False

@@ -734,3 +734,16 @@ def test_ctistat_escapes_what_the_wire_controls(mode):
     assert b"=== Session 1: \\x1b[31m > \\u202e" in result.stdout
     if not mode:
         assert b"x\\x1b[2J\\u202e 1" in result.stdout
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["ctistrip", "msg.timenow"], "without 'msg.' (e.g. timenow)"),
+    (["ctistrip", "timenow=1"], "'=' cannot be in a FIELD"),
+    (["ctispy", "127.0.0.1", "--strip", "msg.timenow"], "without 'msg.' (e.g. timenow)"),
+])
+def test_a_field_that_cannot_be_meant_is_refused_with_a_hint(argv, says):
+    # `ctistrip msg.timenow` was accepted and removed nothing, silently.
+    result = subprocess.run(command(*argv), input=b"", capture_output=True, timeout=WAIT)
+    assert result.returncode == 2
+    err = result.stderr.decode()
+    assert err.count("\n") == 1 and says in err, err
