@@ -510,3 +510,19 @@ def test_ctisave_whose_relay_cannot_listen_leaves_the_files_as_they_were(server,
     assert "cannot listen" in proc.err
     assert client_file.read_text() == "yesterday's capture\n"
     assert server_file.read_text() == "keep me\n"
+
+
+def test_ctistat_host_whose_port_is_taken_says_only_why(server):
+    # The relay could not listen and said so; the sink then reported "No
+    # session" on standard output under that error, which misled.
+    taken = socket.socket()
+    taken.bind((LOCALHOST, 0))
+    taken.listen()
+    try:
+        proc = Proc(command("ctistat", LOCALHOST, "--port", str(server.port), "--listen-addr",
+                            LOCALHOST, "--listen-port", str(taken.getsockname()[1])))
+        assert proc.finish() == 3
+    finally:
+        taken.close()
+    assert proc.out == b""
+    assert proc.err.count("\n") == 1 and "Address already in use" in proc.err, proc.err
