@@ -55,9 +55,11 @@ def _number(convert, low, high, what: str):
     return parse
 
 
-port = _number(int, 0, 65535, "a port number")
+port = _number(int, 0, 65535, "a port number")  # where to listen: 0 lets the kernel choose
+server_port = _number(int, 1, 65535, "a server's port number")  # where to connect
 positive = _number(int, 1, 1 << 40, "a positive number")
 seconds = _number(float, 0.001, 1e6, "a number of seconds")
+duration = _number(float, 0, 1e6, "a number of seconds")  # 0 allowed: at once
 
 
 # Set by a wrapper for its stages: their messages then name the command the

@@ -54,7 +54,7 @@ def check_relay_options(parser: argparse.ArgumentParser, args: argparse.Namespac
 def add_relay_options(parser: argparse.ArgumentParser, *, raw: bool = True) -> None:
     """The relay's options, shared by ctirelay and the classic wrappers."""
     parser.add_argument("host", type=cli.host, metavar="HOST", help="the CTI server to relay to")
-    parser.add_argument("--port", type=cli.port, default=5003, help="the server's port (default 5003)")
+    parser.add_argument("--port", type=cli.server_port, default=5003, help="the server's port (default 5003)")
     parser.add_argument("--listen-addr", type=cli.host, metavar="ADDR", default=None,
                         help="listen on this address only (default: every address)")
     parser.add_argument("--listen-port", type=cli.port, default=50030,

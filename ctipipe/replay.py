@@ -700,7 +700,8 @@ def _pace(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not asap, recorded or a speed factor: {text!r}") from None
     if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"a speed factor must be above 0: {text}")
+        raise argparse.ArgumentTypeError(f"a speed factor must be a number above 0 and finite "
+                                         f"(asap: no pauses at all): {text}")
     return value
 
 
@@ -744,10 +745,10 @@ def _parser() -> cli.Parser:
     mock.add_argument("--key", metavar="FILE", default=None, help="the private key of --cert")
     crowd = parser.add_argument_group("as clients (--to HOST)")
     crowd.add_argument("--to", type=cli.host, metavar="HOST", default=None, help="play the client side against HOST")
-    crowd.add_argument("--port", type=cli.port, default=None, help="the server's port (default 5003)")
+    crowd.add_argument("--port", type=cli.server_port, default=None, help="the server's port (default 5003)")
     crowd.add_argument("--clients", type=_count, default=None, metavar="N",
                        help="N sessions at once (default 1)")
-    crowd.add_argument("--ramp", type=cli.seconds, default=None, metavar="SECONDS",
+    crowd.add_argument("--ramp", type=cli.duration, default=None, metavar="SECONDS",
                        help="spread the sessions' starts over this long")
     crowd.add_argument("--password", metavar="SECRET", default=None,
                        help="log in with this password (recomputes hashedpassword with the live "
