@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import ssl
 import warnings
 from pathlib import Path
@@ -180,8 +181,10 @@ def handshake_error(error: BaseException) -> str:
     """Why a handshake failed, in a few words ("wrong version number")."""
     if isinstance(error, ssl.SSLCertVerificationError):
         return f"certificate did not verify ({error.verify_message})"
+    if isinstance(error, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        return "connection closed during the handshake"
     if isinstance(error, ssl.SSLError):
-        return error.reason.lower().replace("_", " ") if error.reason else str(error)
+        return error.reason.lower().replace("_", " ") if error.reason else _without_source(error)
     cause = error.__cause__ or error.__context__
     if cause is not None and cause is not error and isinstance(cause, (ssl.SSLError, OSError)):
         return handshake_error(cause)
@@ -193,6 +196,14 @@ def handshake_error(error: BaseException) -> str:
 def _why(error: BaseException) -> str:
     if isinstance(error, ssl.SSLError) and error.reason:
         return error.reason.lower().replace("_", " ")
+    if isinstance(error, ssl.SSLError):
+        return _without_source(error)
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     return str(error)
+
+
+def _without_source(error: ssl.SSLError) -> str:
+    """OpenSSL's text without the place in CPython's source ("(_ssl.c:1006)")."""
+    text = error.strerror or str(error)
+    return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text)

@@ -760,3 +760,12 @@ def test_a_peer_that_alerts_on_the_passed_on_fin_ends_the_session_cleanly(pair, 
     assert relay.finish() == 0
     close = _one_clean_close(relay)
     assert close["by"] == "client" and "error" not in close, json.dumps(close)
+
+
+def test_handshake_failures_are_said_without_cpythons_source_places():
+    # "TLS/SSL connection has been closed (EOF) (_ssl.c:1006)" reached users.
+    from ctipipe import tls as tls_module
+    assert tls_module.handshake_error(ssl.SSLEOFError(8, "EOF occurred in violation of protocol "
+                                                         "(_ssl.c:1006)")) \
+        == "connection closed during the handshake"
+    assert tls_module.handshake_error(ssl.SSLError(1, "something odd (_ssl.c:2580)")) == "something odd"
