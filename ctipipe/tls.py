@@ -184,7 +184,8 @@ def handshake_error(error: BaseException) -> str:
     if isinstance(error, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
         return "connection closed during the handshake"
     if isinstance(error, ssl.SSLError):
-        return error.reason.lower().replace("_", " ") if error.reason else _without_source(error)
+        reason = getattr(error, "reason", None)  # set by OpenSSL's side, not always
+        return reason.lower().replace("_", " ") if reason else _without_source(error)
     cause = error.__cause__ or error.__context__
     if cause is not None and cause is not error and isinstance(cause, (ssl.SSLError, OSError)):
         return handshake_error(cause)
@@ -194,7 +195,7 @@ def handshake_error(error: BaseException) -> str:
 
 
 def _why(error: BaseException) -> str:
-    if isinstance(error, ssl.SSLError) and error.reason:
+    if isinstance(error, ssl.SSLError) and getattr(error, "reason", None):
         return error.reason.lower().replace("_", " ")
     if isinstance(error, ssl.SSLError):
         return _without_source(error)
