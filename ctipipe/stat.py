@@ -318,11 +318,18 @@ def names_a_host(argv: list[str]) -> bool:
 
     A word that is `-`, an existing file, a path (holds a `/`) or a saved
     stream's name (`.jsonl`, `.json`) is a FILE; any other word is a HOST
-    (or an option's value, which only the classic tool takes).
+    (or an option's value, which only the classic tool takes). The classic
+    tool takes one HOST: words after a FILE are FILEs too, so that a missing
+    one is said as such (`cannot read missing.jsonl`).
     """
     words = [arg for arg in argv if arg == "-" or not arg.startswith("-")]
-    return any(not (word == "-" or os.path.exists(word) or "/" in word
-                    or word.endswith((".jsonl", ".json"))) for word in words)
+    if words and _is_file_word(words[0]):
+        return False
+    return any(not _is_file_word(word) for word in words)
+
+
+def _is_file_word(word: str) -> bool:
+    return word == "-" or os.path.exists(word) or "/" in word or word.endswith((".jsonl", ".json"))
 
 
 def main(argv: list[str] | None = None) -> int:

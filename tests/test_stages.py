@@ -747,3 +747,13 @@ def test_a_field_that_cannot_be_meant_is_refused_with_a_hint(argv, says):
     assert result.returncode == 2
     err = result.stderr.decode()
     assert err.count("\n") == 1 and says in err, err
+
+
+def test_ctistat_a_file_then_a_missing_one_says_the_file_is_missing(tmp_path):
+    # The missing word was taken for the classic tool's HOST: "unrecognized arguments".
+    saved = tmp_path / "a.jsonl"
+    saved.write_bytes(b'{"ts":1.0,"conn":1,"from":"client","size":3,"msg":{"class":"x"}}\n')
+    result = subprocess.run(command("ctistat", str(saved), "missing"), cwd=tmp_path,
+                            capture_output=True, timeout=WAIT)
+    assert result.returncode == 1
+    assert result.stderr == b"ctistat: error: cannot read missing: No such file or directory\n"
