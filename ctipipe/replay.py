@@ -122,13 +122,17 @@ class Conversation:
         self._resumed = trio.Event()
 
     async def send(self, data: bytes) -> bool:
-        """Send `data`; False if the peer is gone (the session then ends)."""
+        """Send `data`; False if the peer is gone (the session then ends).
+
+        Recorded before it is sent: a fast peer's answer may be read (and
+        recorded) before send_all returns, and a request recorded after its
+        reply could not be paired by ctistat."""
+        self.tap.data(self.outgoing, time.time(), data)
         try:
             await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
             self._gone(self.their, error)
             return False
-        self.tap.data(self.outgoing, time.time(), data)
         count = self.counts[self.mine]
         count[0] += len(data)
         count[1] += 1

@@ -3,6 +3,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 
 import pytest
@@ -236,11 +237,26 @@ def test_clients_5_against_the_demo_server_feed_ctistat(recording):
         got = [r["msg"] for r in live if r.get("conn") == conn and r.get("from") == "server"]
         assert {m["replyid"] for m in got if "replyid" in m} <= ids
         assert f"session {conn}: followed the recording" in replay.err
-    stat = Proc(command("ctistat"), stdin=__import__("subprocess").PIPE)
+    stat = Proc(command("ctistat"), stdin=subprocess.PIPE)
     stat.popen.stdin.write(replay.out)
     stat.popen.stdin.close()
     assert stat.finish() == 0
     assert stat.out.count(b"=== Session") == 5 and b"login_pass" in stat.out
+    # Every request is recorded before its reply, so ctistat pairs them all (a
+    # request recorded after send_all returned came after a fast reply: "no reply").
+    for conn in range(1, 6):
+        times = [(r["ts"], r["from"], r["msg"]) for r in live
+                 if r.get("conn") == conn and "msg" in r]
+        asked = {m["commandid"]: ts for ts, side, m in times if side == "client" and "commandid" in m}
+        for ts, side, message in times:
+            if side == "server" and message.get("replyid") in asked:
+                assert asked[message["replyid"]] <= ts, message
+    summaries = subprocess.run(command("ctistat", "--json"), input=replay.out,
+                               capture_output=True, timeout=WAIT).stdout.splitlines()
+    assert len(summaries) == 5
+    for summary in map(json.loads, summaries):
+        for kind in ("getlist", "ipbxcommand", "login_id", "login_pass", "login_capas"):
+            assert summary["latency"][kind]["no_reply"] == 0, (kind, summary["latency"])
 
 
 def test_password_is_hashed_with_the_live_sessionid(recording):
