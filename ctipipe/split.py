@@ -24,6 +24,7 @@ def check_writable(path: str) -> None:
     if os.path.isdir(path):
         raise cli.CommandError(f"cannot open {path}: Is a directory")
     if os.path.exists(path):
+        _check_kind(path, os.stat(path).st_mode)
         if not os.access(path, os.W_OK):
             raise cli.CommandError(f"cannot open {path}: Permission denied")
         return
@@ -34,21 +35,55 @@ def check_writable(path: str) -> None:
         raise cli.CommandError(f"cannot open {path}: Permission denied")
 
 
-def open_private(path: str) -> int:
-    """Open for writing, mode 0600 (captures hold credentials), never through a symlink.
+def _check_kind(path: str, mode: int) -> None:
+    """A capture goes to a regular file or a character device (/dev/null, a
+    terminal); a FIFO would hold the stage in open() and a socket cannot be
+    opened at all."""
+    if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        raise cli.CommandError(f"cannot write a capture to {path}: it is {kind}")
 
-    An existing file is truncated and its mode narrowed to 0600 too.
-    """
+
+def open_private(paths: dict[str, str]) -> dict[str, int]:
+    """Open every capture file for writing, mode 0600 (captures hold
+    credentials), never through a symbolic link; then, once all are open,
+    truncate the existing ones. A file that cannot be opened leaves every
+    other as it was (and removes those this call created)."""
+    fds: dict[str, int] = {}
+    created: list[str] = []
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise cli.CommandError(f"{path} is a symbolic link; not writing through it "
-                                   f"(give the real path)") from None
-        raise cli.CommandError(f"cannot open {path}: {error.strerror}") from None
-    if stat.S_ISREG(os.fstat(fd).st_mode):  # not /dev/null and the like
-        os.fchmod(fd, 0o600)
-    return fd
+        for side, path in paths.items():
+            existed = os.path.lexists(path)
+            try:
+                # O_NONBLOCK: a FIFO put there since the check fails at once
+                # (ENXIO) instead of waiting for a reader.
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                             | os.O_NONBLOCK, 0o600)
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    raise cli.CommandError(f"{path} is a symbolic link; not writing through it "
+                                           f"(give the real path)") from None
+                raise cli.CommandError(f"cannot open {path}: {error.strerror}") from None
+            fds[side] = fd
+            if not existed:
+                created.append(path)
+            _check_kind(path, os.fstat(fd).st_mode)
+            os.set_blocking(fd, True)
+    except cli.CommandError:
+        for fd in fds.values():
+            os.close(fd)
+        for path in created:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        raise
+    for fd in fds.values():
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # not /dev/null and the like
+            os.ftruncate(fd, 0)
+            os.fchmod(fd, 0o600)
+    return fds
 
 
 def same_file(first: str, second: str) -> bool:
@@ -85,7 +120,7 @@ class Split(stage.Stage):
     def handle(self, record: dict, line: bytes) -> None:
         side = record.get("from")
         if not self.fds and (side is not None or record.get("event") == "open"):
-            self.fds = {side_: open_private(path) for side_, path in self.paths.items()}
+            self.fds = open_private(self.paths)
         if self.jsonl:
             if side in self.chunks:
                 self.chunks[side] += (line, b"\n")

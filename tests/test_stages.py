@@ -757,3 +757,43 @@ def test_ctistat_a_file_then_a_missing_one_says_the_file_is_missing(tmp_path):
                             capture_output=True, timeout=WAIT)
     assert result.returncode == 1
     assert result.stderr == b"ctistat: error: cannot read missing: No such file or directory\n"
+
+
+@pytest.mark.parametrize("kind", ["socket", "fifo"])
+def test_ctisplit_refuses_a_fifo_or_socket_and_leaves_the_other_file_alone(tmp_path, kind):
+    # The check before reading passed any writable path: then opening the
+    # socket failed after CLIENTFILE was truncated, and a FIFO hung open()
+    # beyond Ctrl-C and SIGTERM.
+    import socket as socket_module
+    client = tmp_path / "c"
+    client.write_bytes(b"precious\n")
+    other = tmp_path / kind
+    if kind == "fifo":
+        os.mkfifo(other)
+    else:
+        socket_module.socket(socket_module.AF_UNIX).bind(str(other))
+    result = subprocess.run(command("ctisplit", str(client), str(other)), input=SESSION,
+                            capture_output=True, timeout=WAIT)
+    assert result.returncode == 1
+    assert result.stderr.decode() == (f"ctisplit: error: cannot write a capture to {other}: "
+                                      f"it is a {'FIFO' if kind == 'fifo' else 'socket'}\n")
+    assert client.read_bytes() == b"precious\n"
+
+
+def test_capture_files_are_truncated_only_once_all_are_open(tmp_path):
+    # What the check before reading cannot see (a path that became a socket
+    # since): nothing is truncated, and a file this call created is removed.
+    import socket as socket_module
+    from ctipipe import cli as cli_module, split
+    client, created, sock = tmp_path / "c", tmp_path / "new", tmp_path / "sock"
+    client.write_bytes(b"precious\n")
+    socket_module.socket(socket_module.AF_UNIX).bind(str(sock))
+    with pytest.raises(cli_module.CommandError, match="cannot open .*sock: No such device"):
+        split.open_private({"client": str(client), "other": str(created), "server": str(sock)})
+    assert client.read_bytes() == b"precious\n" and not created.exists()
+    fds = split.open_private({"client": str(client), "server": str(created)})
+    try:
+        assert client.read_bytes() == b"" and oct(client.stat().st_mode & 0o777) == "0o600"
+    finally:
+        for fd in fds.values():
+            os.close(fd)
