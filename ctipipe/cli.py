@@ -11,6 +11,7 @@ import traceback
 from typing import Callable
 
 from . import __version__
+from .terminal import safe_text
 
 
 class Exit(enum.IntEnum):
@@ -72,11 +73,17 @@ def command_name(prog: str) -> str:
     return os.environ.get(COMMAND_ENV) or prog
 
 
+def one_line(message: str) -> str:
+    """A message for standard error with every control escaped: it may quote
+    a peer (a class name, an address), who must not drive the terminal."""
+    return safe_text(message.encode("utf-8", "surrogateescape"), False).decode("utf-8", "replace")
+
+
 def report(prog: str, message: str) -> None:
     """One line on standard error, prefixed with the command's name."""
     prog = command_name(prog)
     try:
-        sys.stderr.write(f"{prog}: {message}\n")
+        sys.stderr.write(f"{prog}: {one_line(message)}\n")
         sys.stderr.flush()
     except (OSError, ValueError):
         pass  # nowhere left to say it

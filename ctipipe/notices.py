@@ -30,7 +30,7 @@ class Notices:
         self._thread.start()
 
     def say(self, message: str) -> None:
-        line = f"{self.prog}: {message}\n".encode("utf-8", "replace")
+        line = f"{self.prog}: {cli.one_line(message)}\n".encode("utf-8", "replace")
         with self._ready:
             if len(self._lines) >= NOTICE_BACKLOG:
                 self.dropped += 1

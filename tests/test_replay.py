@@ -458,3 +458,15 @@ def test_the_mock_ends_a_session_whose_client_leaves_during_a_recorded_pause(tmp
     assert "session 1: diverged: the client left with 1 recorded server messages still to come" \
         in mock.err, mock.err
     assert "Traceback" not in mock.err
+
+
+def test_what_a_hostile_client_sends_reaches_standard_error_escaped(recording):
+    # "unexpected client message evil<ESC>[2J<U+202E>" was printed as it came.
+    mock = Mock(recording, "--pace", "asap", "--no-starttls", "--timeout", "1")
+    sock = mock.connect()
+    sock.sendall(b'{"class":"evil\\u001b[2J\\u202e","commandid":1}\n')
+    mock.wait_for(lambda p: "evil" in p.err, what="the unexpected message reported")
+    sock.close()
+    assert mock.finish() == 1
+    assert "\x1b" not in mock.err and "\u202e" not in mock.err, mock.err
+    assert "evil\\x1b[2J\\u202e" in mock.err
