@@ -135,13 +135,10 @@ def run_pipeline(prog: str, stages: list[list[str]]) -> int:
     exit 3.
     """
     procs: list[subprocess.Popen] = []
-    pending: list[int] = []  # signals received, to pass on to the relay
-
-    def note(signum, frame):
-        pending.append(signum)
-
-    signal.signal(signal.SIGINT, note)
-    signal.signal(signal.SIGTERM, note)
+    pending = _stop_signals  # signals received, to pass on to the relay
+    _catch_stop_signals()
+    if pending:  # asked to stop before anything started: nothing to stop
+        return cli.Exit.OK
     # Errors of the stages are said in the name of the command the user typed.
     env = {**os.environ, cli.COMMAND_ENV: prog}
     upstream = None
@@ -167,7 +164,10 @@ def run_pipeline(prog: str, stages: list[list[str]]) -> int:
                 _send(relay_proc, pending[-1])
                 last_sent = now
         states = [proc.poll() for proc in procs]
-        failed = [i for i, code in enumerate(states) if code not in (None, 0)]
+        # A stage that a stop signal ended, once we were asked to stop, stopped
+        # as asked (one still starting has the default action for SIGTERM).
+        stopped = {-signum for signum in pending}
+        failed = [i for i, code in enumerate(states) if code not in (None, 0) and code not in stopped]
         if failed:
             i = failed[0]
             if states[i] not in (cli.Exit.ERROR, cli.Exit.USAGE):  # those said why themselves
@@ -178,6 +178,20 @@ def run_pipeline(prog: str, stages: list[list[str]]) -> int:
         if all(code is not None for code in states):
             return cli.Exit.OK
         time.sleep(POLL_INTERVAL)
+
+
+# SIGINT and SIGTERM received by a wrapper, noted from its first lines on so
+# that one arriving while it still parses its arguments is acted on, not fatal.
+_stop_signals: list[int] = []
+
+
+def _note_stop(signum, frame) -> None:
+    _stop_signals.append(signum)
+
+
+def _catch_stop_signals() -> None:
+    signal.signal(signal.SIGINT, _note_stop)
+    signal.signal(signal.SIGTERM, _note_stop)
 
 
 def _ignore_sigint() -> None:  # runs in the child, before exec
@@ -223,6 +237,7 @@ def _display_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main_spy(argv: list[str] | None = None) -> int:
+    _catch_stop_signals()
     prog = "ctispy"
     parser = cli.Parser(prog, "Show a CTI session live: clients connect here and are relayed "
                         "to HOST. Runs ctirelay | [filters] | ctipretty.", SPY_EXAMPLE)
@@ -262,6 +277,7 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def main_save(argv: list[str] | None = None) -> int:
+    _catch_stop_signals()
     prog = "ctisave"
     parser = cli.Parser(prog, "Save a CTI session: the client's messages to CLIENTFILE, the "
                         "server's to SERVERFILE (mode 0600). Runs ctirelay | [filters] | ctisplit. "
@@ -305,6 +321,7 @@ def _stat_parser() -> tuple[cli.Parser, list[argparse.Action]]:
 
 
 def main_stat(argv: list[str] | None = None) -> int:
+    _catch_stop_signals()
     prog = "ctistat"
     parser, relay_actions = _stat_parser()
     args = parser.parse_args(argv)
