@@ -132,7 +132,7 @@ def run_pipeline(prog: str, stages: list[list[str]]) -> int:
     ignored, so that one arriving while a stage is still starting cannot kill
     it; each sets its own rule once it runs (STREAM.md, stage behaviour).
     If a stage (the relay included) dies, we say which, stop the others and
-    exit 3.
+    exit 3; one that failed and said why (exit 1 or 2) ends us with its status.
     """
     procs: list[subprocess.Popen] = []
     pending = _stop_signals  # signals received, to pass on to the relay
@@ -170,10 +170,13 @@ def run_pipeline(prog: str, stages: list[list[str]]) -> int:
         failed = [i for i, code in enumerate(states) if code not in (None, 0) and code not in stopped]
         if failed:
             i = failed[0]
-            if states[i] not in (cli.Exit.ERROR, cli.Exit.USAGE):  # those said why themselves
-                cli.report(prog, f"error: {names[i]} stopped ({_describe(states[i])}); "
-                                 f"stopping the pipeline")
             _stop_all(procs)
+            if states[i] in (cli.Exit.ERROR, cli.Exit.USAGE):
+                # It failed and said why (the server cannot be reached, the
+                # port is taken): the pipeline failed, with the same status.
+                return states[i]
+            cli.report(prog, f"error: {names[i]} stopped ({_describe(states[i])}); "
+                             f"stopping the pipeline")
             return cli.Exit.STAGE_FAILED
         if all(code is not None for code in states):
             return cli.Exit.OK
