@@ -15,9 +15,10 @@ PROG = "ctistat"
 # Estimated TCP/IP header bytes per read, as the classic ctistat counted them.
 HEADER_BYTES = 50
 
-# Replies the protocol sends without a replyid (the 2.x login): each answers
-# the oldest request of its class still waiting.
-UNNUMBERED_REPLIES = frozenset(("login_id", "login_pass", "login_capas"))
+# Replies the protocol sends without a replyid (the 2.x login, the answer to
+# STARTTLS): each answers the oldest request of its class still waiting. (The
+# server's unsolicited STARTTLS offer comes before any request: it answers none.)
+UNNUMBERED_REPLIES = frozenset(("login_id", "login_pass", "login_capas", "starttls"))
 
 # Requests still waiting for a reply that one session keeps track of: a client
 # that never gets replies must not make the sink grow without bound.

@@ -797,3 +797,19 @@ def test_capture_files_are_truncated_only_once_all_are_open(tmp_path):
     finally:
         for fd in fds.values():
             os.close(fd)
+
+
+def test_stat_pairs_the_starttls_answer_and_not_the_offer():
+    # The answer {"class":"starttls","starttls":true} carries no replyid: it was
+    # counted as "no reply". The server's offer, before any request, answers none.
+    records = [{"ts": 100.0, "conn": 1, "from": "server", "size": 1,
+                "msg": {"class": "starttls", "timenow": 100.0}},
+               {"ts": 100.5, "conn": 1, "from": "client", "size": 1,
+                "msg": {"class": "starttls", "commandid": 7, "status": True}},
+               {"ts": 100.503, "conn": 1, "from": "server", "size": 1,
+                "msg": {"class": "starttls", "starttls": True, "timenow": 100.5}}]
+    data = b"".join(orjson.dumps(r) + b"\n" for r in records)
+    [summary] = [json.loads(line) for line in run("ctistat", "--json", data=data).stdout.splitlines()]
+    assert summary["latency"]["starttls"]["count"] == 1
+    assert summary["latency"]["starttls"]["no_reply"] == 0
+    assert summary["latency"]["starttls"]["median_ms"] == pytest.approx(3.0, abs=0.01)
