@@ -8,7 +8,7 @@ import os
 import orjson
 
 from . import cli, stage
-from .terminal import safe_text
+from .terminal import safe_json, safe_text
 
 PROG = "ctistat"
 
@@ -199,8 +199,8 @@ class Stat(stage.Stage):
     def _report(self, session: _Session) -> bytes:
         self.reported += 1
         summary = session.summary()
-        if self.as_json:
-            return orjson.dumps(summary)
+        if self.as_json:  # the same text, with what could drive a terminal as \u escapes
+            return safe_json(orjson.dumps(summary))
         # Addresses and class names come from the wire: escaped like ctipretty's.
         return safe_text((format_network(summary) if self.network
                           else format_messages(summary)).encode())

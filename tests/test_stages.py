@@ -721,7 +721,7 @@ def test_ctipretty_shows_a_record_whose_time_no_clock_can_show_and_goes_on(clock
         [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
 
 
-@pytest.mark.parametrize("mode", [[], ["-n"]])
+@pytest.mark.parametrize("mode", [[], ["-n"], ["--json"]])
 def test_ctistat_escapes_what_the_wire_controls(mode):
     # A hostile peer controls the class names and (through its name) the
     # addresses: ESC and U+202E must not reach the terminal as they are.
@@ -731,6 +731,10 @@ def test_ctistat_escapes_what_the_wire_controls(mode):
                             timeout=WAIT)
     assert result.returncode == 0, result.stderr
     assert b"\x1b" not in result.stdout and "\u202e".encode() not in result.stdout
+    if mode == ["--json"]:
+        summary = json.loads(result.stdout)
+        assert summary["client"] == "\x1b[31m" and summary["server"] == "\u202e"  # same values
+        return
     assert b"=== Session 1: \\x1b[31m > \\u202e" in result.stdout
     if not mode:
         assert b"x\\x1b[2J\\u202e 1" in result.stdout
