@@ -83,8 +83,8 @@ def add_relay_options(parser: argparse.ArgumentParser, *, raw: bool = True) -> N
                                 "use and kept in $XDG_DATA_HOME/ctipipe/)")
     tls_group.add_argument("--key", metavar="FILE", help="the private key of --cert")
     tls_group.add_argument("--server-ca", metavar="FILE",
-                           help="verify the server's certificate against these CAs (default: "
-                                "not verified, as the XiVO client does not)")
+                           help="verify the server's certificate chain against these CAs (not the "
+                                "name in it; default: not verified, as the XiVO client does not)")
 
 
 def relay_argv(args: argparse.Namespace) -> list[str]:

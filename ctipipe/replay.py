@@ -758,8 +758,8 @@ def _parser() -> cli.Parser:
                        help="log in with this password (recomputes hashedpassword with the live "
                             "sessionid, or fills password)")
     crowd.add_argument("--server-ca", metavar="FILE", default=None,
-                       help="verify the server's certificate against these CAs (default: not "
-                            "verified, as the XiVO client does)")
+                       help="verify the server's certificate chain against these CAs (not the name "
+                            "in it; default: not verified, as the XiVO client does)")
     return parser
 
 
