@@ -16,13 +16,19 @@ def split_path(path: str) -> list[str]:
     return path.split(".")
 
 
+def _operator_in(text: str) -> str | None:
+    """The first character of a comparison operator in a key or field, if any:
+    no CTI key holds one, so it means an operator typed where it does not go."""
+    return next((c for c in text if c in "!<>~="), None)
+
+
 def field_path(field: str) -> list[str]:
     """A FIELD to remove (ctistrip, --strip): a dotted path inside the message.
     Forms that cannot be meant are refused with a hint, as expressions are."""
     if field.startswith("msg."):
         raise ExpressionError(f"{field!r}: a FIELD is a path inside the message, without "
                               f"'msg.' (e.g. {field[4:]})")
-    bad = next((c for c in field if c in "!<>~="), None)
+    bad = _operator_in(field)
     if bad is not None:
         raise ExpressionError(f"{field!r}: {bad!r} cannot be in a FIELD, which is removed by "
                               f"name (e.g. timenow); to keep or drop messages by value, use "
@@ -70,7 +76,7 @@ class Expression:
         if text.startswith("="):
             raise ExpressionError(f"{expression!r}: write KEY=VALUE with one '=' "
                                   f"(e.g. {key}={text.lstrip('=')})")
-        bad = next((c for c in key if c in "!<>~="), None)
+        bad = _operator_in(key)
         if bad is not None:
             raise ExpressionError(f"{expression!r}: {bad!r} cannot be in a KEY; the operators "
                                   f"are = and != (e.g. class!=getlist)")
