@@ -175,9 +175,12 @@ class Pretty(stage.Stage):
             sent, reads = record.get("bytes"), record.get("reads")
             sent = sent if isinstance(sent, dict) else {}
             reads = reads if isinstance(reads, dict) else {}
-            text = (f"{who} closed by {record.get('by')} after {_seconds(record.get('duration'))}: "
-                    f"client sent {sent.get('client')} bytes in {reads.get('client')} reads, "
-                    f"server sent {sent.get('server')} bytes in {reads.get('server')} reads")
+            text = (f"{who} closed by {record.get('by', '?')} after "
+                    f"{_seconds(record.get('duration'))}: "
+                    f"client sent {_count(sent.get('client'))} bytes in "
+                    f"{_count(reads.get('client'))} reads, "
+                    f"server sent {_count(sent.get('server'))} bytes in "
+                    f"{_count(reads.get('server'))} reads")
             if record.get("error"):
                 text += f" ({record['error']})"
         elif event == "gap":
@@ -270,8 +273,15 @@ def _tls_text(record: dict) -> str:
     return f"{text}: {', '.join(legs)}"
 
 
+def _count(value: object) -> str:
+    """A count from a close record, or ? when the producer gave none."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else "?"
+
+
 def _seconds(value: object) -> str:
-    return f"{value:.3f} s" if isinstance(value, (int, float)) else "? s"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e9:
+        return f"{value:.3f} s"
+    return "? s"  # none given, or no duration a session can have (1e300)
 
 
 def _paint_token(match: re.Match) -> bytes:

@@ -817,3 +817,12 @@ def test_stat_pairs_the_starttls_answer_and_not_the_offer():
     assert summary["latency"]["starttls"]["count"] == 1
     assert summary["latency"]["starttls"]["no_reply"] == 0
     assert summary["latency"]["starttls"]["median_ms"] == pytest.approx(3.0, abs=0.01)
+
+
+def test_ctipretty_close_record_with_fields_missing_or_absurd_shows_question_marks():
+    record = b'{"ts":1.0,"conn":1,"event":"close","by":"client","duration":1e300}\n'
+    result = subprocess.run(command("ctipretty", "--time", "none"), input=record,
+                            capture_output=True, timeout=WAIT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (b"--- session 1 closed by client after ? s: client sent ? bytes in ? "
+                             b"reads, server sent ? bytes in ? reads\n")
