@@ -17,7 +17,7 @@ HEADER_BYTES = 50
 
 # Replies the protocol sends without a replyid (the 2.x login, the answer to
 # STARTTLS): each answers the oldest request of its class still waiting. (The
-# server's unsolicited STARTTLS offer comes before any request: it answers none.)
+# server's unsolicited STARTTLS offer, without the key "starttls", answers none.)
 UNNUMBERED_REPLIES = frozenset(("login_id", "login_pass", "login_capas", "starttls"))
 
 # Requests still waiting for a reply that one session keeps track of: a client
@@ -80,7 +80,8 @@ class _Session:
         elif side == "server" and isinstance(ts, (int, float)):
             if "replyid" in message:
                 key = _key(message["replyid"])
-            elif name in UNNUMBERED_REPLIES:
+            elif name in UNNUMBERED_REPLIES and (name != "starttls" or "starttls" in message):
+                # (a STARTTLS answer holds the key "starttls"; the offer does not)
                 key = self._oldest_pending(name)
             else:
                 return
