@@ -46,12 +46,36 @@ def main() -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     module, func = COMMANDS[name]
     sys.argv = [name, *sys.argv[2:]]
+    # While the command's modules load, Ctrl-C is only noted: a KeyboardInterrupt
+    # raised inside an extension module's initialisation (orjson's) can crash
+    # the interpreter (SIGSEGV, seen with two quick Ctrl-C at start-up).
+    noted: list[int] = []
+    default = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if default:
+        signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
     try:
-        entry = getattr(importlib.import_module(f"ctipipe.{module}"), func)
+        try:
+            entry = getattr(importlib.import_module(f"ctipipe.{module}"), func)
+        finally:
+            if default:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+        if noted:
+            return 0  # Ctrl-C before the command began: done, as below
         return entry()
     except KeyboardInterrupt:  # Ctrl-C before the command set its own rule: done
         return 0
 
 
+def _run() -> int:
+    try:
+        return main()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        # Done: a Ctrl-C from now on must not kill the interpreter as it
+        # finalizes (Python restores SIGINT's default action then).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_run())

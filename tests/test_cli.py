@@ -334,3 +334,25 @@ def test_a_malformed_host_name_is_a_one_line_usage_error(argv, tmp_path):
     err = result.stderr.decode()
     assert err.count("\n") == 1 and "not a host name: " in err, err
     assert "UnicodeError:" not in err and not (tmp_path / "c").exists()
+
+
+def test_ctrl_c_while_a_command_loads_ends_it_quietly_with_0():
+    # A KeyboardInterrupt raised inside orjson's initialisation crashed the
+    # interpreter (SIGSEGV) when Ctrl-C came twice at start-up; and one more
+    # Ctrl-C as the interpreter finalized killed it (-2). While the command's
+    # modules load, Ctrl-C is only noted, and once done it is ignored.
+    script = ("import importlib, os, signal, sys\n"
+              "from ctipipe import __main__ as entry\n"
+              "load = importlib.import_module\n"
+              "def interrupted(name):\n"
+              "    os.kill(os.getpid(), signal.SIGINT)\n"
+              "    return load(name)\n"
+              "entry.importlib.import_module = interrupted\n"
+              "sys.argv = ['python -m ctipipe', 'ctistrip', 'timenow']\n"
+              "status = entry._run()\n"
+              "os.kill(os.getpid(), signal.SIGINT)\n"
+              "sys.exit(status)\n")
+    # (stdin not a pipe: a stage reading a pipe ignores Ctrl-C from its first line)
+    result = subprocess.run([sys.executable, "-c", script], stdin=subprocess.DEVNULL,
+                            capture_output=True, timeout=WAIT)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
