@@ -69,12 +69,11 @@ def main() -> int:
 def _run() -> int:
     try:
         return main()
-    except KeyboardInterrupt:
-        return 0
     finally:
-        # Done: a Ctrl-C from now on must not kill the interpreter as it
-        # finalizes (Python restores SIGINT's default action then).
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Done, however it ended (also before the command's own guard ran):
+        # a late Ctrl-C must not kill the interpreter as it finalizes.
+        from .cli import ignore_late_signals
+        ignore_late_signals()
 
 
 if __name__ == "__main__":

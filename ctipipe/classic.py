@@ -135,8 +135,8 @@ def run_pipeline(prog: str, stages: list[list[str]]) -> int:
     exit 3; one that failed and said why (exit 1 or 2) ends us with its status.
     """
     procs: list[subprocess.Popen] = []
-    pending = _stop_signals  # signals received, to pass on to the relay
-    _catch_stop_signals()
+    # Signals received (caught from the wrapper's first lines), to pass on to the relay.
+    pending = _stop_signals
     if pending:  # asked to stop before anything started: nothing to stop
         return cli.Exit.OK
     # Errors of the stages are said in the name of the command the user typed.

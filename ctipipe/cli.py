@@ -117,10 +117,10 @@ def guarded(prog: str, body: Callable[[], int], debug: bool = False) -> int:
     try:
         return _guarded(prog, body, debug)
     finally:
-        _ignore_late_signals()
+        ignore_late_signals()
 
 
-def _ignore_late_signals() -> None:
+def ignore_late_signals() -> None:
     """The command has done its work and knows its exit status: a Ctrl-C or
     SIGTERM from now on (the second of a double Ctrl-C, a wrapper repeating
     its request, `timeout` signalling the whole group) must not change it.

@@ -276,6 +276,7 @@ OFFER_WAIT = 1.0
 
 class _Client:
     def __init__(self, stream_: trio.SocketStream) -> None:
+        self.raw = stream_  # the TCP stream, under TLS once upgraded
         self.lines = _Lines(stream_)
         self.commandids = itertools.count(random.randrange(10**8, 10**9))
         self.tls: dict | None = None
@@ -359,7 +360,7 @@ async def run_client(host: str, port: int, user: str, pause: float) -> None:
     stream_ = await _connect(host, port)
     try:
         async with stream_:
-            await _session(_Client(stream_), stream_, user, pause)
+            await _session(_Client(stream_), user, pause)
     except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
         cause = error.__cause__
         why = (os.strerror(cause.errno) if isinstance(cause, OSError) and cause.errno
@@ -367,7 +368,7 @@ async def run_client(host: str, port: int, user: str, pause: float) -> None:
         raise cli.CommandError(f"the connection to {host}:{port} was lost ({why})") from None
 
 
-async def _session(client: _Client, raw: trio.SocketStream, user: str, pause: float) -> None:
+async def _session(client: _Client, user: str, pause: float) -> None:
     offer = None
     with trio.move_on_after(OFFER_WAIT):
         offer = await client.receive("the server's first message")
@@ -415,7 +416,7 @@ async def _session(client: _Client, raw: trio.SocketStream, user: str, pause: fl
     # End our side with a FIN (inside TLS too: a bare FIN, as the XiVO client
     # ends), then read what the server still sends until it closes: closing
     # with status updates unread would reset the connection.
-    await raw.send_eof()
+    await client.raw.send_eof()
     with trio.move_on_after(DRAIN_PATIENCE):
         while await client.lines.next() is not None:
             pass

@@ -428,7 +428,7 @@ def _client_left(error: BaseException) -> bool:
 def _failure(error: BaseException) -> str:
     """An unexpected failure of one session, in one line."""
     leaf = cli.leaves(error)[0]
-    if isinstance(leaf, OSError) and leaf.errno in (errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE):
+    if _client_left(error):
         return "the client went away before the session began" if leaf.errno == errno.ENOTCONN \
             else f"connection reset ({leaf.strerror})"
     if isinstance(leaf, OSError) and leaf.strerror:

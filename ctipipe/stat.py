@@ -162,7 +162,7 @@ class Stat(stage.Stage):
         self.reported = 0  # sessions whose statistics were printed
         self.errors = 0  # clients that could not be relayed (error events of no open session)
         self.last_error: object = None
-        self.records = 0  # every record seen, events included
+        self.started = False  # a producer's `start` record was seen
 
     def _session(self, conn: object) -> _Session:
         key = _key(conn)
@@ -172,16 +172,17 @@ class Stat(stage.Stage):
         return session
 
     def handle(self, record: dict, line: bytes) -> bytes | None:
-        self.records += 1
         side = record.get("from")
         if side in ("client", "server"):
             self._session(record.get("conn")).add(record, side)
             return None
         event = record.get("event")
-        if event == "start" and self.sessions:
-            # A producer's first record: what came before (another file) has
-            # ended, and its session numbers start again.
-            return b"\n".join(self._report_open())
+        if event == "start":
+            self.started = True
+            if self.sessions:
+                # A producer's first record: what came before (another file)
+                # has ended, and its session numbers start again.
+                return b"\n".join(self._report_open())
         if event == "open":
             self._session(record.get("conn")).open = record
         elif event == "gap":
@@ -215,9 +216,10 @@ class Stat(stage.Stage):
     def finish(self) -> bytes | None:
         """Sessions still open when input ended get their statistics too."""
         reports = self._report_open()
-        if not self.records and cli.COMMAND_ENV in os.environ:
-            # In ctistat HOST, a relay that wrote nothing could not start and
-            # has said why: a "no session" report under its error would mislead.
+        if not self.started and cli.COMMAND_ENV in os.environ:
+            # In ctistat HOST the relay writes `start` first: one that did not
+            # could not start and has said why; a "no session" report under
+            # its error would mislead.
             return None
         if not self.reported:
             # Say so rather than print nothing (stopped before a client came).
