@@ -1,7 +1,7 @@
 """Run a ctipipe command from a fresh clone: prepare .venv once, then hand over to it.
 
-Every script in bin/ is a few lines of sh (see one) that start python3 on it, whose
-last lines call run(); the first run creates
+Every name in bin/ is a link to `_launch`, a few lines of sh that start python3
+on it, whose last line calls launch(NAME); the first run creates
 .venv beside bin/, installs the package (editable, with its test extra so the
 test command needs nothing more) and notes what it installed, so later runs
 start at once. A lock keeps concurrent first runs from installing twice.
@@ -59,9 +59,11 @@ def _ready() -> None:
 
 
 def run(command: str) -> None:
-    """Replace this process with `python -m ctipipe COMMAND ARGS...` from .venv."""
+    """Replace this process with `python -P -m ctipipe COMMAND ARGS...` from .venv.
+    `-P`: the working directory is never on the import path, so a `ctipipe/`
+    planted there (a shared /tmp, an unpacked archive) is not what runs."""
     _ready()
-    os.execv(PYTHON, [str(PYTHON), "-m", "ctipipe", command, *sys.argv[1:]])
+    os.execv(PYTHON, [str(PYTHON), "-P", "-m", "ctipipe", command, *sys.argv[1:]])
 
 
 def run_tests() -> None:
@@ -75,3 +77,12 @@ def run_script(relative_path: str) -> None:
     """Replace this process with a script of the clone run by .venv's python."""
     _ready()
     os.execv(PYTHON, [str(PYTHON), str(REPO / relative_path), *sys.argv[1:]])
+
+
+# bin/ names that are not commands of the package.
+SCRIPTS = {"test": run_tests, "bench": lambda: run_script("tests/bench/run.py")}
+
+
+def launch(name: str) -> None:
+    """What bin/NAME runs: the test suite, the benchmark, or the command NAME."""
+    SCRIPTS.get(name, lambda: run(name))()

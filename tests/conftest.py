@@ -16,7 +16,7 @@ from helpers import Server, kill_started  # noqa: E402
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="ctipipe-test-data-")
 atexit.register(shutil.rmtree, os.environ["XDG_DATA_HOME"], True)
 # Made once now, so that no relay a test starts says it made one.
-from ctipipe import tls  # noqa: E402
+from ctipipe.relay import certs as tls  # noqa: E402
 
 tls.relay_certificate()
 

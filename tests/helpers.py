@@ -45,7 +45,7 @@ def _kill(pid: int) -> None:
 
 def command(name: str, *args: str) -> list[str]:
     """How the tests start a command: the same entry point as bin/ and the wrappers."""
-    return [PYTHON, "-m", "ctipipe", name, *args]
+    return [PYTHON, "-P", "-m", "ctipipe", name, *args]
 
 
 class Proc:

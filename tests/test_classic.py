@@ -485,7 +485,9 @@ def test_ctispy_color_and_compact(server):
 
 
 def test_relay_options_reach_the_relay_whatever_they_are():
-    from ctipipe import classic, cli, relay as relay_module
+    from ctipipe import wrappers as classic
+    from ctipipe.core import cli
+    from ctipipe.relay import command as relay_module
     wrapper = cli.Parser("w")
     actions = classic.add_relay_options(wrapper)
     relay = cli.Parser("r")

@@ -14,7 +14,9 @@ import orjson
 import pytest
 from hypothesis import given, strategies as st
 
-from ctipipe import __version__, cli, stage
+from ctipipe import __version__
+from ctipipe.core import cli
+from ctipipe.stages import runner as stage
 from helpers import WAIT, Proc, command
 
 RECORD = b'{"ts":1.000000,"conn":1,"from":"client","size":20,"msg":{"class":"getlist"}}\n'
@@ -228,7 +230,7 @@ def test_run_stage_refuses_a_missing_file_or_a_directory(tmp_path):
 # --- expressions and ctiexclude --from ------------------------------------------
 
 def test_not_equal_matches_what_equal_does_not():
-    from ctipipe.paths import Expression
+    from ctipipe.core.paths import Expression
     expression = Expression("class!=getlist")
     assert not expression.matches({"class": "getlist"})
     assert expression.matches({"class": "login_id"}) and expression.matches({})
@@ -311,7 +313,7 @@ def test_a_late_ctrl_c_cannot_change_the_status_of_a_command_that_finished():
     # completed (seen as exit -2 in about one run of ten of the wrapper test).
     # Once a command's body is done, SIGINT is ignored.
     script = ("import os, signal, sys\n"
-              "from ctipipe import cli\n"
+              "from ctipipe.core import cli\n"
               "status = cli.guarded('ctistrip', lambda: 0)\n"
               "os.kill(os.getpid(), signal.SIGINT)\n"
               "sys.exit(status)\n")
@@ -342,14 +344,14 @@ def test_ctrl_c_while_a_command_loads_ends_it_quietly_with_0():
     # Ctrl-C as the interpreter finalized killed it (-2). While the command's
     # modules load, Ctrl-C is only noted, and once done it is ignored.
     script = ("import importlib, os, signal, sys\n"
-              "from ctipipe import __main__ as entry\n"
+              "from ctipipe import commands as entry\n"
               "load = importlib.import_module\n"
               "def interrupted(name):\n"
               "    os.kill(os.getpid(), signal.SIGINT)\n"
               "    return load(name)\n"
               "entry.importlib.import_module = interrupted\n"
-              "sys.argv = ['python -m ctipipe', 'ctistrip', 'timenow']\n"
-              "status = entry._run()\n"
+              "sys.argv = ['ctistrip', 'timenow']\n"
+              "status = entry.run('ctistrip')\n"
               "os.kill(os.getpid(), signal.SIGINT)\n"
               "sys.exit(status)\n")
     # (stdin not a pipe: a stage reading a pipe ignores Ctrl-C from its first line)

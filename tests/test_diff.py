@@ -16,7 +16,10 @@ import orjson
 import pytest
 from hypothesis import given, strategies as st
 
-from ctipipe import align, compare, pairing, sessions
+from ctipipe.diff import align
+from ctipipe.diff import compare
+from ctipipe.diff import pairing
+from ctipipe.diff import sessions
 from helpers import WAIT, Relay, command, exchange
 
 GOLDEN = Path(__file__).parent / "golden" / "diff"

@@ -8,7 +8,7 @@ import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ctipipe import stream
+from ctipipe.core import stream
 from helpers import WAIT, command
 
 pytestmark = pytest.mark.heavy

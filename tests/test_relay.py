@@ -435,9 +435,9 @@ import struct  # noqa: E402
 
 import trio  # noqa: E402
 
-from ctipipe import notices as notices_module  # noqa: E402
-from ctipipe import relay as relay_module  # noqa: E402
-from ctipipe.tap import Tap  # noqa: E402
+from ctipipe.core import notices as notices_module  # noqa: E402
+from ctipipe.relay import command as relay_module  # noqa: E402
+from ctipipe.relay.tap import Tap  # noqa: E402
 
 
 async def echo_server(task_status=trio.TASK_STATUS_IGNORED):

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from ctipipe import script
-from ctipipe.script import ScriptError
+from ctipipe.replay import script
+from ctipipe.replay.script import ScriptError
 
 
 def rec(*records) -> bytes:

@@ -6,9 +6,9 @@ import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ctipipe import stream
+from ctipipe.core import stream
 
-from ctipipe.splitter import Splitter
+from ctipipe.relay.splitter import Splitter
 
 TS = 1764262479.123456
 

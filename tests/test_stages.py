@@ -13,11 +13,11 @@ import orjson
 import pytest
 from hypothesis import given, strategies as st
 
-from ctipipe import stream
-from ctipipe.include import Exclude
-from ctipipe.paths import Expression
-from ctipipe.pretty import Pretty
-from ctipipe.strip import Strip
+from ctipipe.core import stream
+from ctipipe.stages.include import Exclude
+from ctipipe.core.paths import Expression
+from ctipipe.stages.pretty import Pretty
+from ctipipe.stages.strip import Strip
 from helpers import WAIT, Proc, command
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -642,7 +642,7 @@ def test_a_start_record_ends_the_sessions_of_the_stream_before_it():
 
 
 def test_ctistat_tells_files_from_a_host(tmp_path, monkeypatch):
-    from ctipipe.stat import names_a_host
+    from ctipipe.stages.stats import names_a_host
     monkeypatch.chdir(tmp_path)
     (tmp_path / "capture").write_text("")
     for argv in ([], ["-n"], ["-"], ["capture"], ["missing.jsonl"], ["old/session"], ["-m", "a.json", "-"]):
@@ -788,7 +788,8 @@ def test_capture_files_are_truncated_only_once_all_are_open(tmp_path):
     # What the check before reading cannot see (a path that became a socket
     # since): nothing is truncated, and a file this call created is removed.
     import socket as socket_module
-    from ctipipe import cli as cli_module, split
+    from ctipipe.core import cli as cli_module
+    from ctipipe.stages import split
     client, created, sock = tmp_path / "c", tmp_path / "new", tmp_path / "sock"
     client.write_bytes(b"precious\n")
     socket_module.socket(socket_module.AF_UNIX).bind(str(sock))

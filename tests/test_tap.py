@@ -7,8 +7,8 @@ import time
 import pytest
 import trio
 
-from ctipipe import tap as tap_module
-from ctipipe.tap import Tap
+from ctipipe.relay import tap as tap_module
+from ctipipe.relay.tap import Tap
 
 MESSAGE = b'{"class":"getlist","function":"updatestatus","listname":"agents","tid":7}\n'
 

@@ -23,8 +23,10 @@ from helpers import (LOCALHOST, PYTHON, WAIT, Proc, Relay, command, free_port, i
                      recv_all, reset)
 from peers import PASSWORD, LineSocket, XivoClient, XivoServer, tls_context
 
-from ctipipe import cli, demo, tls
-from ctipipe import relay as relay_module
+from ctipipe.core import cli
+from ctipipe.demo import command as demo
+from ctipipe.relay import certs as tls
+from ctipipe.relay import command as relay_module
 
 
 @pytest.fixture
@@ -69,7 +71,7 @@ def test_fingerprint_is_sha256_of_the_der(data_home):
 
 def test_relays_starting_at_once_make_one_pair(data_home):
     """Processes racing to make the certificate end with one matching pair."""
-    script = ("from ctipipe import tls; c, k, made = tls.relay_certificate(); "
+    script = ("from ctipipe.relay import certs as tls; c, k, made = tls.relay_certificate(); "
               "print(tls.fingerprint(c), made)")
     procs = [subprocess.Popen([PYTHON, "-c", script], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "XDG_DATA_HOME": str(data_home.parent)})
@@ -83,7 +85,7 @@ def test_relays_starting_at_once_make_one_pair(data_home):
 
 def test_no_cryptography_import_when_the_certificate_exists(data_home):
     tls.relay_certificate()
-    script = ("import sys; from ctipipe import tls; tls.relay_certificate(); "
+    script = ("import sys; from ctipipe.relay import certs as tls; tls.relay_certificate(); "
               "print(any(m.startswith('cryptography') for m in sys.modules))")
     out = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, timeout=WAIT,
                          env={**os.environ, "XDG_DATA_HOME": str(data_home.parent)})
@@ -764,7 +766,7 @@ def test_a_peer_that_alerts_on_the_passed_on_fin_ends_the_session_cleanly(pair, 
 
 def test_handshake_failures_are_said_without_cpythons_source_places():
     # "TLS/SSL connection has been closed (EOF) (_ssl.c:1006)" reached users.
-    from ctipipe import tls as tls_module
+    from ctipipe.relay import certs as tls_module
     assert tls_module.handshake_error(ssl.SSLEOFError(8, "EOF occurred in violation of protocol "
                                                          "(_ssl.c:1006)")) \
         == "connection closed during the handshake"

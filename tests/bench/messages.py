@@ -63,7 +63,7 @@ def messages(count: int, seed: int = 5003) -> list[bytes]:
 
 def stream_file(path: str, count: int) -> None:
     """A saved tagged stream of `count` server messages, as ctirelay writes it."""
-    from ctipipe import stream
+    from ctipipe.core import stream
     with open(path, "wb") as out:
         out.write(stream.event_record(1764262479.0, 1, "open", client="127.0.0.1:50000",
                                       server="xivo:5003"))

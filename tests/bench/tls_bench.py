@@ -210,7 +210,7 @@ def run(reps: int, count: int, trips: int) -> dict:
     length, crc = len(payload), zlib.crc32(payload)
     with tempfile.TemporaryDirectory() as data:
         env = {**os.environ, "XDG_DATA_HOME": data}  # the relay's certificate, made once here
-        from ctipipe import tls as tls_module
+        from ctipipe.relay import certs as tls_module
         cert, key, _ = tls_module.relay_certificate(Path(data) / "bench-server")
         plain_stream = load.ServerProcess(count)
         tls_stream = TLSServer(str(cert), str(key), count)

@@ -5,7 +5,7 @@ import collections
 import threading
 import time
 
-from . import cli
+from ctipipe.core import cli
 
 # Lines for standard error waiting to be written, past which they are counted.
 NOTICE_BACKLOG = 100

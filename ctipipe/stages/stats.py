@@ -7,8 +7,9 @@ import os
 
 import orjson
 
-from . import cli, stage
-from .terminal import safe_json, safe_text
+from ctipipe.core import cli
+from ctipipe.stages import runner as stage
+from ctipipe.core.terminal import safe_json, safe_text
 
 PROG = "ctistat"
 

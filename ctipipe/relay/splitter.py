@@ -21,7 +21,7 @@ import re
 
 import orjson
 
-from . import stream
+from ctipipe.core import stream
 
 # Deepest nesting embedded as a message: a record adds one level, and orjson
 # writes at most 254, so a stage can always decode and encode a record again.

@@ -43,8 +43,8 @@ import time
 
 import trio
 
-from . import stream
-from .splitter import Splitter
+from ctipipe.core import stream
+from ctipipe.relay.splitter import Splitter
 
 # Traffic and events waiting for the formatter (unformatted) past which the
 # sessions wait for it: only CPU work stands between them and the output.

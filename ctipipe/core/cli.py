@@ -10,8 +10,8 @@ import threading
 import traceback
 from typing import Callable
 
-from . import __version__
-from .terminal import safe_text
+from ctipipe import __version__
+from ctipipe.core.terminal import safe_text
 
 
 class Exit(enum.IntEnum):
@@ -118,6 +118,13 @@ def guarded(prog: str, body: Callable[[], int], debug: bool = False) -> int:
         return _guarded(prog, body, debug)
     finally:
         ignore_late_signals()
+
+
+def command_argv(*args: str) -> list[str]:
+    """How one of our processes starts another (`python -m ctipipe ARGS...`).
+    `-P` keeps the working directory off the import path: a `ctipipe/`
+    planted there (a shared /tmp, an unpacked archive) never runs."""
+    return [sys.executable, "-P", "-m", "ctipipe", *args]
 
 
 def ignore_late_signals() -> None:

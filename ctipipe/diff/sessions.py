@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from . import compare, stream
-from .cli import CommandError
+from ctipipe.diff import compare
+from ctipipe.core import stream
+from ctipipe.core.cli import CommandError
 
 SIDES = ("client", "server")
 RAW_SIGNATURE = ("(not JSON)",)

@@ -33,7 +33,8 @@ import orjson
 import trio
 from trio.lowlevel import wait_readable, wait_writable
 
-from . import stream, tls
+from ctipipe.core import stream
+from ctipipe.relay import certs as tls
 
 # Bytes of each side watched for the STARTTLS exchange. A login is a few
 # hundred bytes; a session that has said this much without one is past it.

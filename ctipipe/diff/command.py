@@ -10,8 +10,11 @@ import argparse
 import os
 import sys
 
-from . import cli, compare, pairing, sessions
-from .diffview import Report
+from ctipipe.core import cli
+from ctipipe.diff import compare
+from ctipipe.diff import pairing
+from ctipipe.diff import sessions
+from ctipipe.diff.view import Report
 
 PROG = "ctidiff"
 

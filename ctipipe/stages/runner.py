@@ -11,7 +11,8 @@ import stat
 
 import orjson
 
-from . import cli, stream
+from ctipipe.core import cli
+from ctipipe.core import stream
 
 # A stage warns about this many malformed lines, then only counts them, so
 # a stream of garbage cannot bury the rest of standard error.

@@ -5,8 +5,10 @@ import json
 
 import orjson
 
-from . import compare, sessions, terminal
-from .pairing import CHANGED, ONLY_A, ONLY_B, Item
+from ctipipe.diff import compare
+from ctipipe.diff import sessions
+from ctipipe.core import terminal
+from ctipipe.diff.pairing import CHANGED, ONLY_A, ONLY_B, Item
 
 # A value or message longer than this is cut in the human view (--full shows
 # it all): enough for a typical status update, short of a getlist answer.

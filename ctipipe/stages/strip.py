@@ -6,7 +6,10 @@ import base64
 import os
 import re
 
-from . import cli, paths, stage, stream
+from ctipipe.core import cli
+from ctipipe.core import paths
+from ctipipe.stages import runner as stage
+from ctipipe.core import stream
 
 PROG = "ctistrip"
 

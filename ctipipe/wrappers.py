@@ -11,7 +11,11 @@ import subprocess
 import sys
 import time
 
-from . import cli, paths, split, stat, strip
+from ctipipe.core import cli
+from ctipipe.core import paths
+from ctipipe.stages import split
+from ctipipe.stages import stats as stat
+from ctipipe.stages import strip
 
 # How often the wrapper looks at its stages: it only waits, so this costs
 # nothing, and a dead stage is noticed within a tenth of a second.
@@ -75,7 +79,7 @@ def add_relay_options(parser: argparse.ArgumentParser, **kwargs) -> list[argpars
     """Add the relay's own options to a wrapper's parser; return their actions,
     from which relay_argv rebuilds the relay's command line. A new relay
     option reaches the relay without any change here."""
-    from . import relay  # here, not above: `ctistat FILE` never loads trio
+    from ctipipe.relay import command as relay  # here, not above: `ctistat FILE` never loads trio
     before = len(parser._actions)
     relay.add_relay_options(parser, **kwargs)
     return parser._actions[before:]
@@ -83,7 +87,7 @@ def add_relay_options(parser: argparse.ArgumentParser, **kwargs) -> list[argpars
 
 def check_relay_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The relay's own checks of its options, made by the wrapper's parser (exit 2)."""
-    from . import relay
+    from ctipipe.relay import command as relay
     relay.check_relay_options(parser, args)
 
 
@@ -144,7 +148,7 @@ def run_pipeline(prog: str, stages: list[list[str]]) -> int:
     upstream = None
     for index, argv in enumerate(stages):
         last = index == len(stages) - 1
-        proc = subprocess.Popen([sys.executable, "-m", "ctipipe", *argv],
+        proc = subprocess.Popen(cli.command_argv(*argv),
                                 stdin=upstream if upstream is not None else subprocess.DEVNULL,
                                 stdout=None if last else subprocess.PIPE,
                                 env=env, preexec_fn=_ignore_sigint)

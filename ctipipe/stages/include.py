@@ -4,7 +4,9 @@ Several expressions in one stage give OR; several stages in a row give AND.
 """
 from __future__ import annotations
 
-from . import cli, paths, stage
+from ctipipe.core import cli
+from ctipipe.core import paths
+from ctipipe.stages import runner as stage
 
 INCLUDE_EXAMPLE = """\
 ctirelay xivo-new | ctiinclude class=getlist class=ipbxcommand | ctipretty

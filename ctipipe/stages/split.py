@@ -6,7 +6,9 @@ import errno
 import os
 import stat
 
-from . import cli, stage, stream
+from ctipipe.core import cli
+from ctipipe.stages import runner as stage
+from ctipipe.core import stream
 
 PROG = "ctisplit"
 

@@ -16,7 +16,7 @@ import ssl
 import warnings
 from pathlib import Path
 
-from .cli import CommandError
+from ctipipe.core.cli import CommandError
 
 CERT_NAME = "relay-cert.pem"
 KEY_NAME = "relay-key.pem"

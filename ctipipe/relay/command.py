@@ -20,9 +20,13 @@ import time
 import trio
 from trio.lowlevel import wait_readable, wait_writable
 
-from . import __version__, cli, intercept, stream, tls
-from .notices import Notices
-from .tap import Tap
+from ctipipe import __version__
+from ctipipe.core import cli
+from ctipipe.relay import intercept
+from ctipipe.core import stream
+from ctipipe.relay import certs as tls
+from ctipipe.core.notices import Notices
+from ctipipe.relay.tap import Tap
 
 PROG = "ctirelay"
 

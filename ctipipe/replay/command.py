@@ -25,9 +25,13 @@ import time
 import orjson
 import trio
 
-from . import __version__, cli, script as scripts, stream, tls
-from .notices import Notices
-from .tap import Tap
+from ctipipe import __version__
+from ctipipe.core import cli
+from ctipipe.replay import script as scripts
+from ctipipe.core import stream
+from ctipipe.relay import certs as tls
+from ctipipe.core.notices import Notices
+from ctipipe.relay.tap import Tap
 
 PROG = "ctireplay"
 

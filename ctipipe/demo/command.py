@@ -29,7 +29,8 @@ from functools import partial
 import orjson
 import trio
 
-from . import cli, tls
+from ctipipe.core import cli
+from ctipipe.relay import certs as tls
 
 PROG = "ctidemo"
 IPBX = "xivo"
@@ -447,7 +448,7 @@ def _whole_demo(args: argparse.Namespace) -> int:
     """Server, classic ctispy and client, each its own process, as a user would run them."""
     server_port = args.server_port or _free_port()
     listen_port = args.listen_port or _free_port()
-    me = [sys.executable, "-m", "ctipipe"]
+    me = cli.command_argv()
     procs: list[subprocess.Popen] = []
     try:
         procs.append(subprocess.Popen([*me, "ctidemo", "server", "--port", str(server_port),
@@ -489,7 +490,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 def _replay_demo(args: argparse.Namespace) -> int:
     """Record a demo session through ctirelay, then replay it with ctireplay as the
     server, watched through ctispy, to a demo client with its own commandids."""
-    me = [sys.executable, "-m", "ctipipe"]
+    me = cli.command_argv()
     procs: list[subprocess.Popen] = []
 
     def start(*argv: str, **popen) -> subprocess.Popen:

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import orjson
 
-from . import align
+from ctipipe.diff import align
 
 # Fields that differ in every session: the server's clock, the client's
 # request numbers and their echoes, the login's session, the relay's clock.

@@ -8,8 +8,10 @@ import time
 
 import orjson
 
-from . import cli, stage, stream
-from .terminal import safe_json, safe_text
+from ctipipe.core import cli
+from ctipipe.stages import runner as stage
+from ctipipe.core import stream
+from ctipipe.core.terminal import safe_json, safe_text
 
 PROG = "ctipretty"
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import align, compare, sessions
+from ctipipe.diff import align
+from ctipipe.diff import compare
+from ctipipe.diff import sessions
 
 EQUAL, CHANGED, ONLY_A, ONLY_B = "equal", "changed", "only_a", "only_b"
 

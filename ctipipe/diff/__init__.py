@@ -1,0 +1,1 @@
+"""ctidiff: two sessions compared by meaning (read, align, compare, pair, show)."""

@@ -1,0 +1,2 @@
+"""The filters and sinks of the pipeline (strip, include, pretty, split, stats) and the
+runner they share."""
