@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import ssl
+import stat
 import warnings
 from pathlib import Path
 
@@ -35,9 +36,40 @@ KEY_BITS = 2048
 
 
 def data_dir() -> Path:
-    """Where ctipipe keeps the relay's certificate ($XDG_DATA_HOME/ctipipe)."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    """Where ctipipe keeps the relay's certificate ($XDG_DATA_HOME/ctipipe).
+
+    A relative XDG_DATA_HOME is ignored, as the XDG rules say: it would give
+    each working directory a certificate of its own, and break a client that
+    pinned the first one."""
+    base = os.environ.get("XDG_DATA_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "ctipipe"
+
+
+def _refuse_unsafe(path: Path, kind: str) -> None:
+    """The relay's folder, certificate and key must be ours and writable by us
+    only (the key readable by us only): another user who could write them
+    could have planted the key that clients are shown. A link is refused, not
+    followed. KIND is "folder", "certificate" or "key"; a missing path is fine."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise CommandError(f"cannot check the relay's {kind} {path}: {error.strerror or error}") from None
+    mode = stat.S_IMODE(info.st_mode)
+    loose = mode & (0o077 if kind == "key" else 0o022)
+    if stat.S_ISLNK(info.st_mode):
+        why, fix = "is a symbolic link", "remove it and run again"
+    elif info.st_uid != os.geteuid():
+        why, fix = f"belongs to another user (uid {info.st_uid})", "remove it and run again"
+    elif loose:
+        why = f"can be {'read or written' if kind == 'key' else 'written'} by other users (mode {mode:o})"
+        fix = f"'chmod {mode & ~loose:o} {path}' if you trust it, or remove it and run again"
+    else:
+        return
+    raise CommandError(f"the relay's {kind} {path} {why}: {fix}")
 
 
 def relay_certificate(directory: Path | None = None) -> tuple[Path, Path, bool]:
@@ -50,13 +82,18 @@ def relay_certificate(directory: Path | None = None) -> tuple[Path, Path, bool]:
     """
     directory = directory or data_dir()
     cert, key = directory / CERT_NAME, directory / KEY_NAME
-    if cert.exists() and key.exists():
+    _refuse_unsafe(directory, "folder")
+    if _trusted(cert, key):
         return cert, key, False
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with open(directory / ".lock", "w") as lock:
+        _refuse_unsafe(directory, "folder")
+        # O_NOFOLLOW and no O_TRUNC: a link planted as .lock truncates nothing.
+        fd = os.open(directory / ".lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        with open(fd, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if cert.exists() and key.exists():
+            if _trusted(cert, key):
                 return cert, key, False
             cert_pem, key_pem = _make_certificate()
             _write_atomically(key, key_pem, 0o600)
@@ -65,6 +102,13 @@ def relay_certificate(directory: Path | None = None) -> tuple[Path, Path, bool]:
         raise CommandError(f"cannot keep the relay's certificate in {directory}: "
                            f"{error.strerror or error}") from None
     return cert, key, True
+
+
+def _trusted(cert: Path, key: Path) -> bool:
+    """True when both files exist and are safe to use; one line and exit otherwise."""
+    _refuse_unsafe(key, "key")
+    _refuse_unsafe(cert, "certificate")
+    return cert.exists() and key.exists()
 
 
 def _make_certificate() -> tuple[bytes, bytes]:
