@@ -1,5 +1,5 @@
 """`python -m ctipipe COMMAND [ARGS...]`: how the bin/ scripts and the wrappers start
-each command (with `-P`, see commands.argv)."""
+each command (with `-P`, see core.cli.command_argv)."""
 import sys
 
 from ctipipe.commands import COMMANDS, run

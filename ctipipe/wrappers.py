@@ -134,7 +134,7 @@ def run_pipeline(prog: str, stages: list[list[str]]) -> int:
     stages downstream finish their work, so however often Ctrl-C is pressed
     the output is complete and we exit 0. The stages start with SIGINT
     ignored, so that one arriving while a stage is still starting cannot kill
-    it; each sets its own rule once it runs (STREAM.md, stage behaviour).
+    it; each sets its own rule once it runs (docs/stream.md, stage behaviour).
     If a stage (the relay included) dies, we say which, stop the others and
     exit 3; one that failed and said why (exit 1 or 2) ends us with its status.
     """
@@ -346,7 +346,7 @@ def main_stat(argv: list[str] | None = None) -> int:
 
 def main_ctistat(argv: list[str] | None = None) -> int:
     """`ctistat`: the classic tool given a HOST; the sink given none, or only
-    FILEs (COMMANDS.md). The values of the relay's options are not words here."""
+    FILEs (README, ctistat). The values of the relay's options are not words here."""
     argv = sys.argv[1:] if argv is None else argv
     # The sink's usual words (none, or saved streams) need no relay options
     # parsed: building the relay's parser costs the sink trio's import time.

@@ -1,7 +1,7 @@
 """A CTI server and client that do TLS exactly as the real XiVO ones do.
 
 The server follows the real server code (xivo-ctid's interface_cti.py and
-client_connection.py, see the design notes on TLS): an unsolicited
+client_connection.py, as README's TLS section tells): an unsolicited
 `starttls` offer right after accept, the client's `status` echoed under the
 key `starttls`, then a TLS 1.0-only handshake with a 0.5 s socket timeout;
 a second `starttls` is ignored; logins in protocol 1.x (hashed password,

@@ -20,7 +20,7 @@ KEY_ORDER_DATA = ["ts", "conn", "from"]
 
 
 def check_record(record: dict, raw_line: bytes) -> None:
-    """Every record follows STREAM.md: key order, types, exactly one content key."""
+    """Every record follows docs/stream.md: key order, types, exactly one content key."""
     keys = list(record)
     assert keys[:2] == ["ts", "conn"] or (record.get("event") in ("error", "start") and keys[0] == "ts")
     assert isinstance(record["ts"], float)

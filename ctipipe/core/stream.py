@@ -1,4 +1,4 @@
-"""The tagged stream (STREAM.md, version 1): writing records and reading lines.
+"""The tagged stream (docs/stream.md, version 1): writing records and reading lines.
 
 Producers (the relay) build records as bytes directly, so a message's wire
 text is embedded without being decoded and encoded again. Consumers (filters

@@ -1,4 +1,4 @@
-"""One direction of one session: its reads in, tagged records out (STREAM.md).
+"""One direction of one session: its reads in, tagged records out (docs/stream.md).
 
 Pure: no I/O, no trio. The relay's tap feeds each read to a `Splitter` and
 writes what comes back; a test can feed it bytes and compare the records.

@@ -199,7 +199,7 @@ def run_stage(prog: str, stage: Stage, files: list[str] | None = None, outfd: in
 
     One read, the handling of every complete line in it, one write: messages
     flow at once when traffic is slow and in large writes when it is heavy.
-    Signals (STREAM.md, stage behaviour): Ctrl-C on an unnamed pipe is left to
+    Signals (docs/stream.md, stage behaviour): Ctrl-C on an unnamed pipe is left to
     the relay upstream, which closes it after its close events; on any other
     input it stops us. SIGTERM always stops us, even while blocked writing.
     A stop never cuts a batch in half: while one is handled the signal is
