@@ -57,7 +57,8 @@ def _refuse_unsafe(path: Path, kind: str) -> None:
     except FileNotFoundError:
         return
     except OSError as error:
-        raise CommandError(f"cannot check the relay's {kind} {path}: {error.strerror or error}") from None
+        raise CommandError(f"cannot keep the relay's certificate: {path}: "
+                           f"{error.strerror or error}") from None
     mode = stat.S_IMODE(info.st_mode)
     loose = mode & (0o077 if kind == "key" else 0o022)
     if stat.S_ISLNK(info.st_mode):
