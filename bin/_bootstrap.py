@@ -67,10 +67,14 @@ def run(command: str) -> None:
 
 
 def run_tests() -> None:
-    """Replace this process with pytest from .venv, run at the top of the clone."""
+    """Replace this process with pytest from .venv, run at the top of the clone.
+    `--quick` leaves out the tests marked heavy (load, memory and fault runs)."""
     _ready()
     os.chdir(REPO)
-    os.execv(PYTHON, [str(PYTHON), "-m", "pytest", *sys.argv[1:]])
+    args = [arg for arg in sys.argv[1:] if arg != "--quick"]
+    if len(args) < len(sys.argv) - 1:
+        args = ["-m", "not heavy", *args]
+    os.execv(PYTHON, [str(PYTHON), "-m", "pytest", *args])
 
 
 def run_script(relative_path: str) -> None:
