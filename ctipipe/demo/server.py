@@ -212,7 +212,7 @@ async def _serve_client(client: trio.SocketStream, context: ssl.SSLContext | Non
                         status = request.get("status")
                         await send({"class": "starttls", "timenow": _now(), "starttls": status})
                         if status:
-                            if lines.buffer:
+                            if lines.pending():
                                 return  # plaintext after the request: not a TLS client
                             upgraded = trio.SSLStream(client, context, server_side=True,
                                                       https_compatible=True)
