@@ -1,0 +1,223 @@
+"""The live clients: each session plays the recorded client side against a
+real server, each request once the replies recorded before it have come
+(matched by the fresh commandids), with the recorded think time.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import random
+import time
+
+import orjson
+import trio
+
+from ctipipe.core import stream
+from ctipipe.relay.tap import Tap
+from ctipipe.replay import script as scripts
+from ctipipe.replay.conversation import (PRODUCER, Conversation, Divergence, _join, _name,
+                                         _reason, converse, label)
+
+# A session whose server has let this many replies in a row time out is given
+# up: a server that stopped answering would otherwise cost a timeout per request.
+TIMEOUTS_IN_A_ROW = 3
+
+
+class _Awaiting:
+    """The client's view of the live server: which recorded replies have come,
+    matched by the fresh commandids (or by class for replies without replyid)."""
+
+    def __init__(self, script: scripts.Script, divergence: Divergence) -> None:
+        self.script = script
+        self.by_id: dict[str, collections.deque] = {}
+        self.by_class: dict[str, collections.deque] = {}
+        self.got: dict[int, float] = {}  # server line index -> when its live reply came
+        self.sessionid: str | None = None
+        self.recorded_classes = {line.cls for line in script.server}
+        self.divergence = divergence
+        self.tls_answered = False  # the first starttls answer has come
+        self.tls_offered = False  # the server's unsolicited starttls offer has come
+
+
+    def expect(self, request, live_id) -> None:
+        for index in request.replies:
+            reply = self.script.server[index]
+            if reply.msg is not None and "replyid" in reply.msg and live_id is not None:
+                self.by_id.setdefault(str(live_id), collections.deque()).append(index)
+            else:
+                self.by_class.setdefault(reply.cls, collections.deque()).append(index)
+
+    def on_line(self, msg: dict | None, line: bytes) -> bool:
+        if msg is None:
+            if None not in self.recorded_classes:
+                self.divergence.unexpected[label(None)] += 1
+            return False
+        cls = msg.get("class")
+        if cls == "login_id" and isinstance(msg.get("sessionid"), str):
+            self.sessionid = msg["sessionid"]
+        replyid = msg.get("replyid")
+        if cls == "starttls" and "starttls" not in msg:  # the offer, not an answer
+            self.tls_offered = True
+            waiting = None
+        else:
+            waiting = (self.by_id.get(str(replyid)) if replyid is not None
+                       else self.by_class.get(cls) if cls in scripts.CLASS_PAIRED else None)
+        if waiting:
+            index = waiting.popleft()
+            self.got[index] = trio.current_time()
+            recorded = self.script.server[index].msg or {}
+            if cls != recorded.get("class"):
+                self.divergence.notes.append(f"{recorded.get('class')} answered with {cls}")
+            elif msg.get("error_string") != recorded.get("error_string"):
+                self.divergence.notes.append(f"{cls} answered with error "
+                                             f"{msg.get('error_string')!r}")
+            if cls == "starttls" and not self.tls_answered:
+                self.tls_answered = True
+                if msg.get("starttls") is True:
+                    return True  # the handshake comes next: stop reading in clear
+                if recorded.get("starttls"):
+                    self.divergence.notes.append("the server declined STARTTLS")
+            return False
+        if cls not in self.recorded_classes:
+            self.divergence.unexpected[label(cls if isinstance(cls, str) else None)] += 1
+        return False
+
+
+class Crowd:
+    """N live clients, each playing the recorded client side in its own session."""
+
+    def __init__(self, script: scripts.Script, *, host: str, port: int, clients: int, ramp: float,
+                 password: str | None, tap: Tap, pace: float, timeout: float,
+                 max_line: int, tls_context=None) -> None:
+        self.script = script
+        self.tls_context = tls_context  # for a server that answers STARTTLS
+        self.host = host
+        self.port = port
+        self.clients = clients
+        self.ramp = ramp
+        self.password = password
+        self.tap = tap
+        self.pace = pace
+        self.timeout = timeout
+        self.max_line = max_line
+        self.results: list[tuple[int, Divergence]] = []
+
+    async def run(self, path: str) -> None:
+        self.tap.event(stream.event_record(time.time(), None, "start", stream=1,
+                                           producer=PRODUCER,
+                                           server=_join(self.host, self.port),
+                                           recording=path, session=self.script.conn))
+        async with trio.open_nursery() as nursery:
+            start = trio.current_time()
+            for number in range(self.clients):
+                divergence = Divergence()
+                self.results.append((number + 1, divergence))
+                nursery.start_soon(self.session, number + 1, divergence,
+                                   start + self.ramp * number / self.clients)
+
+    async def session(self, conn: int, divergence: Divergence, at: float) -> None:
+        await trio.sleep_until(at)
+        target = _join(self.host, self.port)
+        try:
+            with trio.fail_after(self.timeout):
+                server = await trio.open_tcp_stream(self.host, self.port)
+        except (OSError, trio.TooSlowError) as error:
+            why = (f"no answer after {self.timeout:g} s" if isinstance(error, trio.TooSlowError)
+                   else _reason(error))
+            message = f"cannot reach {target}: {why}"
+            self.tap.event(stream.event_record(time.time(), conn, "error", error=message))
+            divergence.notes.append(message)
+            return
+        awaiting = _Awaiting(self.script, divergence)
+        live = Conversation(server, self.tap, conn, "client", awaiting.on_line, self.max_line)
+        started = time.time()
+        self.tap.opened(live.session, stream.event_record(
+            started, conn, "open", client=_name(server.socket.getsockname()), server=target))
+        await converse(self.tap, live, conn, started, divergence,
+                        lambda: self._play(live, awaiting, divergence), contain=True)
+
+    async def _play(self, live: Conversation, awaiting: _Awaiting, divergence: Divergence) -> None:
+        script = self.script
+        replies = [line for line in script.server if line.answers is not None]
+        waited = 0  # replies[:waited] have been waited for
+        in_a_row = 0  # replies that timed out since the last that came
+        ids = itertools.count(random.randrange(10**8, 10**9))
+        last = trio.current_time()
+        gone = False
+
+        async def wait_replies(before: int) -> bool:
+            """Wait for the replies recorded before the other side's line `before`."""
+            nonlocal waited, last, in_a_row
+            while waited < len(replies) and replies[waited].index < before:
+                reply = replies[waited]
+                waited += 1
+                if await live.wait_until(lambda: reply.index in awaiting.got, self.timeout):
+                    in_a_row = 0
+                    last = max(last, awaiting.got[reply.index])
+                    if live.paused:  # at once: a real server drops a late handshake
+                        if not await live.upgrade(self.tls_context, server_side=False,
+                                                  timeout=self.timeout):
+                            divergence.notes.append(live.error)
+                            return False
+                    continue
+                divergence.timed_out[f"reply {label(reply.cls)}"] += 1
+                in_a_row += 1
+                if live.eof:
+                    return False
+                if in_a_row >= TIMEOUTS_IN_A_ROW:
+                    divergence.notes.append(f"gave up after {in_a_row} replies in a row timed out")
+                    live.ended_by = "client"
+                    return False
+            return True
+
+        for line in script.client:
+            if not await wait_replies(line.after):
+                gone = True
+                break
+            if line.cls == "starttls" and not awaiting.tls_answered:
+                # As the XiVO client: ask for TLS only once the server has offered it.
+                if not await live.wait_until(lambda: awaiting.tls_offered, self.timeout):
+                    if live.eof:
+                        gone = True
+                        break
+                    divergence.notes.append("the server did not offer STARTTLS")
+                    awaiting.tls_answered = True
+                    continue
+            await trio.sleep_until(last + line.delay / self.pace)
+            data, live_id = self._request(line, next(ids), awaiting.sessionid)
+            awaiting.expect(line, live_id)
+            if not await live.send(data):
+                gone = True
+                break
+            last = trio.current_time()
+        if not gone:
+            await wait_replies(len(script.server))
+        if live.eof:
+            return
+        if script.closed_by == "server":
+            if not await live.wait_until(lambda: False, self.timeout) and not live.eof:
+                divergence.timed_out["server's close"] += 1
+        else:
+            live.ended_by = "client"
+            await live.send_eof()
+            await live.wait_until(lambda: False, self.timeout)
+
+    def _request(self, line, fresh: int, sessionid: str | None) -> tuple[bytes, object]:
+        """The recorded request with a fresh commandid and, with --password, the live login."""
+        msg = line.msg
+        if msg is None:
+            return line.wire, None
+        changed = dict(msg)
+        live_id = None
+        if "commandid" in msg:
+            live_id = str(fresh) if isinstance(msg["commandid"], str) else fresh
+            changed["commandid"] = live_id
+        if self.password is not None and line.cls == "login_pass":
+            if "password" in msg:
+                changed["password"] = self.password
+            elif sessionid is not None:
+                changed["hashedpassword"] = scripts.hashed_password(sessionid, self.password)
+        if changed == msg:
+            return line.wire, live_id
+        return orjson.dumps(changed) + b"\n", live_id
+
