@@ -14,7 +14,7 @@ import random
 import orjson
 import trio
 
-from ctipipe.core import cli
+from ctipipe.core import cli, neterrors
 from ctipipe.demo.lines import Lines
 from ctipipe.demo.server import IPBX, PASSWORD
 from ctipipe.relay import certs as tls
@@ -97,16 +97,8 @@ async def _connect(host: str, port: int) -> trio.SocketStream:
         except OSError as error:
             if trio.current_time() > deadline:
                 raise cli.CommandError(f"cannot connect to {host}:{port}: "
-                                       f"{_reason(error)}") from None
+                                       f"{neterrors.reason(error)}") from None
             await trio.sleep(0.05)
-
-
-def _reason(error: OSError) -> str:
-    """Why a connection failed, in the system's words (trio groups them per address)."""
-    for leaf in [*(cli.leaves(error.__cause__) if error.__cause__ else []), error]:
-        if isinstance(leaf, OSError) and leaf.errno:
-            return os.strerror(leaf.errno)
-    return str(error)
 
 
 async def run_client(host: str, port: int, user: str, pause: float) -> None:

@@ -9,6 +9,7 @@ imported then (it costs tens of milliseconds of start-up).
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 import re
@@ -159,12 +160,7 @@ def _write_atomically(path: Path, data: bytes, mode: int) -> None:
 
 def fingerprint(cert: Path | str) -> str:
     """The certificate's SHA-256 fingerprint, as `openssl x509 -fingerprint` shows it."""
-    try:
-        der = ssl.PEM_cert_to_DER_cert(Path(cert).read_text())
-    except (OSError, ValueError) as error:
-        raise CommandError(f"cannot read the certificate {cert}: {_why(error)}") from None
-    digest = hashlib.sha256(der).hexdigest().upper()
-    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+    return _sha256(der(cert))
 
 
 def _allow_old_versions(context: ssl.SSLContext) -> ssl.SSLContext:
@@ -216,10 +212,54 @@ def server_leg_context(server_ca: Path | str | None = None) -> ssl.SSLContext:
     return context
 
 
-def describe(ssl_object) -> dict:
-    """A leg as the `tls` event shows it: {"version": "TLSv1", "cipher": "..."}."""
+def describe(ssl_object, *, certificate: bytes | None = None,
+             verified: bool | None = None) -> dict:
+    """A leg as the `tls` event shows it: {"version": "TLSv1", "cipher": "...", ...}.
+
+    The server leg (`verified` given: --server-ca or not) adds the certificate
+    the server presented: "subject", "sha256" and "verified". The client leg
+    adds the certificate the relay presented to the client (`certificate`,
+    DER): "subject" and "sha256" (whether the client checked it, the relay
+    cannot know).
+    """
     cipher = ssl_object.cipher()
-    return {"version": ssl_object.version(), "cipher": cipher[0] if cipher else None}
+    described = {"version": ssl_object.version(), "cipher": cipher[0] if cipher else None}
+    if verified is not None:
+        certificate = ssl_object.getpeercert(binary_form=True)
+    if certificate:
+        described.update(summary(certificate))
+    if verified is not None:
+        described["verified"] = bool(verified and certificate)
+    return described
+
+
+@functools.lru_cache(maxsize=64)
+def summary(certificate: bytes) -> dict:
+    """A certificate's subject (RFC 4514, "CN=xivo,O=Avencall") and SHA-256 fingerprint.
+
+    Cached: a relay sees the same few certificates in every session, and
+    `cryptography` is only imported when the first is shown.
+    """
+    sha256 = _sha256(certificate)
+    try:
+        from cryptography import x509
+        subject = x509.load_der_x509_certificate(certificate).subject.rfc4514_string()
+    except Exception:  # noqa: BLE001 - whatever a peer sent, the fingerprint stands
+        subject = None
+    return {"subject": subject, "sha256": sha256}
+
+
+def _sha256(der: bytes) -> str:
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+
+def der(cert: Path | str) -> bytes:
+    """The certificate file's first certificate, DER."""
+    try:
+        return ssl.PEM_cert_to_DER_cert(Path(cert).read_text())
+    except (OSError, ValueError) as error:
+        raise CommandError(f"cannot read the certificate {cert}: {_why(error)}") from None
 
 
 def handshake_error(error: BaseException) -> str:

@@ -1,16 +1,16 @@
 """ctirelay: a transparent TCP proxy between a CTI client and server that
 writes the tagged stream of everything that passed.
 
-Each session is one nursery with two one-way pumps. A pump forwards every read
-unchanged, hands it to the tap (a non-blocking append) and goes on; an EOF on
-one side becomes a half-close on the other, and the session ends only when
-both pumps are done, or at once when either side resets.
+Each session (session.py) is one nursery with two one-way pumps (pumps.py). A
+pump forwards every read unchanged, hands it to the tap (a non-blocking append)
+and goes on; an EOF on one side becomes a half-close on the other, and the
+session ends only when both pumps are done, or at once when either side resets.
+With TLS, intercept.py runs the session's phases.
 """
 from __future__ import annotations
 
 import argparse
 import errno
-import os
 import resource
 import signal
 import socket
@@ -18,25 +18,16 @@ import struct
 import time
 
 import trio
-from trio.lowlevel import wait_readable, wait_writable
 
 from ctipipe import __version__
-from ctipipe.core import cli
-from ctipipe.relay import intercept
-from ctipipe.core import stream
-from ctipipe.relay import certs as tls
+from ctipipe.core import cli, neterrors, stream
 from ctipipe.core.notices import Notices
+from ctipipe.relay import certs as tls
+from ctipipe.relay import intercept, pumps
+from ctipipe.relay.session import Session, client_left, unexpected
 from ctipipe.relay.tap import Tap
 
 PROG = "ctirelay"
-
-# One socket read. Below glibc's 128 KiB mmap threshold, so each read's buffer
-# is a cheap heap allocation; large enough that a busy stream costs few reads.
-READ_SIZE = 1 << 16
-
-# A pump that keeps finding data waiting yields to the others after this
-# many reads (at most 4 MiB): fair, yet a busy stream rarely pays a yield.
-EAGER_READS = 64
 
 # At shutdown, how long to keep trying to write the last records (close
 # events) to a reader that does not read, before exiting anyway.
@@ -112,25 +103,6 @@ def relay_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-class _Counts:
-    __slots__ = ("bytes", "reads")
-
-    def __init__(self) -> None:
-        self.bytes = 0
-        self.reads = 0
-
-
-class _Ending:
-    """How a session ended: who first, and what went wrong if anything."""
-
-    __slots__ = ("by", "error", "reset")
-
-    def __init__(self) -> None:
-        self.by: str | None = None
-        self.error: str | None = None
-        self.reset: set[str] = set()  # sides that reset; the other is aborted too
-
-
 class Relay:
     def __init__(self, host: str, port: int, *, listen_addr: str | None, listen_port: int,
                  loop: bool, tap: Tap, verbose: bool, connect_timeout: float,
@@ -163,7 +135,7 @@ class Relay:
         is too; with loop it is an `error` record and the relay goes on. Any
         other failure of a session ends that session only.
         """
-        target = _join(self.host, self.port)
+        target = neterrors.join(self.host, self.port)
         try:
             await trio.socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
         except socket.gaierror as error:
@@ -176,7 +148,7 @@ class Relay:
                     errno.EACCES: " (ports below 1024 need privileges)",
                     errno.EADDRNOTAVAIL: " (not an address of this machine)"}.get(error.errno, "")
             raise cli.CommandError(f"cannot listen on {where}: {error.strerror}{hint}") from None
-        bound = [_name(listener.socket.getsockname()) for listener in listeners]
+        bound = [neterrors.name(listener.socket.getsockname()) for listener in listeners]
         self.tap.event(stream.event_record(time.time(), None, "start", stream=1,
                                            producer=f"{PROG} {__version__}", listen=bound,
                                            server=target))
@@ -205,7 +177,7 @@ class Relay:
         peer = None
         try:
             _keepalive(client.socket)
-            peer = _name(client.socket.getpeername())
+            peer = neterrors.name(client.socket.getpeername())
             server = await self._connect(conn, client, peer)
             if server is not None:
                 await self._relay(conn, client, peer, server)
@@ -213,11 +185,11 @@ class Relay:
             raise
         except Exception as error:  # noqa: BLE001 - one session's failure is its own
             await _abort(client)
-            message = _failure(error)
+            message = unexpected(error)
             # A client that left as it came (a port scan, a health check) is
             # the client's doing, as a reset in the session is: exit 0 with or
             # without --loop, however early the reset came.
-            if not self.loop and not _client_left(error):
+            if not self.loop and not client_left(error):
                 raise cli.CommandError(f"session {conn}: {message}") from None
             fields = {"error": message} if peer is None else {"error": message, "client": peer}
             self.tap.event(stream.event_record(time.time(), conn, "error", **fields))
@@ -226,7 +198,7 @@ class Relay:
     async def _connect(self, conn: int, client: trio.SocketStream,
                        peer: str) -> trio.SocketStream | None:
         """The server connection for this client, or None (client closed, `error` written)."""
-        target = _join(self.host, self.port)
+        target = neterrors.join(self.host, self.port)
         try:
             with trio.fail_after(self.connect_timeout):
                 server = await trio.open_tcp_stream(self.host, self.port)
@@ -235,7 +207,7 @@ class Relay:
             raise
         except (OSError, trio.TooSlowError) as error:
             why = (f"no answer after {self.connect_timeout:g} s"
-                   if isinstance(error, trio.TooSlowError) else _reason(error))
+                   if isinstance(error, trio.TooSlowError) else neterrors.reason(error))
             message = f"cannot reach {target}: {why}"
             self.tap.event(stream.event_record(time.time(), conn, "error", error=message,
                                                client=peer))
@@ -249,133 +221,67 @@ class Relay:
 
     async def _relay(self, conn: int, client: trio.SocketStream, peer: str,
                      server: trio.SocketStream) -> None:
-        """The open session: `open`, the two pumps, `close` (always, whatever happened)."""
-        target = _join(self.host, self.port)
-        session = self.tap.session(conn)
+        """The open session: `open`, the two pumps, `close` (always, whatever happened).
+
+        A session that ended on a TLS failure says so in one line even without
+        -v; without --loop the relay then ends with status 1.
+        """
+        target = neterrors.join(self.host, self.port)
+        record = self.tap.session(conn)
         started = time.time()
-        self.tap.opened(session, stream.event_record(started, conn, "open", client=peer,
-                                                     server=target))
+        self.tap.opened(record, stream.event_record(started, conn, "open", client=peer,
+                                                    server=target))
         self.log(f"session {conn} open: {peer} -> {target}")
-        counts = {"client": _Counts(), "server": _Counts()}
-        ending = _Ending()
-        raw: dict[str, socket.socket] = {}
+        session = Session(conn, self.tap, record, log=self.log)
         try:
             # Plain sockets on the same connections for the pumps' fast path.
-            raw["client"] = _plain(client)
-            raw["server"] = _plain(server)
+            session.client.sock = _plain(client)
+            session.server.sock = _plain(server)
             if self.tls is not None:
-                await intercept.run_session(self, self.tls, conn, client, server, raw, session,
-                                            counts, ending)
+                await intercept.run_session(session, self.tls, self.notices.say)
             else:
-                async with trio.open_nursery() as pumps:
-                    pumps.start_soon(self._pump, raw["client"], raw["server"], "client", "server",
-                                     session.client, counts["client"], ending, pumps.cancel_scope)
-                    pumps.start_soon(self._pump, raw["server"], raw["client"], "server", "client",
-                                     session.server, counts["server"], ending, pumps.cancel_scope)
+                async with trio.open_nursery() as phase:
+                    session.scope = phase.cancel_scope
+                    phase.start_soon(pumps.plain, session, session.client)
+                    phase.start_soon(pumps.plain, session, session.server)
         except trio.Cancelled:
-            ending.by = "relay"
+            session.by = "relay"
             raise
         except Exception as error:  # noqa: BLE001 - ends this session, with its close
-            ending.by = "error"
-            ending.error = _failure(error)
-            ending.reset.update(("client", "server"))
-            self.notices.say(f"session {conn}: {ending.error}")
+            session.by = "error"
+            session.error = unexpected(error)
+            session.reset.update(("client", "server"))
+            self.notices.say(f"session {conn}: {session.error}")
         finally:
-            for side, stream_ in (("client", client), ("server", server)):
-                if side in raw:
-                    if ending.reset and side not in ending.reset:
-                        _linger_zero(raw[side])  # pass a reset on as a reset
-                    raw[side].detach()  # the descriptor is the stream's: it closes it
-                elif ending.reset:
+            for direction, stream_ in ((session.client, client), (session.server, server)):
+                if direction.sock is not None:
+                    if session.reset and direction.side not in session.reset:
+                        _linger_zero(direction.sock)  # pass a reset on as a reset
+                    direction.sock.detach()  # the descriptor is the stream's: it closes it
+                elif session.reset:
                     _linger_zero(stream_.socket)
                 await _close(stream_)
             ended = time.time()
             fields = {
-                "by": ending.by or "relay",
-                "bytes": {side: c.bytes for side, c in counts.items()},
-                "reads": {side: c.reads for side, c in counts.items()},
+                "by": session.by or "relay",
+                "bytes": {"client": session.client.bytes, "server": session.server.bytes},
+                "reads": {"client": session.client.reads, "server": session.server.reads},
                 "duration": round(ended - started, 6),
             }
-            if ending.error:
-                fields["error"] = ending.error
-            self.tap.closed(session, ended, fields)
+            if session.error:
+                fields["error"] = session.error
+            self.tap.closed(record, ended, fields)
+            said = session.tls_failed  # said below, without -v too
             self.log(f"session {conn} closed by {fields['by']} after {fields['duration']:.3f} s "
                      f"(client sent {fields['bytes']['client']} bytes, "
                      f"server {fields['bytes']['server']})"
-                     + (f": {ending.error}" if ending.error else ""))
-
-    async def _pump(self, src: socket.socket, dst: socket.socket, side: str, other: str,
-                    side_tap, counts: _Counts, ending: _Ending, scope: trio.CancelScope) -> None:
-        """Forward one direction until EOF (then half-close dst) or a failure (then end all).
-
-        The plain non-blocking socket calls are tried first and the event loop
-        is only entered to wait: a message goes through with two system calls
-        and no trip through the scheduler, which is most of the relay's added
-        latency. After a run of reads that found data waiting, the pump yields
-        anyway so that one busy direction cannot starve the others.
-        """
-        tap = self.tap
-        tap_data = tap.data
-        clock = time.time
-        recv, send = src.recv, dst.send
-        eager = 0
-        while True:
-            if tap.full:  # the tap's CPU work is behind: let it catch up
-                eager = 0
-                await tap.room()
-            try:
-                data = recv(READ_SIZE)
-            except BlockingIOError:
-                eager = 0
-                await wait_readable(src)
-                continue
-            except OSError as error:
-                self._failed(ending, side, error, scope)
-                return
-            if not data:
-                break
-            counts.bytes += len(data)
-            counts.reads += 1
-            tap_data(side_tap, clock(), data)
-            view = data
-            while True:
-                try:
-                    sent = send(view)
-                except BlockingIOError:
-                    await wait_writable(dst)
-                    continue
-                except OSError as error:
-                    self._failed(ending, other, error, scope)
-                    return
-                if sent == len(view):
-                    break
-                view = memoryview(view)[sent:]
-            if len(data) < READ_SIZE:
-                # The socket had no more than this: rather than a recv that
-                # would only say "nothing yet", wait for the next data.
-                eager = 0
-                await wait_readable(src)
-                continue
-            eager += 1
-            if eager >= EAGER_READS:
-                eager = 0
-                await trio.lowlevel.checkpoint()
-        if ending.by is None:
-            ending.by = side
-        try:
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    @staticmethod
-    def _failed(ending: _Ending, side: str, error: OSError, scope: trio.CancelScope) -> None:
-        reset = error.errno in (errno.ECONNRESET, errno.EPIPE)
-        if ending.by is None or ending.error is None:
-            ending.by = side
-            ending.error = (f"connection reset by {side}" if reset else
-                            f"{side} connection failed: {error.strerror or error}")
-        ending.reset.add(side)
-        scope.cancel()
+                     + (f": {session.error}" if session.error and not said else ""))
+        if session.tls_failed:
+            message = f"session {conn}: {session.error}" + (
+                f" ({session.hint})" if session.hint else "")
+            if not self.loop:
+                raise cli.CommandError(message)
+            self.notices.say(message)
 
 
 async def _accept_one(listeners: list) -> trio.SocketStream:
@@ -424,22 +330,6 @@ def _plain(stream_: trio.SocketStream) -> socket.socket:
     return sock
 
 
-def _client_left(error: BaseException) -> bool:
-    leaf = cli.leaves(error)[0]
-    return isinstance(leaf, OSError) and leaf.errno in (errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE)
-
-
-def _failure(error: BaseException) -> str:
-    """An unexpected failure of one session, in one line."""
-    leaf = cli.leaves(error)[0]
-    if _client_left(error):
-        return "the client went away before the session began" if leaf.errno == errno.ENOTCONN \
-            else f"connection reset ({leaf.strerror})"
-    if isinstance(leaf, OSError) and leaf.strerror:
-        return f"session failed: {leaf.strerror}"
-    return f"session failed: {type(leaf).__name__}: {leaf}"
-
-
 # TCP keepalive on both legs: a peer that vanished without a word (cable pulled,
 # NAT entry expired) is noticed after about two minutes of silence plus five
 # probes a few seconds apart, instead of holding its session forever. A CTI
@@ -458,28 +348,6 @@ def _keepalive(sock) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
     except (OSError, AttributeError):
         pass  # a platform without these options: the sessions work without
-
-
-def _reason(error: BaseException) -> str:
-    """Why a connection failed, in the system's words ("Connection refused")."""
-    # trio tries every address and reports "all attempts failed", with the
-    # individual errors as the cause; the first of those says it best.
-    cause = error.__cause__
-    leaves = cli.leaves(cause) if cause is not None else []
-    for leaf in [*leaves, error]:
-        if isinstance(leaf, OSError) and leaf.errno and not isinstance(leaf, socket.gaierror):
-            return os.strerror(leaf.errno)
-        if isinstance(leaf, OSError) and leaf.strerror:
-            return leaf.strerror
-    return str(error)
-
-
-def _name(address) -> str:
-    return _join(address[0], address[1])
-
-
-def _join(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _raise_descriptor_limit() -> None:
@@ -511,7 +379,8 @@ def _tls_options(args) -> intercept.Options:
     return intercept.Options(starttls=args.starttls, implicit=args.tls,
                              client_context=client_context,
                              server_context=tls.server_leg_context(args.server_ca),
-                             verified=args.server_ca is not None, notes=tuple(notes))
+                             verified=args.server_ca is not None, notes=tuple(notes),
+                             cert=str(cert) if client_context is not None else None)
 
 
 async def _run(args, notices: Notices) -> int:

@@ -8,16 +8,13 @@ clients (crowd.py).
 from __future__ import annotations
 
 import collections
-import errno
-import os
-import socket
 import time
 
 import orjson
 import trio
 
 from ctipipe import __version__
-from ctipipe.core import cli, stream
+from ctipipe.core import cli, neterrors, stream
 from ctipipe.relay import certs as tls
 from ctipipe.relay.tap import Tap
 
@@ -206,10 +203,7 @@ class Conversation:
     def _gone(self, side: str, error: BaseException) -> None:
         if self.ended_by is None:
             self.ended_by = side
-            reset = isinstance(error, OSError) and error.errno in (errno.ECONNRESET, errno.EPIPE)
-            if isinstance(error.__cause__, OSError):
-                reset = reset or error.__cause__.errno in (errno.ECONNRESET, errno.EPIPE)
-            self.error = f"connection reset by {side}" if reset else f"{side} connection failed"
+            self.error = neterrors.lost(side, error)[0]
         self.eof = True
         self._changed.set()
 
@@ -251,7 +245,7 @@ async def converse(tap: Tap, live: Conversation, conn: int, started: float,
             raise
         played = True  # it ended, on an error: not interrupted
         leaf = next(iter(cli.leaves(error)), error)
-        divergence.notes.append(f"ended on an error: {_reason(leaf)}")
+        divergence.notes.append(f"ended on an error: {neterrors.reason(leaf)}")
         live.ended_by = live.ended_by or "relay"
     finally:
         if not played:  # cancelled (Ctrl-C): trio wraps that in a group, so no except
@@ -270,25 +264,4 @@ def _closed(tap: Tap, live: Conversation, conn: int, started: float) -> None:
     if live.error:
         fields["error"] = live.error
     tap.closed(live.session, ended, fields)
-
-
-
-# --- addresses and socket errors in messages --------------------------------------
-
-def _name(address) -> str:
-    return _join(address[0], address[1])
-
-
-def _join(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _reason(error: BaseException) -> str:
-    cause = error.__cause__
-    for leaf in [*(cli.leaves(cause) if cause is not None else []), error]:
-        if isinstance(leaf, OSError) and leaf.errno and not isinstance(leaf, socket.gaierror):
-            return os.strerror(leaf.errno)
-        if isinstance(leaf, OSError) and leaf.strerror:
-            return leaf.strerror
-    return str(error)
 

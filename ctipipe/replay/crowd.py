@@ -12,11 +12,10 @@ import time
 import orjson
 import trio
 
-from ctipipe.core import stream
+from ctipipe.core import neterrors, stream
 from ctipipe.relay.tap import Tap
 from ctipipe.replay import script as scripts
-from ctipipe.replay.conversation import (PRODUCER, Conversation, Divergence, _join, _name,
-                                         _reason, converse, label)
+from ctipipe.replay.conversation import PRODUCER, Conversation, Divergence, converse, label
 
 # A session whose server has let this many replies in a row time out is given
 # up: a server that stopped answering would otherwise cost a timeout per request.
@@ -105,7 +104,7 @@ class Crowd:
     async def run(self, path: str) -> None:
         self.tap.event(stream.event_record(time.time(), None, "start", stream=1,
                                            producer=PRODUCER,
-                                           server=_join(self.host, self.port),
+                                           server=neterrors.join(self.host, self.port),
                                            recording=path, session=self.script.conn))
         async with trio.open_nursery() as nursery:
             start = trio.current_time()
@@ -117,13 +116,13 @@ class Crowd:
 
     async def session(self, conn: int, divergence: Divergence, at: float) -> None:
         await trio.sleep_until(at)
-        target = _join(self.host, self.port)
+        target = neterrors.join(self.host, self.port)
         try:
             with trio.fail_after(self.timeout):
                 server = await trio.open_tcp_stream(self.host, self.port)
         except (OSError, trio.TooSlowError) as error:
             why = (f"no answer after {self.timeout:g} s" if isinstance(error, trio.TooSlowError)
-                   else _reason(error))
+                   else neterrors.reason(error))
             message = f"cannot reach {target}: {why}"
             self.tap.event(stream.event_record(time.time(), conn, "error", error=message))
             divergence.notes.append(message)
@@ -132,7 +131,7 @@ class Crowd:
         live = Conversation(server, self.tap, conn, "client", awaiting.on_line, self.max_line)
         started = time.time()
         self.tap.opened(live.session, stream.event_record(
-            started, conn, "open", client=_name(server.socket.getsockname()), server=target))
+            started, conn, "open", client=neterrors.name(server.socket.getsockname()), server=target))
         await converse(self.tap, live, conn, started, divergence,
                         lambda: self._play(live, awaiting, divergence), contain=True)
 

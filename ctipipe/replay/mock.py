@@ -11,12 +11,11 @@ import time
 import orjson
 import trio
 
-from ctipipe.core import cli, stream
+from ctipipe.core import cli, neterrors, stream
 from ctipipe.core.notices import Notices
 from ctipipe.relay.tap import Tap
 from ctipipe.replay import script as scripts
-from ctipipe.replay.conversation import (PRODUCER, Conversation, Divergence, _name, _reason,
-                                         converse, label)
+from ctipipe.replay.conversation import PRODUCER, Conversation, Divergence, converse, label
 
 # A live client that left out a few recorded messages is followed again at the
 # next one it sends that the recording has within this many: further than
@@ -98,7 +97,7 @@ class Mock:
         except OSError as error:
             where = f"{self.listen_addr or '*'}:{self.listen_port}"
             raise cli.CommandError(f"cannot listen on {where}: {error.strerror}") from None
-        bound = [_name(listener.socket.getsockname()) for listener in listeners]
+        bound = [neterrors.name(listener.socket.getsockname()) for listener in listeners]
         self.tap.event(stream.event_record(time.time(), None, "start", stream=1,
                                            producer=PRODUCER, listen=bound,
                                            **self.recording))
@@ -127,9 +126,9 @@ class Mock:
         self.sessions += 1
         conn = self.sessions
         try:
-            peer = _name(client.socket.getpeername())
+            peer = neterrors.name(client.socket.getpeername())
         except OSError as error:
-            message = f"the client left as it connected ({_reason(error)})"
+            message = f"the client left as it connected ({neterrors.reason(error)})"
             self.tap.event(stream.event_record(time.time(), conn, "error", error=message))
             self.notices.say(f"session {conn}: {message}")
             await client.aclose()
