@@ -225,3 +225,82 @@ async def test_with_loop_each_tls_failure_is_one_line_and_the_relay_goes_on(pair
     closes = [json.loads(line) for line in (tmp_path / "out").read_bytes().splitlines()
               if b'"close"' in line]
     assert [c["by"] for c in closes] == ["client", "client"]
+
+
+# --- what was verified ---------------------------------------------------------------
+
+def _pretty_line(record: dict) -> str:
+    from ctipipe.stages.pretty import Pretty
+    pretty = Pretty(compact=True, color=False, clock="none")
+    line = json.dumps(record).encode()
+    pretty.begin_batch(line)
+    pretty.handle(record, line)
+    return pretty.finish().decode()
+
+
+@pytest.mark.parametrize("verify", [False, True])
+async def test_the_tls_event_says_which_certificates_were_seen_and_verified(pair, tmp_path,
+                                                                          verify):
+    out = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT)
+    server_cert, server_key, _ = certs.relay_certificate(tmp_path / "server")
+    server = XivoServer(server_cert, server_key, implicit=True)
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            _, port, _ = await _start_relay(nursery, server.port, out, out, pair,
+                                            server_ca=server_cert if verify else None)
+            sock = await trio.to_thread.run_sync(socket.create_connection, (LOCALHOST, port))
+            client = await trio.to_thread.run_sync(tls_context(False).wrap_socket, sock)
+            client.close()
+            while b'"tls"' not in (tmp_path / "out").read_bytes():
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    server.close()
+    event = next(json.loads(line) for line in (tmp_path / "out").read_bytes().splitlines()
+                 if b'"event":"tls"' in line)
+    assert event["server"] == {**event["server"], "subject": "CN=ctipipe relay,O=ctipipe",
+                               "sha256": certs.fingerprint(server_cert), "verified": verify}
+    assert event["client"] == {**event["client"], "subject": "CN=ctipipe relay,O=ctipipe",
+                               "sha256": certs.fingerprint(pair[0])}
+    assert "verified" not in event["client"]  # whether the client checked it, nobody can say
+    shown = _pretty_line(event)
+    assert shown.count("\n") == 1
+    assert (f"(the relay's certificate CN=ctipipe relay,O=ctipipe SHA-256 "
+            f"{certs.fingerprint(pair[0])})") in shown
+    assert shown.rstrip().endswith(f"(certificate CN=ctipipe relay,O=ctipipe SHA-256 "
+                                   f"{certs.fingerprint(server_cert)}, "
+                                   f"{'verified' if verify else 'not verified'})")
+
+
+def test_a_recording_without_certificates_shows_as_before():
+    record = {"ts": 1.0, "conn": 1, "event": "tls", "how": "starttls", "intercepted": True,
+              "client": {"version": "TLSv1", "cipher": "AES"},
+              "server": {"version": "TLSv1", "cipher": "AES"}}
+    assert _pretty_line(record) == "--- session 1 TLS (STARTTLS): client TLSv1 AES, server TLSv1 AES\n"
+
+
+def _demo_certificate_seen(port: int) -> bytes:
+    sock = socket.create_connection((LOCALHOST, port), timeout=WAIT)
+    with sock:
+        reader = sock.makefile("rb")
+        assert json.loads(reader.readline())["class"] == "starttls"
+        sock.sendall(b'{"class":"starttls","status":true}\n')
+        assert json.loads(reader.readline())["starttls"] is True
+        with tls_context(False).wrap_socket(sock) as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+async def test_the_demo_server_has_its_own_certificate(tmp_path, monkeypatch):
+    """Not the relay's file names nor its subject: nobody takes one for the other."""
+    from ctipipe.demo import command as demo
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(demo.serve, LOCALHOST, 0)
+            der = await trio.to_thread.run_sync(_demo_certificate_seen, port)
+            nursery.cancel_scope.cancel()
+    relay_cert, _, _ = certs.relay_certificate()
+    assert certs.summary(der)["subject"] == "CN=ctipipe demo server,O=ctipipe"
+    assert certs.summary(certs.der(relay_cert))["subject"] == "CN=ctipipe relay,O=ctipipe"
+    names = {path.name for path in (tmp_path / "ctipipe").rglob("*.pem")}
+    assert names == {"relay-cert.pem", "relay-key.pem", "demo-server-cert.pem",
+                     "demo-server-key.pem"}

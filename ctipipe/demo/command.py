@@ -23,7 +23,7 @@ import trio
 
 from ctipipe.core import cli
 from ctipipe.demo.client import run_client
-from ctipipe.demo.server import DEMO_CERT_DIR, PASSWORD, serve
+from ctipipe.demo.server import PASSWORD, demo_files, serve
 from ctipipe.relay import certs as tls
 
 PROG = "ctidemo"
@@ -61,7 +61,7 @@ def _whole_demo(args: argparse.Namespace) -> int:
             return cli.Exit.ERROR
         # The demo server's certificate is known here: ctispy verifies it.
         server_ca = ([] if args.no_starttls else
-                     ["--server-ca", str(tls.relay_certificate(tls.data_dir() / DEMO_CERT_DIR)[0])])
+                     ["--server-ca", str(demo_files()[0])])
         spy = subprocess.Popen([*me, "ctispy", "127.0.0.1", "--port", str(server_port),
                                 "--listen-addr", "127.0.0.1", "--listen-port", str(listen_port),
                                 *server_ca, *(["--pretty-print"] if not args.compact else [])])

@@ -155,8 +155,14 @@ DEMO_CERT_DIR = "demo-server"  # beside the relay's certificate, in the data dir
 
 def _demo_certificate() -> ssl.SSLContext:
     """The demo server's TLS context: its own certificate, made the way the relay makes its."""
-    cert, key, _ = tls.relay_certificate(tls.data_dir() / DEMO_CERT_DIR)
+    cert, key, _ = demo_files()
     return tls.client_leg_context(cert, key)
+
+
+def demo_files():
+    """The demo server's own certificate: not the relay's file names nor its subject."""
+    return tls.relay_certificate(tls.data_dir() / DEMO_CERT_DIR, name="demo-server",
+                                 subject="ctipipe demo server")
 
 
 async def serve(listen_addr: str, port: int, *, starttls: bool = True,

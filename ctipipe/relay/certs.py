@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ctipipe.core.cli import CommandError
 
-CERT_NAME = "relay-cert.pem"
+CERT_NAME = "relay-cert.pem"  # what relay_certificate() names the relay's pair
 KEY_NAME = "relay-key.pem"
 
 # OpenSSL 3's default security level forbids TLS 1.0 and its SHA-1 signatures;
@@ -74,8 +74,13 @@ def _refuse_unsafe(path: Path, kind: str) -> None:
     raise CommandError(f"the relay's {kind} {path} {why}: {fix}")
 
 
-def relay_certificate(directory: Path | None = None) -> tuple[Path, Path, bool]:
+def relay_certificate(directory: Path | None = None, *, name: str = "relay",
+                      subject: str = "ctipipe relay") -> tuple[Path, Path, bool]:
     """The relay's certificate and key files, made now if they do not exist.
+
+    Another program's own pair (the demo server's) gets its own file names
+    (`name`-cert.pem, `name`-key.pem) and subject (CN=`subject`), so that
+    nobody takes one for the other.
 
     Returns (cert, key, made). Two relays starting at once make one pair
     between them: the making is done under a lock, and the files are written
@@ -83,7 +88,7 @@ def relay_certificate(directory: Path | None = None) -> tuple[Path, Path, bool]:
     that exists always has its key beside it.
     """
     directory = directory or data_dir()
-    cert, key = directory / CERT_NAME, directory / KEY_NAME
+    cert, key = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
     _refuse_unsafe(directory, "folder")
     if _trusted(cert, key):
         return cert, key, False
@@ -97,7 +102,7 @@ def relay_certificate(directory: Path | None = None) -> tuple[Path, Path, bool]:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if _trusted(cert, key):
                 return cert, key, False
-            cert_pem, key_pem = _make_certificate()
+            cert_pem, key_pem = _make_certificate(subject)
             _write_atomically(key, key_pem, 0o600)
             _write_atomically(cert, cert_pem, 0o644)
     except OSError as error:
@@ -113,7 +118,7 @@ def _trusted(cert: Path, key: Path) -> bool:
     return cert.exists() and key.exists()
 
 
-def _make_certificate() -> tuple[bytes, bytes]:
+def _make_certificate(subject: str) -> tuple[bytes, bytes]:
     """A self-signed certificate and its private key, both PEM."""
     # Imported here: a relay whose certificate already exists never pays for it.
     import datetime
@@ -124,7 +129,7 @@ def _make_certificate() -> tuple[bytes, bytes]:
     from cryptography.x509.oid import NameOID
 
     private = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ctipipe relay"),
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject),
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ctipipe")])
     now = datetime.datetime.now(datetime.timezone.utc)
     certificate = (
@@ -235,7 +240,7 @@ def describe(ssl_object, *, certificate: bytes | None = None,
 
 @functools.lru_cache(maxsize=64)
 def summary(certificate: bytes) -> dict:
-    """A certificate's subject (RFC 4514, "CN=xivo,O=Avencall") and SHA-256 fingerprint.
+    """A certificate's subject ("CN=xivo,O=Avencall") and SHA-256 fingerprint.
 
     Cached: a relay sees the same few certificates in every session, and
     `cryptography` is only imported when the first is shown.
@@ -243,7 +248,10 @@ def summary(certificate: bytes) -> dict:
     sha256 = _sha256(certificate)
     try:
         from cryptography import x509
-        subject = x509.load_der_x509_certificate(certificate).subject.rfc4514_string()
+        # In the certificate's order, as `openssl x509 -subject` shows it
+        # (rfc4514_string() reverses it).
+        name = x509.load_der_x509_certificate(certificate).subject
+        subject = ",".join(attribute.rfc4514_string() for attribute in name)
     except Exception:  # noqa: BLE001 - whatever a peer sent, the fingerprint stands
         subject = None
     return {"subject": subject, "sha256": sha256}

@@ -262,7 +262,8 @@ def _start_text(record: dict) -> str:
 
 
 def _tls_text(record: dict) -> str:
-    """`TLS (STARTTLS): client TLSv1 ECDHE-RSA-AES256-SHA, server TLSv1.2 ...`"""
+    """`TLS (STARTTLS): client TLSv1 ECDHE-RSA-AES256-SHA (the relay's certificate CN=...
+    SHA-256 ...), server TLSv1.2 ... (certificate CN=... SHA-256 ..., not verified)`"""
     how = {"starttls": "STARTTLS", "implicit": "implicit"}.get(record.get("how"), record.get("how"))
     text = f"TLS ({how})"
     if not record.get("intercepted"):
@@ -271,8 +272,20 @@ def _tls_text(record: dict) -> str:
     for leg in ("client", "server"):
         about = record.get(leg)
         about = about if isinstance(about, dict) else {}
-        legs.append(f"{leg} {about.get('version', '?')} {about.get('cipher', '?')}")
+        legs.append(f"{leg} {about.get('version', '?')} {about.get('cipher', '?')}"
+                    + _certificate_text(leg, about))
     return f"{text}: {', '.join(legs)}"
+
+
+def _certificate_text(leg: str, about: dict) -> str:
+    """` (certificate CN=xivo SHA-256 AB:...:EF, not verified)`, when the producer said."""
+    if "sha256" not in about:
+        return ""  # a recording made before the relay said which certificates it saw
+    whose = "the relay's certificate" if leg == "client" else "certificate"
+    text = f" ({whose} {about.get('subject') or '?'} SHA-256 {about.get('sha256')}"
+    if "verified" in about:
+        text += ", verified" if about["verified"] is True else ", not verified"
+    return text + ")"
 
 
 def _count(value: object) -> str:
