@@ -304,3 +304,24 @@ async def test_the_demo_server_has_its_own_certificate(tmp_path, monkeypatch):
     names = {path.name for path in (tmp_path / "ctipipe").rglob("*.pem")}
     assert names == {"relay-cert.pem", "relay-key.pem", "demo-server-cert.pem",
                      "demo-server-key.pem"}
+
+
+def test_plain_text_after_a_starttls_answer_gets_no_tls_hint(pair):
+    """--tls is not on the command line there: telling to drop it would mislead."""
+    server = XivoServer(*pair)
+    proc, port = _relay(server.port)
+    conn = _connect(port, proc)
+    reader = conn.makefile("rb")
+    assert json.loads(reader.readline())["class"] == "starttls"
+    conn.sendall(b'{"class":"starttls","status":true}\n')
+    assert json.loads(reader.readline())["starttls"] is True
+    conn.sendall(b'{"class":"login_id","userlogin":"alice"}\n' * 20)
+    try:
+        while conn.recv(1 << 16):
+            pass
+    except OSError:
+        pass
+    conn.close()
+    assert proc.finish() == 1
+    server.close()
+    assert "the client's TLS handshake failed" in proc.err and "drop --tls" not in proc.err

@@ -81,8 +81,9 @@ async def _upgraded(session: Session, options: Options, how: str, say) -> None:
 
 async def _intercepted(session: Session, options: Options, how: str, say) -> None:
     """Both handshakes at once, the `tls` event, then the plaintext relayed and recorded."""
-    client = pumps.Leg(session.client, options.client_context, True)
-    server = pumps.Leg(session.server, options.server_context, False)
+    implicit = how == "implicit"  # a plain port or client is the likely mistake
+    client = pumps.Leg(session.client, options.client_context, True, note_first=implicit)
+    server = pumps.Leg(session.server, options.server_context, False, note_first=implicit)
     async with trio.open_nursery() as handshakes:
         session.scope = handshakes.cancel_scope
         for leg in (client, server):

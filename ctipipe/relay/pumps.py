@@ -187,10 +187,15 @@ class Leg:
     a send, with the event loop entered only to wait (as the plain pumps do)."""
 
     __slots__ = ("direction", "sock", "tls", "incoming", "outgoing", "sending",
-                 "half_closed", "eof")
+                 "half_closed", "eof", "noting")
 
-    def __init__(self, direction: Direction, context: ssl.SSLContext, server_side: bool) -> None:
+    def __init__(self, direction: Direction, context: ssl.SSLContext, server_side: bool,
+                 *, note_first: bool = False) -> None:
+        """note_first: keep the first bytes the peer sends in direction.first (so that
+        a failure can tell plain text from TLS: implicit TLS, where a plain port is
+        the likely mistake)."""
         self.direction = direction
+        self.noting = note_first
         self.sock = direction.sock
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
@@ -230,8 +235,9 @@ class Leg:
     def received(self, data: bytes) -> None:
         """Ciphertext from the socket (b"" at its end) for the TLS layer."""
         if data:
-            if len(self.direction.first) < 16:
+            if self.noting:
                 self.direction.first += data[:16]
+                self.noting = len(self.direction.first) < 16
             self.incoming.write(data)
         else:
             self.eof = True
