@@ -218,7 +218,7 @@ def test_loop_outlives_clients_that_reset_as_they_connect(recording):
     assert status == (0 if len(opened) == 1 else 1), mock.err
     assert all(r["error"].startswith("the client left as it connected") for r in errors)
     assert "Traceback" not in mock.err
-    assert mock.err.count("followed the recording") == 1
+    assert mock.err.count(": followed the recording") == 1
 
 
 def test_clients_5_against_the_demo_server_feed_ctistat(recording):
@@ -381,7 +381,7 @@ def test_ctrl_c_ends_live_clients_with_their_close_records(recording, server):
     replay.signal(signal.SIGINT)
     assert replay.finish() == 0, replay.err
     assert sorted(r["conn"] for r in records(replay) if r.get("event") == "close") == [1, 2, 3]
-    assert replay.err.count("interrupted") == 3
+    assert replay.err.count(": interrupted") == 3
     for sock in held:
         sock.close()
 
@@ -434,7 +434,7 @@ def test_clients_do_starttls_when_the_server_answers_it(tls_recording, data_home
     assert replay.finish(30) == 0, replay.err
     live = records(replay)
     assert sorted(r["conn"] for r in live if r.get("event") == "tls") == [1, 2, 3]
-    assert replay.err.count("followed the recording") == 3
+    assert replay.err.count(": followed the recording") == 3
     wrong = Proc(command("ctireplay", str(tls_recording), "--to", LOCALHOST, "--port", str(port),
                          "--pace", "asap", "--password", "nope"), env=data_home)
     assert wrong.finish(30) == 1 and "login_pass answered with error 'login_password'" in wrong.err

@@ -24,7 +24,6 @@ import trio
 from ctipipe.core import cli
 from ctipipe.demo.client import run_client
 from ctipipe.demo.server import PASSWORD, demo_files, serve
-from ctipipe.relay import certs as tls
 
 PROG = "ctidemo"
 

@@ -8,8 +8,9 @@ messages after their recorded pause. As clients (crowd.py), the recorded
 client side, each request once the replies recorded before it have come
 (matched by the fresh commandids), with the recorded think time. Every wait
 is bounded by --timeout, so every session, and the command, ends by itself.
-At the end one line per session says how the live conversation differed from
-the recording. This module holds the options and runs one or the other.
+At the end (report.py) a line per diverged session says how it differed from
+the recording, the sessions that followed it are counted, and a summary line
+ends the report. This module holds the options and runs one or the other.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from ctipipe.core import cli, stream
 from ctipipe.core.notices import Notices
 from ctipipe.relay import certs as tls
 from ctipipe.relay.tap import Tap
+from ctipipe.replay import report
 from ctipipe.replay import script as scripts
 from ctipipe.replay.crowd import Crowd
 from ctipipe.replay.mock import Mock
@@ -72,8 +74,10 @@ def _count(text: str) -> int:
 def _parser() -> cli.Parser:
     parser = cli.Parser(PROG, "Replay a saved tagged stream: as a mock CTI server (default) or, with "
                         "--to, as live clients of a real server. Writes the tagged stream of the "
-                        "live sessions on standard output and, at the end, one line per session "
-                        "on standard error saying how it differed from the recording.", EXAMPLE)
+                        "live sessions on standard output and, at the end, on standard error, one "
+                        "line per session saying how it differed from the recording (those that "
+                        f"followed it past the first {report.FOLLOWERS_SHOWN} only counted) and "
+                        "a summary line.", EXAMPLE)
     parser.add_argument("recording", metavar="SESSION.jsonl", help="a saved tagged stream")
     parser.add_argument("--conn", type=_count, default=None, metavar="N",
                         help="which session of the recording (default: the first)")
@@ -183,7 +187,9 @@ def _tls_context(args: argparse.Namespace, script: scripts.Script):
     return tls.client_leg_context(cert, key)
 
 
-async def _run(args: argparse.Namespace, script: scripts.Script, context, notices: Notices) -> int:
+async def _run(args: argparse.Namespace, script: scripts.Script, context,
+               notices: Notices) -> tuple[int, list[str]]:
+    """Play the recording; the exit status and the report's lines."""
     tap = Tap(1, raw=False, max_line=args.max_line, notify=notices.say,
               flush_timeout=FLUSH_TIMEOUT)
     source = f"replay:{args.recording}#{script.conn}"
@@ -213,13 +219,11 @@ async def _run(args: argparse.Namespace, script: scripts.Script, context, notice
             finally:
                 tap.close()  # the tap writes what it holds, for at most FLUSH_TIMEOUT
                 await tap.finished.wait()
+    lines = report.run_report(producer.results)
     if tap.unwritten:
-        notices.say(f"{tap.unwritten} records were not written: standard output was not being read")
-    diverged = bool(tap.unwritten)
-    for conn, divergence in producer.results:
-        notices.say(f"session {conn}: {divergence.summary()}")
-        diverged = diverged or divergence.diverged
-    return cli.Exit.ERROR if diverged else cli.Exit.OK
+        lines.insert(0, f"{tap.unwritten} records were not written: standard output was not being read")
+    diverged = bool(tap.unwritten) or any(d.diverged for _, d in producer.results)
+    return cli.Exit.ERROR if diverged else cli.Exit.OK, lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,7 +244,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         try:
-            return trio.run(_run, args, script, context, notices)
+            status, lines = trio.run(_run, args, script, context, notices)
+            # Written whole: each line waits for room, none is counted away.
+            notices.say_all(lines, FLUSH_TIMEOUT)
+            return status
         finally:
             notices.flush(FLUSH_TIMEOUT)  # before a final error line, in order
     return cli.guarded(PROG, body, debug=args.debug)

@@ -1,13 +1,12 @@
 """One live session of a replay: the connection (a reader that records and
 splits what comes in, a send that records what goes out, a wait for what
 comes next, the STARTTLS upgrade), how the session differed from the
-recording (Divergence), and converse(), which runs a conversation to its
+recording (report.Divergence), and converse(), which runs a conversation to its
 `close` record whatever happens. Shared by the mock (mock.py) and the live
 clients (crowd.py).
 """
 from __future__ import annotations
 
-import collections
 import time
 
 import orjson
@@ -17,51 +16,13 @@ from ctipipe import __version__
 from ctipipe.core import cli, neterrors, stream
 from ctipipe.relay import certs as tls
 from ctipipe.relay.tap import Tap
+from ctipipe.replay.report import Divergence
 
 # What the `start` record names as its producer.
 PRODUCER = f"ctireplay {__version__}"
 
 # One socket read, as the relay's.
 READ_SIZE = 1 << 16
-
-
-class Divergence:
-    """How one live session differed from the recording."""
-
-    def __init__(self) -> None:
-        self.not_seen: collections.Counter = collections.Counter()
-        self.unexpected: collections.Counter = collections.Counter()
-        self.timed_out: collections.Counter = collections.Counter()
-        self.notes: list[str] = []
-        self.interrupted = False
-
-    @property
-    def diverged(self) -> bool:
-        return bool(self.not_seen or self.unexpected or self.timed_out or self.notes)
-
-    def summary(self) -> str:
-        parts = []
-        if self.not_seen:
-            parts.append(f"{sum(self.not_seen.values())} expected and not seen ({_classes(self.not_seen)})")
-        if self.unexpected:
-            parts.append(f"{sum(self.unexpected.values())} unexpected ({_classes(self.unexpected)})")
-        if self.timed_out:
-            parts.append(f"{sum(self.timed_out.values())} timed out ({_classes(self.timed_out)})")
-        parts += self.notes
-        if self.interrupted:
-            parts.append("interrupted")
-        if not parts:
-            return "followed the recording"
-        return ("diverged: " if self.diverged else "") + "; ".join(parts)
-
-
-def _classes(counter: collections.Counter) -> str:
-    return ", ".join(f"{name}" + (f" x{count}" if count > 1 else "")
-                     for name, count in list(counter.items())[:6]) + (", ..." if len(counter) > 6 else "")
-
-
-def label(cls: str | None) -> str:
-    return cls if cls is not None else "a line that is not a CTI message"
 
 
 class Conversation:
@@ -227,7 +188,6 @@ class Conversation:
                 pass
 
 
-
 async def converse(tap: Tap, live: Conversation, conn: int, started: float,
                     divergence: Divergence, play, contain: bool) -> None:
     """One live conversation: its reader beside play(), then its `close`,
@@ -245,7 +205,7 @@ async def converse(tap: Tap, live: Conversation, conn: int, started: float,
             raise
         played = True  # it ended, on an error: not interrupted
         leaf = next(iter(cli.leaves(error)), error)
-        divergence.notes.append(f"ended on an error: {neterrors.reason(leaf)}")
+        divergence.note(f"ended on an error: {neterrors.reason(leaf)}")
         live.ended_by = live.ended_by or "relay"
     finally:
         if not played:  # cancelled (Ctrl-C): trio wraps that in a group, so no except

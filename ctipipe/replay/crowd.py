@@ -15,7 +15,8 @@ import trio
 from ctipipe.core import neterrors, stream
 from ctipipe.relay.tap import Tap
 from ctipipe.replay import script as scripts
-from ctipipe.replay.conversation import PRODUCER, Conversation, Divergence, converse, label
+from ctipipe.replay.conversation import PRODUCER, Conversation, converse
+from ctipipe.replay.report import Divergence, label, shown
 
 # A session whose server has let this many replies in a row time out is given
 # up: a server that stopped answering would otherwise cost a timeout per request.
@@ -49,7 +50,7 @@ class _Awaiting:
     def on_line(self, msg: dict | None, line: bytes) -> bool:
         if msg is None:
             if None not in self.recorded_classes:
-                self.divergence.unexpected[label(None)] += 1
+                self.divergence.unexpected.add(label(None))
             return False
         cls = msg.get("class")
         if cls == "login_id" and isinstance(msg.get("sessionid"), str):
@@ -66,19 +67,20 @@ class _Awaiting:
             self.got[index] = trio.current_time()
             recorded = self.script.server[index].msg or {}
             if cls != recorded.get("class"):
-                self.divergence.notes.append(f"{recorded.get('class')} answered with {cls}")
+                self.divergence.note(f"{label(recorded.get('class'))} answered with "
+                                     f"{label(cls)}")
             elif msg.get("error_string") != recorded.get("error_string"):
-                self.divergence.notes.append(f"{cls} answered with error "
-                                             f"{msg.get('error_string')!r}")
+                self.divergence.note(f"{label(cls)} answered with error "
+                                     f"{shown(msg.get('error_string'))}")
             if cls == "starttls" and not self.tls_answered:
                 self.tls_answered = True
                 if msg.get("starttls") is True:
                     return True  # the handshake comes next: stop reading in clear
                 if recorded.get("starttls"):
-                    self.divergence.notes.append("the server declined STARTTLS")
+                    self.divergence.note("the server declined STARTTLS")
             return False
         if cls not in self.recorded_classes:
-            self.divergence.unexpected[label(cls if isinstance(cls, str) else None)] += 1
+            self.divergence.unexpected.add(label(cls if isinstance(cls, str) else None))
         return False
 
 
@@ -87,8 +89,11 @@ class Crowd:
 
     def __init__(self, script: scripts.Script, *, host: str, port: int, clients: int, ramp: float,
                  password: str | None, tap: Tap, pace: float, timeout: float,
-                 max_line: int, tls_context=None) -> None:
+                 max_line: int, tls_context=None, connect=None) -> None:
         self.script = script
+        # How a session reaches the server: an async function giving the
+        # stream and our address as a record names it (tests give memory streams).
+        self.connect = connect or self._connect_tcp
         self.tls_context = tls_context  # for a server that answers STARTTLS
         self.host = host
         self.port = port
@@ -119,21 +124,25 @@ class Crowd:
         target = neterrors.join(self.host, self.port)
         try:
             with trio.fail_after(self.timeout):
-                server = await trio.open_tcp_stream(self.host, self.port)
+                server, local = await self.connect()
         except (OSError, trio.TooSlowError) as error:
             why = (f"no answer after {self.timeout:g} s" if isinstance(error, trio.TooSlowError)
                    else neterrors.reason(error))
             message = f"cannot reach {target}: {why}"
             self.tap.event(stream.event_record(time.time(), conn, "error", error=message))
-            divergence.notes.append(message)
+            divergence.note(message)
             return
         awaiting = _Awaiting(self.script, divergence)
         live = Conversation(server, self.tap, conn, "client", awaiting.on_line, self.max_line)
         started = time.time()
         self.tap.opened(live.session, stream.event_record(
-            started, conn, "open", client=neterrors.name(server.socket.getsockname()), server=target))
+            started, conn, "open", client=local, server=target))
         await converse(self.tap, live, conn, started, divergence,
                         lambda: self._play(live, awaiting, divergence), contain=True)
+
+    async def _connect_tcp(self) -> tuple[trio.abc.Stream, str]:
+        server = await trio.open_tcp_stream(self.host, self.port)
+        return server, neterrors.name(server.socket.getsockname())
 
     async def _play(self, live: Conversation, awaiting: _Awaiting, divergence: Divergence) -> None:
         script = self.script
@@ -156,15 +165,15 @@ class Crowd:
                     if live.paused:  # at once: a real server drops a late handshake
                         if not await live.upgrade(self.tls_context, server_side=False,
                                                   timeout=self.timeout):
-                            divergence.notes.append(live.error)
+                            divergence.note(live.error)
                             return False
                     continue
-                divergence.timed_out[f"reply {label(reply.cls)}"] += 1
+                divergence.timed_out.add(f"reply {label(reply.cls)}")
                 in_a_row += 1
                 if live.eof:
                     return False
                 if in_a_row >= TIMEOUTS_IN_A_ROW:
-                    divergence.notes.append(f"gave up after {in_a_row} replies in a row timed out")
+                    divergence.note(f"gave up after {in_a_row} replies in a row timed out")
                     live.ended_by = "client"
                     return False
             return True
@@ -179,7 +188,7 @@ class Crowd:
                     if live.eof:
                         gone = True
                         break
-                    divergence.notes.append("the server did not offer STARTTLS")
+                    divergence.note("the server did not offer STARTTLS")
                     awaiting.tls_answered = True
                     continue
             await trio.sleep_until(last + line.delay / self.pace)
@@ -195,7 +204,7 @@ class Crowd:
             return
         if script.closed_by == "server":
             if not await live.wait_until(lambda: False, self.timeout) and not live.eof:
-                divergence.timed_out["server's close"] += 1
+                divergence.timed_out.add("server's close")
         else:
             live.ended_by = "client"
             await live.send_eof()

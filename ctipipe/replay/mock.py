@@ -15,12 +15,18 @@ from ctipipe.core import cli, neterrors, stream
 from ctipipe.core.notices import Notices
 from ctipipe.relay.tap import Tap
 from ctipipe.replay import script as scripts
-from ctipipe.replay.conversation import PRODUCER, Conversation, Divergence, converse, label
+from ctipipe.replay.conversation import PRODUCER, Conversation, converse
+from ctipipe.replay.report import Divergence, label
 
 # A live client that left out a few recorded messages is followed again at the
 # next one it sends that the recording has within this many: further than
 # that, a message of a recorded class is more likely an extra than a skip.
 LOOKAHEAD = 4
+
+# Unexpected messages of one session reported at once on standard error; the
+# rest are only counted in the session's line at the end (a client that sends
+# nothing but unexpected messages must not flood standard error).
+UNEXPECTED_SAID = 10
 
 
 class _Expecting:
@@ -47,7 +53,7 @@ class _Expecting:
                 now = trio.current_time()
                 for skipped in range(self.next, position):
                     self.when[skipped] = now
-                    self.divergence.not_seen[label(self.lines[skipped].cls)] += 1
+                    self.divergence.not_seen.add(label(self.lines[skipped].cls))
                 self.matched[position] = True
                 self.live_ids[position] = msg.get("commandid") if msg is not None else None
                 self.when[position] = now
@@ -57,7 +63,14 @@ class _Expecting:
                     self.tls_wanted = bool(msg.get("status"))
                     return self.tls_wanted
                 return False
-        self.divergence.unexpected[label(cls)] += 1
+        self.divergence.unexpected.add(label(cls))
+        said = self.divergence.unexpected.total
+        if said > UNEXPECTED_SAID:
+            return False
+        if said == UNEXPECTED_SAID:
+            self.report(f"unexpected client message {label(cls)}: not answered; further ones "
+                        f"are counted in the session's line at the end")
+            return False
         self.report(f"unexpected client message {label(cls)} (the recording has "
                     f"{label(self.lines[self.next].cls) if self.next < len(self.lines) else 'nothing more'} "
                     f"next): not answered")
@@ -152,7 +165,7 @@ class Mock:
         for sent, line in enumerate(script.server):
             if not await live.wait_until(lambda: expecting.next >= line.after, self.timeout):
                 if not live.eof:
-                    divergence.timed_out[f"client {label(script.client[expecting.next].cls)}"] += 1
+                    divergence.timed_out.add(f"client {label(script.client[expecting.next].cls)}")
                 break
             anchor = max(last_sent, expecting.when[line.after - 1] if line.after else 0.0)
             pause = anchor + line.delay / self.pace - trio.current_time()
@@ -160,7 +173,7 @@ class Mock:
                 await live.wait_until(lambda: False, pause)
                 if live.eof:  # a recorded night of silence must not hold a client that left
                     if script.closed_by == "server":  # the recorded client stayed to the end
-                        divergence.notes.append(f"the client left with {len(script.server) - sent} "
+                        divergence.note(f"the client left with {len(script.server) - sent} "
                                                 f"recorded server messages still to come")
                     break
             upgrade = False
@@ -179,7 +192,7 @@ class Mock:
                 break
             if upgrade and not await live.upgrade(self.tls_context, server_side=True,
                                                   timeout=self.timeout):
-                divergence.notes.append(live.error)
+                divergence.note(live.error)
                 break
             last_sent = trio.current_time()
         if not live.eof:
@@ -187,8 +200,8 @@ class Mock:
                 live.ended_by = "server"
             else:  # the recorded client ended it: so must the live one
                 if not await live.wait_until(lambda: False, self.timeout) and not live.eof:
-                    divergence.timed_out["client's close"] += 1
+                    divergence.timed_out.add("client's close")
                     live.ended_by = "server"
         for line in script.client[expecting.next:]:
-            divergence.not_seen[label(line.cls)] += 1
+            divergence.not_seen.add(label(line.cls))
 
