@@ -22,7 +22,13 @@ class Exit(enum.IntEnum):
 
 
 class CommandError(Exception):
-    """An error the user can act on; its text becomes the one line we print."""
+    """An error the user can act on; its text becomes the one line we print,
+    and `status` the exit status (Exit.USAGE for input that is not what the
+    command reads, as for bad arguments)."""
+
+    def __init__(self, message: str, status: int = Exit.ERROR) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Parser(argparse.ArgumentParser):
@@ -153,17 +159,19 @@ def _guarded(prog: str, body: Callable[[], int], debug: bool) -> int:
             return Exit.OK
         if debug:
             traceback.print_exception(error)
+        status = Exit.ERROR
         for leaf in found:
             if isinstance(leaf, (KeyboardInterrupt, BrokenPipeError)):
                 continue
             if isinstance(leaf, CommandError):
                 report(prog, f"error: {leaf}")
+                status = leaf.status
             elif isinstance(leaf, OSError) and leaf.strerror:
                 where = f" {leaf.filename}" if leaf.filename else ""
                 report(prog, f"error:{where}: {leaf.strerror}" if where else f"error: {leaf.strerror}")
             else:
                 report(prog, f"error: {type(leaf).__name__}: {leaf} (run with --debug for details)")
-        return Exit.ERROR
+        return status
 
 
 def _silence_stdout() -> None:

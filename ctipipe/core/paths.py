@@ -95,6 +95,8 @@ class Expression:
             return value == self.text
         if value is _MISSING or type(value) in (dict, list):
             return False
+        if type(value) is int:  # exact, also beyond 64 bits (which orjson cannot write)
+            return str(value) == self.text
         return orjson.dumps(value).decode() == self.text
 
 

@@ -7,8 +7,11 @@ and sinks) read lines in large blocks and decode each record with orjson.
 from __future__ import annotations
 
 import base64
+import contextlib
+import json
 import os
 import re
+import sys
 from typing import Iterator
 
 import orjson
@@ -111,7 +114,7 @@ def replace_message(record: dict, line: bytes) -> bytes:
     if len(record) == 5 and next(reversed(record)) == "msg" and _PRODUCER_KEYS.issuperset(record):
         start = line.find(b',"msg":')
         if start > 0:
-            return line[:start + 7] + orjson.dumps(record["msg"]) + b"}"
+            return line[:start + 7] + dumps(record["msg"]) + b"}"
     return encode(record)
 
 
@@ -123,9 +126,95 @@ def encode(record: dict) -> bytes:
     """
     ts = record.get("ts")
     if type(ts) is not float or next(iter(record)) != "ts":
-        return orjson.dumps(record)
-    rest = orjson.dumps({key: value for key, value in record.items() if key != "ts"})
+        return dumps(record)
+    rest = dumps({key: value for key, value in record.items() if key != "ts"})
     return b'{"ts":%.6f%s' % (ts, b"," + rest[1:] if len(rest) > 2 else b"}")
+
+
+# --- what a consumer may rely on ----------------------------------------------
+
+_NUMBER = (int, float)
+_JSON_TYPES = {dict: "an object", list: "a list", str: "a string", int: "a number",
+               float: "a number", bool: "true or false", type(None): "null"}
+# The keys of the contract (docs/stream.md) and the types they hold; a record
+# where one holds another type is skipped by a stage that cannot use it.
+_KEY_TYPES = {
+    "ts": (_NUMBER, "a number"), "conn": ((int,), "a number"), "from": ((str,), "a string"),
+    "size": ((int,), "a number"), "raw": ((str,), "a string"), "raw_b64": ((str,), "a string"),
+    "event": ((str,), "a string"), "lost": ((int,), "a number"), "by": ((str,), "a string"),
+    "duration": (_NUMBER, "a number"), "error": ((str,), "a string"),
+    "bytes": ((dict,), "an object"), "reads": ((dict,), "an object"),
+}
+
+
+def record_problem(record: dict) -> str | None:
+    """Why a record breaks the stream contract's types (`"from" is a list, not
+    a string`), or None. Only for records a stage has trouble with: the
+    stages do not check every record, and pass on what they need not read."""
+    for key, (types, wanted) in _KEY_TYPES.items():
+        value = record.get(key)
+        if value is None and key not in record:
+            continue
+        if type(value) not in types:
+            return f'"{key}" is {_JSON_TYPES.get(type(value), "something else")}, not {wanted}'
+    for key in ("bytes", "reads"):
+        counts = record.get(key)
+        for side, count in counts.items() if type(counts) is dict else ():
+            if type(count) is not int:
+                return (f'"{key}" of "{side}" is {_JSON_TYPES.get(type(count), "something else")}, '
+                        f"not a number")
+    return None
+
+
+# --- what orjson cannot carry: very deep values, integers beyond 64 bits ----
+
+# A run of this many digits may be an integer beyond 64 bits (-2**63 has 19
+# digits), which orjson reads as a float and refuses to write: a line holding
+# one is read again exactly, so that no stage turns 2**64 into 1.8e19.
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+# The standard library's codec, which has neither limit, goes as deep as
+# Python's recursion limit: raised to this while it works, above the 1024
+# levels orjson reads (orjson writes only 254).
+_EXACT_RECURSION = 4096
+
+
+def may_hold_big_integer(text: bytes) -> bool:
+    """Could this JSON text (a line or a block of lines) hold an integer that
+    orjson does not read exactly? (A false alarm only costs a slower read.)"""
+    return _LONG_NUMBER.search(text) is not None
+
+
+@contextlib.contextmanager
+def _deep():
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, _EXACT_RECURSION))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def exact_loads(text: bytes, pairs_hook=None) -> object:
+    """JSON text decoded with every integer exact, as deep as orjson reads;
+    `pairs_hook` as json.loads's object_pairs_hook (it sees duplicate keys)."""
+    with _deep():
+        return json.loads(text, object_pairs_hook=pairs_hook)
+
+
+def dumps(value: object, option: int = 0) -> bytes:
+    """orjson.dumps(value, option), or the same text from the standard
+    library where orjson cannot write it (nested deeper than 254 levels, an
+    integer beyond 64 bits). `option` may hold OPT_INDENT_2 and OPT_SORT_KEYS."""
+    try:
+        return orjson.dumps(value, option=option)
+    except orjson.JSONEncodeError:
+        pass
+    indent = 2 if option & orjson.OPT_INDENT_2 else None
+    with _deep():
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, indent=indent,
+                          separators=(",", ": ") if indent else (",", ":"),
+                          sort_keys=bool(option & orjson.OPT_SORT_KEYS)).encode("utf-8", "surrogatepass")
 
 
 # --- showing messages to people --------------------------------------------
@@ -139,12 +228,15 @@ def indented(value: object) -> bytes:
     The same text as json.dumps(value, indent=4, sort_keys=True, ensure_ascii=False)
     at a fraction of its cost.
     """
-    return widen(orjson.dumps(value, option=_INDENT_SORTED))
+    return widen(indented_2(value))
 
 
 def indented_2(value: object) -> bytes:
     """JSON with sorted keys indented by 2; `widen` makes it 4, for many at once."""
-    return orjson.dumps(value, option=_INDENT_SORTED)
+    try:
+        return orjson.dumps(value, option=_INDENT_SORTED)
+    except orjson.JSONEncodeError:
+        return dumps(value, _INDENT_SORTED)
 
 
 def widen(text: bytes, exact: bool = True) -> bytes:

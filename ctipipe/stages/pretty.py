@@ -124,7 +124,10 @@ class Pretty(stage.Stage):
             header += safe_text(f" [session {conn}]".encode(), False)
         message = record.get("msg", _NO_MESSAGE)
         if message is not _NO_MESSAGE:
-            body = self.format(message)  # made safe with the whole batch (end_of_batch)
+            try:
+                body = self.format(message)  # made safe with the whole batch (end_of_batch)
+            except orjson.JSONEncodeError:  # deeper than orjson writes, or a big integer
+                body = stream.dumps(message, orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
             if self.color:
                 body = _TOKEN.sub(_paint_token, body)
                 header = self._paint(side, header)
@@ -194,7 +197,7 @@ class Pretty(stage.Stage):
                 text += f" (client {record['client']})"
         else:
             rest = {k: v for k, v in record.items() if k not in ("ts", "conn", "event")}
-            text = f"{who} {event}: {orjson.dumps(rest).decode()}"
+            text = f"{who} {event}: {stream.dumps(rest).decode()}"
         line = f"--- {when} {text}" if when else f"--- {text}"
         return self._paint("event", safe_text(line.encode(), False))
 
@@ -256,7 +259,7 @@ def _start_text(record: dict) -> str:
         details.append(f"listening on {listen}")
     if record.get("server"):
         details.append(f"relaying to {record['server']}")
-    details += [f"{key} {orjson.dumps(value).decode()}" for key, value in record.items()
+    details += [f"{key} {stream.dumps(value).decode()}" for key, value in record.items()
                 if key not in ("ts", "event", "stream", "producer", "listen", "server")]
     return f"{text}: {', '.join(details)}" if details else text
 

@@ -1,5 +1,6 @@
-"""The loop every filter and sink shares: read the tagged stream, hand each
-record to the stage, write what it returns; input files, bounded lines, signals."""
+"""The loop every filter and sink shares, in two parts: Runner, pure (bytes of
+a tagged stream in; what to write and what to warn about out), and run_stage,
+its I/O shell (input files, waiting for input, signals, writes)."""
 from __future__ import annotations
 
 import argparse
@@ -22,10 +23,13 @@ MAX_WARNINGS = 100
 # so that endless input without a newline (`< /dev/zero`) cannot use up memory.
 MAX_LINE = stream.MAX_LINE
 
-# A stage asks the kernel for this much per read: large enough that a busy
-# stream is handled in big batches, and a read returns at once with whatever a
-# slow stream has, so nothing waits for a batch to fill.
-READ_SIZE = 1 << 18
+READ_SIZE = stream.READ_SIZE
+
+# An input whose first this many lines (blank ones aside) hold no record is
+# not a tagged stream (a classic ctisave file, a binary, /etc/passwd): said
+# once, exit 2, instead of a hundred warnings. A few lines, so that a stream
+# whose first line was cut still goes through (with its warning).
+FIRST_LINES = 5
 
 # What a stage says once when its standard input is a terminal.
 EXPECTS = ("reading a tagged stream from the terminal; pipe ctirelay into this "
@@ -39,7 +43,11 @@ class Stage:
         """Called with each read's complete lines before they are handled."""
 
     def handle(self, record: dict, line: bytes) -> bytes | None:
-        """Return what to write for this record (without newline), or None."""
+        """Return what to write for this record (without newline), or None.
+
+        A record the stage cannot use (a known key of the wrong type) raises
+        BadRecord, TypeError or ValueError before the stage's state changes:
+        the runner skips it with a warning and goes on."""
         raise NotImplementedError
 
     def end_of_batch(self) -> bytes | None:
@@ -50,6 +58,10 @@ class Stage:
     def finish(self) -> bytes | None:
         """Called once at end of input (or a stop); may return a summary."""
         return None
+
+
+class BadRecord(ValueError):
+    """Raised by a stage for a record it cannot use; the text says why."""
 
 
 def add_input_files(parser: argparse.ArgumentParser) -> None:
@@ -144,7 +156,8 @@ class _Input:
         self.name = name
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
-            raise cli.CommandError(f"{name} is a directory, not a tagged stream")
+            raise cli.CommandError(f"{name} is a directory, not a tagged stream",
+                                   cli.Exit.USAGE)  # as `< DIRECTORY` (bin/_launch)
         # An unnamed pipe (or a socket) ends when its writer, the relay
         # upstream, has written its close events: at Ctrl-C we read on until
         # then. Any other input (a terminal, a FIFO whose writer stays, a
@@ -193,142 +206,311 @@ def _why_not_json(error: Exception) -> str:
     return f"not JSON ({text})"
 
 
+def _looks_like(first_lines: list[bytes]) -> str:
+    """What an input whose first lines hold no record is, for the one line that says so."""
+    first = first_lines[0].strip()
+    if any(b"\x00" in line for line in first_lines) or not _is_utf8(b"".join(first_lines)):
+        return "it is binary data"
+    if first in (b"{", b"["):
+        return ("it looks like a classic ctisave file (one side's messages as indented "
+                "JSON), which ctidiff reads (ctidiff old/cti-server new/cti-server)")
+    return "its first lines are not JSON records"
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return error.start >= len(data) - 3  # a character cut by our own bound
+    return True
+
+
+class Runner:
+    """The pure core of a stage: feed it what is read, get back what to write
+    and the warnings to give (each one line, without the command's name).
+
+        runner = Runner(stage)
+        output, warnings = runner.feed(data)   # for each read
+        output, warnings = runner.end()        # at end of input
+
+    Every complete line is decoded and handed to the stage; the outputs of a
+    read are joined into one write. A line that is not a JSON object, is
+    longer than `max_line`, or is a record the stage cannot use gets a
+    warning with its line number and is skipped; past `MAX_WARNINGS` they are
+    only counted, and end() gives the count. An input whose first
+    FIRST_LINES lines (blank ones aside) hold no record is not a tagged
+    stream: CommandError with exit status 2, saying what it looks like.
+
+    Messages are handed over exactly: one holding an integer beyond 64 bits
+    (which orjson reads as a float) is decoded again by the standard library.
+    """
+
+    def __init__(self, stage: Stage, name: str = "standard input", max_line: int = MAX_LINE) -> None:
+        self.stage = stage
+        self.max_line = max_line
+        self.lineno = 0  # counted across inputs, as the warnings say them
+        self.malformed = 0
+        self._warnings: list[str] = []
+        self._start(name)
+
+    def _start(self, name: str) -> None:
+        self.name = name
+        self.lines = Lines(self.max_line)
+        self.checking = True  # no record seen yet in this input
+        self.held: list[tuple[int, str, bytes]] = []  # its first lines that are not records
+
+    def feed(self, data: bytes) -> tuple[bytes, list[str]]:
+        """What to write and what to warn about, for one read of input."""
+        out: list[bytes] = []
+        for block in self.lines.feed(data):
+            self._block(block, out)
+        return self._result(out)
+
+    def next_input(self, name: str) -> tuple[bytes, list[str]]:
+        """The current input has ended (its last line may lack a newline); the
+        next one, called `name`, begins."""
+        out: list[bytes] = []
+        self._end_input(out)
+        self._start(name)
+        return self._result(out)
+
+    def end(self, cut: bool = False) -> tuple[bytes, list[str]]:
+        """Input has ended (`cut`: stopped in the middle, so an unfinished line
+        is not a line): the last line, the stage's summary, the count of
+        malformed lines."""
+        out: list[bytes] = []
+        if cut:
+            self.lines = Lines(self.max_line)
+        self._end_input(out)
+        summary = self.stage.finish()
+        if summary:
+            out.append(summary)
+        if self.malformed > MAX_WARNINGS:
+            self._warnings.append(f"{self.malformed} malformed lines in all")
+        return self._result(out)
+
+    def _end_input(self, out: list[bytes]) -> None:
+        for block in self.lines.end():
+            self._block(block, out)
+        if self.held:  # the input ended before any record
+            self._not_a_stream()
+
+    def _result(self, out: list[bytes]) -> tuple[bytes, list[str]]:
+        warnings, self._warnings = self._warnings, []
+        return b"".join(out), warnings
+
+    def _warn(self, number: int, why: str) -> None:
+        self.malformed += 1
+        if self.malformed <= MAX_WARNINGS:
+            self._warnings.append(f"line {number}: {why}; skipped")
+        elif self.malformed == MAX_WARNINGS + 1:
+            self._warnings.append("more malformed lines; counting them without a message each")
+
+    def _not_a_stream(self) -> None:
+        raise cli.CommandError(f"{self.name} is not a tagged stream (as ctirelay writes): "
+                               f"{_looks_like([line for _, _, line in self.held])}",
+                               cli.Exit.USAGE)
+
+    def _block(self, block: bytes | TooLong, out: list[bytes]) -> None:
+        """Handle one block of complete lines; what to write goes to `out`,
+        each piece ending with a newline."""
+        if block is TOO_LONG:
+            self.lineno += 1
+            self._warn(self.lineno, f"longer than {self.max_line >> 20} MiB")
+            return
+        stage = self.stage
+        stage.begin_batch(block)
+        lines = block.split(b"\n")
+        if self.checking:
+            lines = self._first_lines(lines)
+        exact = stream.may_hold_big_integer(block)
+        loads, JSONDecodeError, handle = orjson.loads, orjson.JSONDecodeError, stage.handle
+        results = []
+        lineno = self.lineno
+        try:
+            for line in lines:
+                lineno += 1
+                try:
+                    record = loads(line)
+                except JSONDecodeError as error:
+                    if line.strip():
+                        self._warn(lineno, _why_not_json(error))
+                    continue  # blank lines are ignored quietly
+                if type(record) is not dict:
+                    self._warn(lineno, "not a JSON object")
+                    continue
+                if exact and "msg" in record and stream.may_hold_big_integer(line):
+                    record = self._exact(record, line)
+                try:
+                    result = handle(record, line)
+                except (ValueError, TypeError, KeyError, AttributeError, OverflowError,
+                        RecursionError) as error:
+                    self._warn(lineno, _unusable(record, error))
+                    continue
+                if result is not None:
+                    results.append(result)
+        finally:
+            self.lineno = lineno
+        rendered = stage.end_of_batch()
+        if rendered is not None:
+            results.append(rendered)
+        if results:
+            results.append(b"")
+            out.append(b"\n".join(results))
+
+    def _first_lines(self, lines: list[bytes]) -> list[bytes]:
+        """Read this input's first lines until one is a record; the lines left
+        to handle (the first record on). Until then warnings are held: if no
+        record comes, they become the one line that says what the input is."""
+        for index, line in enumerate(lines):
+            if not line.strip():
+                self.lineno += 1
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError as error:
+                why = _why_not_json(error)
+            else:
+                if type(record) is dict:
+                    self.checking = False
+                    for number, held_why, _ in self.held:
+                        self._warn(number, held_why)
+                    self.held.clear()
+                    return lines[index:]
+                why = "not a JSON object"
+            self.lineno += 1
+            self.held.append((self.lineno, why, line[:1000]))
+            if len(self.held) >= FIRST_LINES:
+                self._not_a_stream()
+        return []
+
+    @staticmethod
+    def _exact(record: dict, line: bytes) -> dict:
+        """The record with its message decoded again, every integer exact."""
+        try:
+            again = stream.exact_loads(line)
+        except (ValueError, RecursionError):
+            return record
+        if type(again) is dict and "msg" in again:
+            record["msg"] = again["msg"]
+        return record
+
+
+def _unusable(record: dict, error: Exception) -> str:
+    """Why a record a stage raised on is skipped: the first known key of the
+    wrong type, or else what the stage said."""
+    problem = stream.record_problem(record)
+    if problem is not None:
+        return problem
+    if isinstance(error, BadRecord):
+        return str(error)
+    return f"a record this stage cannot use ({type(error).__name__}: {error})"
+
+
 def run_stage(prog: str, stage: Stage, files: list[str] | None = None, outfd: int = 1) -> int:
-    """Feed the records of `files` (default: standard input) to `stage` and
-    write what it returns to `outfd`.
+    """Feed the records of `files` (default: standard input) to `stage`
+    through a Runner and write what it returns to `outfd`.
 
     One read, the handling of every complete line in it, one write: messages
     flow at once when traffic is slow and in large writes when it is heavy.
-    Signals (docs/stream.md, stage behaviour): Ctrl-C on an unnamed pipe is left to
-    the relay upstream, which closes it after its close events; on any other
-    input it stops us. SIGTERM always stops us, even while blocked writing.
-    A stop never cuts a batch in half: while one is handled the signal is
-    only noted, and acted on once the batch is written; then the stage's
-    summary is written and we exit 0.
+    Signals (docs/stream.md, stage behaviour): Ctrl-C on an unnamed pipe is
+    left to the relay upstream, which closes it after its close events; on
+    any other input it stops us. SIGTERM always stops us, even while blocked
+    writing. A stop never cuts a batch in half: while one is handled the
+    signal is only noted, and acted on once the batch is written; then the
+    stage's summary is written and we exit 0.
     """
     inputs = open_inputs(files)
-    current = inputs[0]
-    stop_requested = False
-    terminated = False
-    writing = False
-
-    def on_interrupt(signum, frame):
-        nonlocal stop_requested
-        if not current.ends_by_itself:
-            stop_requested = True
-
-    def on_terminate(signum, frame):
-        nonlocal stop_requested, terminated
-        stop_requested = terminated = True
-        if writing:
-            raise _Stop
-
-    # The wakeup descriptor wakes the wait for input when a signal comes, so
-    # a read never has to be interrupted (and its data lost) to stop.
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    old_wakeup = signal.set_wakeup_fd(wake_w)
-    old_handlers = (signal.signal(signal.SIGINT, on_interrupt),
-                    signal.signal(signal.SIGTERM, on_terminate))
-
-    def write(data: bytes) -> None:
-        nonlocal writing
-        if terminated and not _writable_now(outfd):
-            return  # stopped by SIGTERM, and the reader is not reading: drop it
-        writing = True
-        try:
-            cli.write_all(outfd, data)
-        finally:
-            writing = False
-
-    loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
-    handle = stage.handle
-    lineno = 0
-    malformed = 0
-
-    def warn(number: int, why: str) -> None:
-        nonlocal malformed
-        malformed += 1
-        if malformed <= MAX_WARNINGS:
-            cli.report(prog, f"line {number}: {why}; skipped")
-        elif malformed == MAX_WARNINGS + 1:
-            cli.report(prog, "more malformed lines; counting them without a message each")
-
-    def input_ready(fd: int) -> bool:
-        """Wait until `fd` can be read or a stop is requested; True for the former."""
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        poller.register(wake_r, select.POLLIN)
-        while not stop_requested:
-            ready = dict(poller.poll())
-            if wake_r in ready:
-                try:
-                    while os.read(wake_r, 64):
-                        pass
-                except BlockingIOError:
-                    pass
-            if fd in ready:
-                return not stop_requested
-        return False
-
-    def handle_block(block: bytes | TooLong) -> None:
-        nonlocal lineno
-        if block is TOO_LONG:
-            lineno += 1
-            warn(lineno, f"longer than {MAX_LINE >> 20} MiB")
-            return
-        stage.begin_batch(block)
-        out = []
-        for line in block.split(b"\n"):
-            lineno += 1
-            try:
-                record = loads(line)
-            except JSONDecodeError as error:
-                if line.strip():
-                    warn(lineno, _why_not_json(error))
-                continue  # blank lines are ignored quietly
-            if type(record) is not dict:
-                warn(lineno, "not a JSON object")
-                continue
-            result = handle(record, line)
-            if result is not None:
-                out.append(result)
-        rendered = stage.end_of_batch()
-        if rendered is not None:
-            out.append(rendered)
-        if out:
-            out.append(b"")
-            write(b"\n".join(out))
-
+    shell = _Shell(prog, outfd, inputs[0])
+    runner = Runner(stage, inputs[0].name)
     # Records are trees without cycles, freed as soon as they are handled: the
     # cycle collector would only rescan them (about a tenth of a stage's time).
     gc.disable()
     try:
-        for current in inputs:
-            if current.terminal:
-                cli.report(prog, EXPECTS)
-            lines = Lines()
-            while input_ready(current.fd):
-                data = os.read(current.fd, READ_SIZE)
-                if not data:
+        with shell:
+            for index, current in enumerate(inputs):
+                shell.current = current
+                if index:
+                    shell.put(*runner.next_input(current.name))
+                if current.terminal:
+                    cli.report(prog, EXPECTS)
+                while shell.input_ready(current.fd):
+                    data = os.read(current.fd, READ_SIZE)
+                    if not data:
+                        break
+                    shell.put(*runner.feed(data))
+                if shell.stop_requested:
                     break
-                for block in lines.feed(data):
-                    handle_block(block)
-            if stop_requested:
-                break  # stopped in the middle: the unfinished line is not a line
-            for block in lines.end():
-                handle_block(block)
-        summary = stage.finish()
-        if summary:
-            write(summary)
-    except _Stop:
-        pass  # SIGTERM while blocked writing: the reader has stopped; so do we
+            shell.put(*runner.end(cut=shell.stop_requested))
     finally:
         gc.enable()
-        signal.signal(signal.SIGINT, old_handlers[0])
-        signal.signal(signal.SIGTERM, old_handlers[1])
-        signal.set_wakeup_fd(old_wakeup)
-        os.close(wake_r)
-        os.close(wake_w)
-    if malformed > MAX_WARNINGS:
-        cli.report(prog, f"{malformed} malformed lines in all")
     return cli.Exit.OK
+
+
+class _Shell:
+    """run_stage's I/O: waiting for input or a signal, writing, the signal rules."""
+
+    def __init__(self, prog: str, outfd: int, current: _Input) -> None:
+        self.prog = prog
+        self.outfd = outfd
+        self.current = current
+        self.stop_requested = False
+        self.terminated = False
+        self.writing = False
+
+    def __enter__(self) -> "_Shell":
+        # The wakeup descriptor wakes the wait for input when a signal comes, so
+        # a read never has to be interrupted (and its data lost) to stop.
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.old_wakeup = signal.set_wakeup_fd(self.wake_w)
+        self.old_handlers = (signal.signal(signal.SIGINT, self._on_interrupt),
+                             signal.signal(signal.SIGTERM, self._on_terminate))
+        return self
+
+    def __exit__(self, kind, error, trace) -> bool:
+        signal.signal(signal.SIGINT, self.old_handlers[0])
+        signal.signal(signal.SIGTERM, self.old_handlers[1])
+        signal.set_wakeup_fd(self.old_wakeup)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        return kind is _Stop  # SIGTERM while blocked writing: the reader has stopped; so do we
+
+    def _on_interrupt(self, signum, frame) -> None:
+        if not self.current.ends_by_itself:
+            self.stop_requested = True
+
+    def _on_terminate(self, signum, frame) -> None:
+        self.stop_requested = self.terminated = True
+        if self.writing:
+            raise _Stop
+
+    def put(self, output: bytes, warnings: list[str]) -> None:
+        """Say the warnings, then write the output."""
+        for warning in warnings:
+            cli.report(self.prog, warning)
+        if not output:
+            return
+        if self.terminated and not _writable_now(self.outfd):
+            return  # stopped by SIGTERM, and the reader is not reading: drop it
+        self.writing = True
+        try:
+            cli.write_all(self.outfd, output)
+        finally:
+            self.writing = False
+
+    def input_ready(self, fd: int) -> bool:
+        """Wait until `fd` can be read or a stop is requested; True for the former."""
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(self.wake_r, select.POLLIN)
+        while not self.stop_requested:
+            ready = dict(poller.poll())
+            if self.wake_r in ready:
+                try:
+                    while os.read(self.wake_r, 64):
+                        pass
+                except BlockingIOError:
+                    pass
+            if fd in ready:
+                return not self.stop_requested
+        return False

@@ -121,6 +121,8 @@ class Split(stage.Stage):
 
     def handle(self, record: dict, line: bytes) -> None:
         side = record.get("from")
+        if side is not None and type(side) is not str:
+            raise stage.BadRecord("not a record")  # said by the runner, before any file is opened
         if not self.fds and (side is not None or record.get("event") == "open"):
             self.fds = open_private(self.paths)
         if self.jsonl:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import collections
 import os
 
-import orjson
 
 from ctipipe.core import cli
+from ctipipe.core import stream
 from ctipipe.stages import runner as stage
 from ctipipe.core.terminal import safe_json, safe_text
 
@@ -144,7 +144,7 @@ class _Session:
 
 def _key(value: object) -> object:
     # commandid 5 and replyid "5" are the same request
-    return str(value) if not isinstance(value, (dict, list)) else orjson.dumps(value)
+    return str(value) if not isinstance(value, (dict, list)) else stream.dumps(value)
 
 
 def _rank(values: list[float], fraction: float) -> float | None:
@@ -190,6 +190,9 @@ class Stat(stage.Stage):
             lost = record.get("lost")
             self._session(record.get("conn")).lost += lost if isinstance(lost, int) else 0
         elif event == "close":
+            problem = stream.record_problem(record)
+            if problem is not None:  # its figures would stop the report
+                raise stage.BadRecord(problem)
             session = self._session(record.get("conn"))
             session.close = record
             del self.sessions[_key(record.get("conn"))]
@@ -203,7 +206,7 @@ class Stat(stage.Stage):
         self.reported += 1
         summary = session.summary()
         if self.as_json:  # the same text, with what could drive a terminal as \u escapes
-            return safe_json(orjson.dumps(summary))
+            return safe_json(stream.dumps(summary))
         # Addresses and class names come from the wire: escaped like ctipretty's.
         return safe_text((format_network(summary) if self.network
                           else format_messages(summary)).encode())

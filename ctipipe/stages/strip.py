@@ -26,26 +26,55 @@ ctistrip config.lastcall status.queues < session.jsonl > lean.jsonl
 
 
 class Strip(stage.Stage):
+    """Removes fields and masks credentials. With --redact, a message whose
+    text holds a credential's name (or an escape, which may spell one) is
+    decoded again seeing every key, duplicates included: JSON readers differ
+    on which of two equal keys wins, so every occurrence is masked."""
+
     def __init__(self, fields: list[str], secrets: set[str]) -> None:
         self.paths = [paths.field_path(field) for field in fields]
         self.secrets = secrets
         self.in_text = _secret_pattern(secrets) if secrets else None
+        self.hint = _hint_pattern(secrets) if secrets else None
         self.warned_chunks = False
 
     def handle(self, record: dict, line: bytes) -> bytes | None:
-        message = record.get("msg")
-        if type(message) is not dict or "from" not in record:
-            if self.in_text is not None and "from" in record:
-                return self._mask_raw(record, line)
-            return line  # not a message: passes untouched
-        changed = False
+        if "from" not in record:
+            return line  # not a data record: passes untouched
+        if "msg" not in record:
+            return self._mask_raw(record, line) if self.in_text is not None else line
+        if self.hint is not None and self.hint.search(line) is not None:
+            record, changed = self._every_key_masked(record, line)
+        else:
+            changed = bool(self.secrets) and _mask(record["msg"], self.secrets)
+        message = record["msg"]
         for path in self.paths:
             if paths.remove(message, path):
                 changed = True
-        if self.secrets and _mask(message, self.secrets):
-            changed = True
         # Untouched messages keep their wire text byte for byte.
         return stream.replace_message(record, line) if changed else line
+
+    def _every_key_masked(self, record: dict, line: bytes) -> tuple[dict, bool]:
+        """The record decoded again with every credential masked, duplicate
+        keys included (only the last of them stays), and whether one was."""
+        secrets = self.secrets
+        masked = False
+
+        def pairs(items: list) -> dict:
+            nonlocal masked
+            for index, (key, value) in enumerate(items):
+                if key in secrets and value != MASK:
+                    items[index] = (key, MASK)
+                    masked = True
+            return dict(items)
+
+        try:
+            again = stream.exact_loads(line, pairs)
+        except (ValueError, RecursionError):  # orjson read it: not expected
+            again = None
+        if type(again) is not dict or "msg" not in again:
+            return record, _mask(record["msg"], secrets)
+        return again, masked
 
     def _mask_raw(self, record: dict, line: bytes) -> bytes:
         """Mask `"password":"..."` pairs in a line that was not JSON (or a --raw chunk)."""
@@ -75,6 +104,12 @@ def _secret_pattern(secrets: set[str]) -> re.Pattern:
     return re.compile(rb'("(?:' + keys + rb')"\s*:\s*)"(?:[^"\\]|\\.)*"?')
 
 
+def _hint_pattern(secrets: set[str]) -> re.Pattern:
+    """Text in a line that the decoded message may not show: a credential's
+    name (one of two equal keys is lost when decoded) or an escape."""
+    return re.compile(b"|".join(re.escape(name.encode()) for name in sorted(secrets)) + rb"|\\u")
+
+
 def _masked_pair(match: re.Match) -> bytes:
     # The value's closing quote may be missing (a line cut short): the mask ends it anyway.
     return match.group(1) + b'"' + MASK.encode() + b'"'
@@ -82,19 +117,21 @@ def _masked_pair(match: re.Match) -> bytes:
 
 
 def _mask(value: object, secrets: set[str]) -> bool:
-    """Replace credential values at any depth; True if one was found."""
+    """Replace credential values at any depth (a loop, not recursion: a
+    message may be 1023 levels deep); True if one was found."""
     found = False
-    if type(value) is dict:
-        for key, item in value.items():
-            if key in secrets and item != MASK:
-                value[key] = MASK
-                found = True
-            elif type(item) in (dict, list):
-                found = _mask(item, secrets) or found
-    elif type(value) is list:
-        for item in value:
-            if type(item) in (dict, list):
-                found = _mask(item, secrets) or found
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            for key, item in node.items():
+                if key in secrets and item != MASK:
+                    node[key] = MASK
+                    found = True
+                elif type(item) in (dict, list):
+                    stack.append(item)
+        elif type(node) is list:
+            stack += [item for item in node if type(item) in (dict, list)]
     return found
 
 
