@@ -8,6 +8,7 @@ import os
 
 from ctipipe.core import cli
 from ctipipe.core import stream
+from ctipipe.stages import replies
 from ctipipe.stages import runner as stage
 from ctipipe.core.terminal import safe_json, safe_text
 
@@ -15,15 +16,6 @@ PROG = "ctistat"
 
 # Estimated TCP/IP header bytes per read, as the classic ctistat counted them.
 HEADER_BYTES = 50
-
-# Replies the protocol sends without a replyid (the 2.x login, the answer to
-# STARTTLS): each answers the oldest request of its class still waiting. (The
-# server's unsolicited STARTTLS offer, without the key "starttls", answers none.)
-UNNUMBERED_REPLIES = frozenset(("login_id", "login_pass", "login_capas", "starttls"))
-
-# Requests still waiting for a reply that one session keeps track of: a client
-# that never gets replies must not make the sink grow without bound.
-MAX_PENDING = 100_000
 
 EXAMPLE = """\
 ctirelay xivo-new | tee session.jsonl | ctistat
@@ -41,10 +33,7 @@ class _Session:
         self.bytes = {"client": 0, "server": 0}
         self.first_ts: float | None = None
         self.last_ts: float | None = None
-        self.pending: dict = {}  # commandid -> (ts, class)
-        # per class of UNNUMBERED_REPLIES, the commandids of its requests in order
-        self.unnumbered: dict[str, collections.deque] = collections.defaultdict(
-            lambda: collections.deque(maxlen=MAX_PENDING))
+        self.pairing = replies.Pairing()
         self.latency: dict[str, list[float]] = collections.defaultdict(list)
         self.unanswered: collections.Counter = collections.Counter()
         self.lost = 0
@@ -65,44 +54,17 @@ class _Session:
         if type(message) is not dict:
             self.classes[side]["(not an object)"] += 1
             return
-        name = message.get("class")
-        name = name if type(name) is str else "(no class)"
+        name = replies.class_name(message)
         self.classes[side][name] += 1
-        if side == "client" and "commandid" in message and isinstance(ts, (int, float)):
-            key = _key(message["commandid"])
-            if key in self.pending:
-                self.unanswered[self.pending.pop(key)[1]] += 1
-            self.pending[key] = (ts, name)
-            if name in UNNUMBERED_REPLIES:
-                self.unnumbered[name].append(key)
-            if len(self.pending) > MAX_PENDING:
-                oldest = next(iter(self.pending))
-                self.unanswered[self.pending.pop(oldest)[1]] += 1
-        elif side == "server" and isinstance(ts, (int, float)):
-            if "replyid" in message:
-                key = _key(message["replyid"])
-            elif name in UNNUMBERED_REPLIES and (name != "starttls" or "starttls" in message):
-                # (a STARTTLS answer holds the key "starttls"; the offer does not)
-                key = self._oldest_pending(name)
-            else:
-                return
-            asked = self.pending.pop(key, None)
-            if asked is not None:
-                self.latency[asked[1]].append((ts - asked[0]) * 1000.0)
-
-    def _oldest_pending(self, name: str) -> object:
-        """The oldest request of this class still waiting (its commandid), if any.
-
-        Requests answered or given up meanwhile are left in the queue and
-        skipped here, so that the queue costs nothing on the common path.
-        """
-        waiting = self.unnumbered[name]
-        while waiting:
-            key = waiting.popleft()
-            asked = self.pending.get(key)
-            if asked is not None and asked[1] == name:
-                return key
-        return None
+        if not isinstance(ts, (int, float)):
+            return
+        if side == "client":
+            for outcome in self.pairing.request(message, ts):
+                self.unanswered[outcome.request.name] += 1
+        else:
+            outcome = self.pairing.reply(message, ts)
+            if outcome is not None:
+                self.latency[outcome.request.name].append(outcome.latency_ms)
 
     def summary(self) -> dict:
         close = self.close or {}
@@ -112,18 +74,13 @@ class _Session:
         sent = close.get("bytes") if isinstance(close.get("bytes"), dict) else self.bytes
         reads = close.get("reads") if isinstance(close.get("reads"), dict) else None
         unanswered = collections.Counter(self.unanswered)
-        for _, name in self.pending.values():
-            unanswered[name] += 1
+        for outcome in self.pairing.end():
+            unanswered[outcome.request.name] += 1
         latency = {}
         for name in sorted(set(self.latency) | set(unanswered)):
-            values = sorted(self.latency.get(name, ()))
-            latency[name] = {
-                "count": len(values),
-                "median_ms": _rank(values, 0.5),
-                "p95_ms": _rank(values, 0.95),
-                "max_ms": round(values[-1], 3) if values else None,
-                "no_reply": unanswered.get(name, 0),
-            }
+            row = replies.latency_row(self.latency.get(name, []), unanswered.get(name, 0))
+            del row["p99_ms"]
+            latency[name] = row
         result = {
             "conn": self.conn,
             "client": (self.open or {}).get("client"),
@@ -143,16 +100,7 @@ class _Session:
 
 
 def _key(value: object) -> object:
-    # commandid 5 and replyid "5" are the same request
-    return str(value) if not isinstance(value, (dict, list)) else stream.dumps(value)
-
-
-def _rank(values: list[float], fraction: float) -> float | None:
-    """Nearest-rank percentile."""
-    if not values:
-        return None
-    index = max(0, min(len(values) - 1, int(-(-fraction * len(values) // 1)) - 1))
-    return round(values[index], 3)
+    return replies.request_key(value)  # session 5 and "5" are the same session
 
 
 class Stat(stage.Stage):
