@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from ctipipe.core import stream
+
 # Replies the protocol sends without a replyid (the 2.x login, the answer to
 # STARTTLS): each answers the oldest request of its class still waiting.
 UNNUMBERED_REPLIES = frozenset(("login_id", "login_pass", "login_capas", "starttls"))
@@ -87,7 +89,7 @@ class Outcome:
 
 def request_key(commandid: object) -> object:
     """commandid 5 and replyid "5" are the same request: the key both map to."""
-    return str(commandid) if not isinstance(commandid, (dict, list)) else orjson.dumps(commandid)
+    return str(commandid) if not isinstance(commandid, (dict, list)) else stream.dumps(commandid)
 
 
 def class_name(message: dict) -> str:
