@@ -323,7 +323,12 @@ def _stat_parser() -> tuple[cli.Parser, list[argparse.Action]]:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("-m", "--msg", action="store_true", help="messages by class (default)")
     mode.add_argument("-n", "--network", action="store_true", help="bytes, packets and rates")
+    mode.add_argument("--samples", action="store_true",
+                      help="one JSON line per request instead (conn, class, latency...)")
+    parser.add_argument("--csv", action="store_true", help="the samples as CSV")
     parser.add_argument("--json", action="store_true", help="one JSON object per session")
+    parser.add_argument("--totals", "--total", action="store_true",
+                        help="only the totals over all sessions (with --loop)")
     return parser, relay_actions
 
 
@@ -333,7 +338,12 @@ def main_stat(argv: list[str] | None = None) -> int:
     parser, relay_actions = _stat_parser()
     args = parser.parse_args(argv)
     check_relay_options(parser, args)
-    sink = ["ctistat", *(["-n"] if args.network else []), *(["--json"] if args.json else [])]
+    sink = ["ctistat", *[option for option, given in (
+        ("-n", args.network), ("--samples", args.samples), ("--csv", args.csv),
+        ("--json", args.json), ("--totals", args.totals)) if given]]
+    if args.csv and args.network or (args.samples or args.csv) and (args.json or args.totals):
+        parser.error("--samples and --csv write one line per request: not with -n, --json "
+                     "or --totals")
     stages = [["ctirelay", *relay_argv(relay_actions, args)], sink]
 
     def body() -> int:

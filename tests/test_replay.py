@@ -251,9 +251,12 @@ def test_clients_5_against_the_demo_server_feed_ctistat(recording):
         for ts, side, message in times:
             if side == "server" and message.get("replyid") in asked:
                 assert asked[message["replyid"]] <= ts, message
-    summaries = subprocess.run(command("ctistat", "--json"), input=replay.out,
-                               capture_output=True, timeout=WAIT).stdout.splitlines()
+    *summaries, totals = subprocess.run(command("ctistat", "--json"), input=replay.out,
+                                        capture_output=True, timeout=WAIT).stdout.splitlines()
     assert len(summaries) == 5
+    totals = json.loads(totals)["totals"]
+    assert (totals["sessions"], totals["completed"]) == (5, 5)
+    assert totals["latency"]["getlist"]["no_reply"] == 0
     for summary in map(json.loads, summaries):
         for kind in ("getlist", "ipbxcommand", "login_id", "login_pass", "login_capas"):
             assert summary["latency"][kind]["no_reply"] == 0, (kind, summary["latency"])

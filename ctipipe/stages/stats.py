@@ -2,6 +2,7 @@
 latency, or network figures. Given a HOST it is the classic tool instead."""
 from __future__ import annotations
 
+import array
 import collections
 import os
 
@@ -17,16 +18,29 @@ PROG = "ctistat"
 # Estimated TCP/IP header bytes per read, as the classic ctistat counted them.
 HEADER_BYTES = 50
 
+# The columns of --csv, and the keys of a --samples line in that order
+# (`function` only when the request had one).
+SAMPLE_FIELDS = ("conn", "class", "function", "commandid", "request_ts", "reply_ts", "latency")
+
+# How a session ended, in the order the totals list them: closed by the
+# client, the server, the relay or an error; still open when the input ended;
+# never opened (the relay could not reach the server for that client).
+OUTCOMES = ("client", "server", "relay", "error", "input ended", "not relayed")
+
 EXAMPLE = """\
 ctirelay xivo-new | tee session.jsonl | ctistat
 ctistat -n session.jsonl            # or: ctistat -n < session.jsonl
+ctistat --samples session.jsonl     # every request -> reply latency, one JSON line each
+ctireplay s.jsonl --to xivo-test --clients 20 | ctistat --totals
 ctistat xivo-new -m                 # the classic tool: relay and statistics in one
 """
 
 
 class _Session:
-    def __init__(self, conn: object) -> None:
+    def __init__(self, conn: object, keep_outcomes: bool = False) -> None:
         self.conn = conn
+        # --samples: every request's outcome as soon as it is known, until written
+        self.outcomes: list[replies.Outcome] | None = [] if keep_outcomes else None
         self.open: dict | None = None
         self.close: dict | None = None
         self.classes = {"client": collections.Counter(), "server": collections.Counter()}
@@ -37,6 +51,8 @@ class _Session:
         self.latency: dict[str, list[float]] = collections.defaultdict(list)
         self.unanswered: collections.Counter = collections.Counter()
         self.lost = 0
+        self.error: object = None  # an `error` event of this session
+        self.seen = {"client": 0, "server": 0}  # data records per side
 
     def add(self, record: dict, side: str) -> None:
         ts = record.get("ts")
@@ -47,6 +63,7 @@ class _Session:
         size = record.get("size")
         if isinstance(size, int):
             self.bytes[side] += size
+        self.seen[side] += 1
         if "msg" not in record:
             self.classes[side]["(raw chunk)" if record.get("chunk") else "(not JSON)"] += 1
             return
@@ -59,12 +76,41 @@ class _Session:
         if not isinstance(ts, (int, float)):
             return
         if side == "client":
-            for outcome in self.pairing.request(message, ts):
+            for outcome in self.pairing.request(message, ts, message):
                 self.unanswered[outcome.request.name] += 1
+                if self.outcomes is not None:
+                    self.outcomes.append(outcome)
         else:
             outcome = self.pairing.reply(message, ts)
             if outcome is not None:
                 self.latency[outcome.request.name].append(outcome.latency_ms)
+                if self.outcomes is not None:
+                    self.outcomes.append(outcome)
+
+    def absent_side(self) -> str | None:
+        """The side a one-sided capture left out (ctisplit --jsonl's client
+        file): none of its records, though the close record says it sent bytes."""
+        close_bytes = (self.close or {}).get("bytes")
+        if not isinstance(close_bytes, dict):
+            return None
+        for side, other in (("server", "client"), ("client", "server")):
+            sent = close_bytes.get(side)
+            if (not self.seen[side] and self.seen[other] and type(sent) is int and sent > 0):
+                return side
+        return None
+
+    def end(self) -> None:
+        """The session ended: its requests still waiting got no reply (unless
+        the server's side is absent from the input: then nothing is known)."""
+        absent = self.absent_side()
+        for outcome in self.pairing.end():
+            if absent == "server":
+                continue
+            self.unanswered[outcome.request.name] += 1
+            if self.outcomes is not None:
+                self.outcomes.append(outcome)
+        if absent == "server":
+            self.unanswered.clear()
 
     def summary(self) -> dict:
         close = self.close or {}
@@ -73,14 +119,10 @@ class _Session:
             duration = (self.last_ts - self.first_ts) if self.first_ts is not None else 0.0
         sent = close.get("bytes") if isinstance(close.get("bytes"), dict) else self.bytes
         reads = close.get("reads") if isinstance(close.get("reads"), dict) else None
-        unanswered = collections.Counter(self.unanswered)
-        for outcome in self.pairing.end():
-            unanswered[outcome.request.name] += 1
+        unanswered = self.unanswered
         latency = {}
         for name in sorted(set(self.latency) | set(unanswered)):
-            row = replies.latency_row(self.latency.get(name, []), unanswered.get(name, 0))
-            del row["p99_ms"]
-            latency[name] = row
+            latency[name] = replies.latency_row(self.latency.get(name, []), unanswered.get(name, 0))
         result = {
             "conn": self.conn,
             "client": (self.open or {}).get("client"),
@@ -96,34 +138,110 @@ class _Session:
         }
         if close.get("error"):
             result["error"] = close["error"]
+        elif self.error is not None:
+            result["error"] = self.error
+        absent = self.absent_side()
+        if absent:
+            result["absent"] = absent
         return result
+
+    def outcome(self) -> str:
+        """How it ended: who closed it, or "input ended" (OUTCOMES)."""
+        if self.close is None:
+            return "input ended"
+        by = self.close.get("by")
+        return by if by in OUTCOMES else "error"
+
+    def completed(self) -> bool:
+        """Closed by the client, without an error or a gap: the run a load test wants."""
+        return (self.outcome() == "client" and not (self.close or {}).get("error")
+                and self.error is None and not self.lost)
 
 
 def _key(value: object) -> object:
     return replies.request_key(value)  # session 5 and "5" are the same session
 
 
+class _Totals:
+    """What the sessions add up to: outcomes, messages per class, pooled latency."""
+
+    def __init__(self) -> None:
+        self.sessions = 0
+        self.completed = 0
+        self.outcomes = collections.Counter()
+        self.classes = {"client": collections.Counter(), "server": collections.Counter()}
+        self.bytes = {"client": 0, "server": 0}
+        self.latency: dict[str, array.array] = collections.defaultdict(lambda: array.array("d"))
+        self.unanswered = collections.Counter()
+        self.lost = 0
+        self.with_error = 0
+        self.with_gap = 0
+        self.one_sided = 0
+
+    def add(self, session: _Session, summary: dict) -> None:
+        self.sessions += 1
+        self.completed += session.completed()
+        self.outcomes[session.outcome()] += 1
+        for side in ("client", "server"):
+            self.classes[side].update(session.classes[side])
+            sent = summary["bytes"][side]
+            self.bytes[side] += sent if type(sent) is int else 0
+        for name, values in session.latency.items():
+            self.latency[name].extend(values)
+        self.unanswered.update(session.unanswered)
+        self.lost += session.lost
+        self.with_gap += bool(session.lost)
+        self.with_error += "error" in summary
+        self.one_sided += "absent" in summary
+
+    def summary(self, not_relayed: int) -> dict:
+        latency = {name: replies.latency_row(self.latency.get(name, []), self.unanswered.get(name, 0))
+                   for name in sorted(set(self.latency) | set(self.unanswered))}
+        outcomes = self.outcomes + collections.Counter({"not relayed": not_relayed})
+        return {"sessions": self.sessions + not_relayed,
+                "completed": self.completed,
+                "outcome": {name: outcomes[name] for name in OUTCOMES if outcomes[name]},
+                "with_error": self.with_error,
+                "with_gap": self.with_gap,
+                "lost": self.lost,
+                "one_sided": self.one_sided,
+                "messages": {side: dict(counter.most_common()) for side, counter in self.classes.items()},
+                "bytes": dict(self.bytes),
+                "latency": latency}
+
+
 class Stat(stage.Stage):
-    def __init__(self, network: bool, as_json: bool) -> None:
+    def __init__(self, network: bool = False, as_json: bool = False, samples: str | None = None,
+                 totals: str = "auto") -> None:
+        """`samples`: None, "json" or "csv" (one line per request instead of
+        the summaries); `totals`: "auto" (when there were several sessions),
+        "only" (the totals and nothing else) or "never"."""
         self.network = network
         self.as_json = as_json
+        self.samples = samples
+        self.totals_mode = "never" if samples else totals
         self.sessions: dict[object, _Session] = {}
         self.reported = 0  # sessions whose statistics were printed
         self.errors = 0  # clients that could not be relayed (error events of no open session)
         self.last_error: object = None
         self.started = False  # a producer's `start` record was seen
+        self.totals = _Totals()
+        self.header_written = False  # --csv
 
     def _session(self, conn: object) -> _Session:
         key = _key(conn)
         session = self.sessions.get(key)
         if session is None:
-            session = self.sessions[key] = _Session(conn)
+            session = self.sessions[key] = _Session(conn, keep_outcomes=self.samples is not None)
         return session
 
     def handle(self, record: dict, line: bytes) -> bytes | None:
         side = record.get("from")
         if side in ("client", "server"):
-            self._session(record.get("conn")).add(record, side)
+            session = self._session(record.get("conn"))
+            session.add(record, side)
+            if session.outcomes:
+                return self._samples(session)
             return None
         event = record.get("event")
         if event == "start":
@@ -131,7 +249,7 @@ class Stat(stage.Stage):
             if self.sessions:
                 # A producer's first record: what came before (another file)
                 # has ended, and its session numbers start again.
-                return b"\n".join(self._report_open())
+                return b"\n".join(self._report_open()) or None
         if event == "open":
             self._session(record.get("conn")).open = record
         elif event == "gap":
@@ -145,28 +263,53 @@ class Stat(stage.Stage):
             session.close = record
             del self.sessions[_key(record.get("conn"))]
             return self._report(session)
-        elif event == "error" and _key(record.get("conn")) not in self.sessions:
-            self.errors += 1  # a client the relay could not serve: no session opened
-            self.last_error = record.get("error")
+        elif event == "error":
+            session = self.sessions.get(_key(record.get("conn")))
+            if session is not None:
+                session.error = record.get("error")
+            else:
+                self.errors += 1  # a client the relay could not serve: no session opened
+                self.last_error = record.get("error")
         return None
 
-    def _report(self, session: _Session) -> bytes:
+    def _report(self, session: _Session) -> bytes | None:
         self.reported += 1
+        session.end()
+        if self.samples:
+            if session.absent_side() == "server":
+                cli.report(PROG, f"session {session.conn}: no server messages in the input "
+                                 f"(a one-sided capture): its requests are not listed")
+            return self._samples(session)
         summary = session.summary()
+        self.totals.add(session, summary)
+        if self.totals_mode == "only":
+            return None
         if self.as_json:  # the same text, with what could drive a terminal as \u escapes
             return safe_json(stream.dumps(summary))
         # Addresses and class names come from the wire: escaped like ctipretty's.
         return safe_text((format_network(summary) if self.network
                           else format_messages(summary)).encode())
 
+    def _samples(self, session: _Session) -> bytes | None:
+        """The lines of the request outcomes known since the last call."""
+        lines = [_sample(session.conn, outcome) for outcome in session.outcomes]
+        session.outcomes.clear()
+        if self.samples == "csv":
+            if not self.header_written:
+                self.header_written = True
+                lines.insert(0, dict.fromkeys(SAMPLE_FIELDS, None))
+            return safe_text(b"\n".join(_csv_line(sample) for sample in lines)) if lines else None
+        return safe_json(b"\n".join(orjson.dumps(sample) for sample in lines)) if lines else None
+
     def _report_open(self) -> list[bytes]:
         """The statistics of the sessions still open, which then end."""
         reports = [self._report(session) for session in self.sessions.values()]
         self.sessions.clear()
-        return reports
+        return [report for report in reports if report is not None]
 
     def finish(self) -> bytes | None:
-        """Sessions still open when input ended get their statistics too."""
+        """Sessions still open when input ended get their statistics too; then
+        the totals, when there were several sessions."""
         reports = self._report_open()
         if not self.started and cli.COMMAND_ENV in os.environ:
             # In ctistat HOST the relay writes `start` first: one that did not
@@ -179,11 +322,61 @@ class Stat(stage.Stage):
             if self.errors:
                 text += (f" ({self.errors} client{'s' if self.errors > 1 else ''} could not be "
                          f"relayed; last error: {self.last_error})")
-            if self.as_json:
-                cli.report(PROG, text)  # standard output stays one object per session
+            if self.as_json or self.samples:
+                cli.report(PROG, text)  # standard output stays one object per line
                 return None
             return safe_text(f"=== No session: {text.split(': ', 1)[1]}\n".encode())
+        if self.samples == "csv" and not self.header_written:
+            reports.append(_csv_line(dict.fromkeys(SAMPLE_FIELDS, None)))
+        if self.totals_mode == "only" or (self.totals_mode == "auto" and self.reported > 1):
+            totals = self.totals.summary(self.errors)
+            if self.as_json:
+                reports.append(safe_json(orjson.dumps({"totals": totals})))
+            else:
+                reports.append(safe_text(format_totals(totals, self.network).encode()))
         return b"".join(report + b"\n" for report in reports) or None
+
+
+def _sample(conn: object, outcome: replies.Outcome) -> dict:
+    """One --samples line: a request and its reply (latency null without one)."""
+    request = outcome.request
+    sample = {"conn": conn, "class": request.name}
+    message = request.ref
+    if type(message) is dict and "function" in message:
+        sample["function"] = message["function"]
+    sample["commandid"] = request.commandid
+    sample["request_ts"] = request.ts
+    sample["reply_ts"] = outcome.reply_ts
+    latency = outcome.latency
+    sample["latency"] = None if latency is None else round(latency, 6)
+    return sample
+
+
+def _csv_line(sample: dict) -> bytes:
+    """A sample as a CSV row (the header row when its values are None and it
+    has every field); values as their JSON text, strings as CSV cells."""
+    if all(value is None for value in sample.values()) and len(sample) == len(SAMPLE_FIELDS):
+        return ",".join(SAMPLE_FIELDS).encode()
+    cells = []
+    for field in SAMPLE_FIELDS:
+        value = sample.get(field)
+        if value is None:
+            cells.append(b"")
+        elif type(value) is str:
+            cells.append(_csv_text(value))
+        elif type(value) is float and field.endswith("_ts"):
+            cells.append(b"%.6f" % value)
+        else:
+            cells.append(_csv_text(orjson.dumps(value).decode()) if type(value) in (dict, list)
+                         else orjson.dumps(value))
+    return b",".join(cells)
+
+
+def _csv_text(text: str) -> bytes:
+    """A CSV cell (RFC 4180): quoted when it holds a comma, a quote or a line end."""
+    if any(c in text for c in ',"\r\n'):
+        text = '"' + text.replace('"', '""') + '"'
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _title(summary: dict) -> str:
@@ -206,14 +399,57 @@ def format_messages(summary: dict) -> str:
     for side in ("client", "server"):
         lines.append(f"=== Messages sent by {side}")
         lines += [f"{name} {count}" for name, count in summary["messages"][side].items()]
-    if summary["latency"]:
+    if summary.get("absent") == "server":
+        lines.append("=== Reply latency: no server messages in the input (a one-sided capture, "
+                     "such as ctisplit --jsonl's client file): not measured")
+    elif summary["latency"]:
         lines.append("=== Reply latency by class (client commandid -> server replyid), ms")
-        lines.append(f"{'class':<24} {'count':>7} {'median':>9} {'p95':>9} {'max':>9} {'no reply':>9}")
-        for name, row in summary["latency"].items():
-            cells = [_ms(row[key]) for key in ("median_ms", "p95_ms", "max_ms")]
-            lines.append(f"{name:<24} {row['count']:>7} {cells[0]:>9} {cells[1]:>9} {cells[2]:>9} "
-                         f"{row['no_reply']:>9}")
+        lines += _latency_table(summary["latency"])
     return "\n".join(lines)
+
+
+def _latency_table(latency: dict) -> list[str]:
+    lines = [f"{'class':<24} {'count':>7} {'median':>9} {'p95':>9} {'p99':>9} {'max':>9} "
+             f"{'no reply':>9}"]
+    for name, row in latency.items():
+        cells = [_ms(row[key]) for key in ("median_ms", "p95_ms", "p99_ms", "max_ms")]
+        lines.append(f"{name:<24} {row['count']:>7} {cells[0]:>9} {cells[1]:>9} {cells[2]:>9} "
+                     f"{cells[3]:>9} {row['no_reply']:>9}")
+    return lines
+
+
+def format_totals(totals: dict, network: bool = False) -> str:
+    """The block that ends the output when there were several sessions."""
+    count = totals["sessions"]
+    lines = [f"=== Totals: {_plural(count, 'session')}",
+             f"{totals['completed']} of {_plural(count, 'session')} completed (closed by the "
+             f"client, without an error or a gap)"]
+    ended = [f"{n} {_ENDED[name]}" for name, n in totals["outcome"].items()]
+    lines.append("ended: " + ", ".join(ended))
+    notes = [(totals["with_error"], "with an error"), (totals["with_gap"], "with records lost"),
+             (totals["one_sided"], "with one side absent from the input")]
+    lines += [f"{_plural(n, 'session')} {what}" for n, what in notes if n]
+    sent = totals["bytes"]
+    lines.append(f"app bytes: client {sent['client']}, server {sent['server']}, "
+                 f"total {sent['client'] + sent['server']}")
+    if not network:
+        for side in ("client", "server"):
+            lines.append(f"=== Messages sent by {side}, all sessions")
+            lines += [f"{name} {n}" for name, n in totals["messages"][side].items()]
+        if totals["latency"]:
+            lines.append("=== Reply latency by class, all sessions, ms")
+            lines += _latency_table(totals["latency"])
+    return "\n".join(lines)
+
+
+_ENDED = {"client": "closed by the client", "server": "closed by the server",
+          "relay": "closed by the relay", "error": "ended by an error",
+          "input ended": "still open when the input ended",
+          "not relayed": "never opened (could not be relayed)"}
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def _ms(value: float | None) -> str:
@@ -290,16 +526,31 @@ def _is_file_word(word: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.Parser(PROG, "Print each session's statistics when it ends (its close record, "
-                        "or the end of input). Reads the FILEs in order (- is standard input), "
-                        "or standard input. With a HOST, relays to it and does the same (see "
-                        "ctistat HOST --help).", EXAMPLE)
+                        "or the end of input), then the totals when there were several. Reads "
+                        "the FILEs in order (- is standard input), or standard input. With a "
+                        "HOST, relays to it and does the same (see ctistat HOST --help).", EXAMPLE)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("-m", "--msg", action="store_true", help="messages by class per side (default)")
     mode.add_argument("-n", "--network", action="store_true",
                       help="the classic network figures: running time, app bytes, IP packets "
                            "(reads), wire bytes")
-    parser.add_argument("--json", action="store_true", help="one JSON object per session")
+    mode.add_argument("--samples", action="store_true",
+                      help="instead of the summaries, one JSON line per request: conn, class, "
+                           "function, commandid, request_ts, reply_ts, latency (seconds; null "
+                           "without a reply), as the replies come")
+    parser.add_argument("--csv", action="store_true",
+                        help="the samples as CSV, with a header row (implies --samples)")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per session (and a totals object)")
+    parser.add_argument("--totals", "--total", action="store_true",
+                        help="only the totals over all sessions (even one)")
     stage.add_input_files(parser)
     args = parser.parse_args(argv)
-    return cli.guarded(PROG, lambda: stage.run_stage(PROG, Stat(args.network, args.json),
-                                                     args.files), debug=args.debug)
+    samples = "csv" if args.csv else "json" if args.samples else None
+    if args.csv and (args.network or args.msg):
+        parser.error(f"--csv writes the samples: not with {'-n' if args.network else '-m'}")
+    if samples and (args.json or args.totals):
+        parser.error(f"--{'samples' if args.samples else 'csv'} writes one line per request: "
+                     f"no summaries, so no {'--json' if args.json else '--totals'}")
+    stat = Stat(args.network, args.json, samples, "only" if args.totals else "auto")
+    return cli.guarded(PROG, lambda: stage.run_stage(PROG, stat, args.files), debug=args.debug)
