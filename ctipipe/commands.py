@@ -28,6 +28,7 @@ COMMANDS = {
     "ctidemo": ("demo.command", "main"),
     "ctireplay": ("replay.command", "main"),
     "ctidiff": ("diff.command", "main"),
+    "ctireport": ("report.command", "main"),
 }
 
 # Commands that may be a stage reading the relay through a pipe.

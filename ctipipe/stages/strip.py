@@ -34,7 +34,7 @@ class Strip(stage.Stage):
     def __init__(self, fields: list[str], secrets: set[str]) -> None:
         self.paths = [paths.field_path(field) for field in fields]
         self.secrets = secrets
-        self.in_text = _secret_pattern(secrets) if secrets else None
+        self.in_text = secret_pattern(secrets) if secrets else None
         self.hint = _hint_pattern(secrets) if secrets else None
         self.warned_chunks = False
 
@@ -46,7 +46,7 @@ class Strip(stage.Stage):
         if self.hint is not None and self.hint.search(line) is not None:
             record, changed = self._every_key_masked(record, line)
         else:
-            changed = bool(self.secrets) and _mask(record["msg"], self.secrets)
+            changed = bool(self.secrets) and mask_secrets(record["msg"], self.secrets)
         message = record["msg"]
         for path in self.paths:
             if paths.remove(message, path):
@@ -73,7 +73,7 @@ class Strip(stage.Stage):
         except (ValueError, RecursionError):  # orjson read it: not expected
             again = None
         if type(again) is not dict or "msg" not in again:
-            return record, _mask(record["msg"], secrets)
+            return record, mask_secrets(record["msg"], secrets)
         return again, masked
 
     def _mask_raw(self, record: dict, line: bytes) -> bytes:
@@ -83,13 +83,13 @@ class Strip(stage.Stage):
             cli.report(PROG, "--redact on --raw chunks: a credential split across two reads "
                              "cannot be found and stays as it was; check such captures")
         if type(record.get("raw")) is str:
-            masked = self.in_text.sub(_masked_pair, record["raw"].encode("utf-8", "surrogatepass"))
+            masked = self.in_text.sub(masked_pair, record["raw"].encode("utf-8", "surrogatepass"))
             if masked == record["raw"].encode("utf-8", "surrogatepass"):
                 return line
             record["raw"] = masked.decode("utf-8", "surrogatepass")
         elif type(record.get("raw_b64")) is str:
             data = stream.content_bytes(record)
-            masked = self.in_text.sub(_masked_pair, data) if data is not None else None
+            masked = self.in_text.sub(masked_pair, data) if data is not None else None
             if masked is None or masked == data:
                 return line
             record["raw_b64"] = base64.b64encode(masked).decode()
@@ -98,7 +98,7 @@ class Strip(stage.Stage):
         return stream.encode(record)
 
 
-def _secret_pattern(secrets: set[str]) -> re.Pattern:
+def secret_pattern(secrets: set[str]) -> re.Pattern:
     """A credential's key and string value as they appear in JSON text."""
     keys = b"|".join(re.escape(name.encode()) for name in sorted(secrets))
     return re.compile(rb'("(?:' + keys + rb')"\s*:\s*)"(?:[^"\\]|\\.)*"?')
@@ -110,14 +110,12 @@ def _hint_pattern(secrets: set[str]) -> re.Pattern:
     return re.compile(b"|".join(re.escape(name.encode()) for name in sorted(secrets)) + rb"|\\u")
 
 
-def _masked_pair(match: re.Match) -> bytes:
+def masked_pair(match: re.Match) -> bytes:
     # The value's closing quote may be missing (a line cut short): the mask ends it anyway.
     return match.group(1) + b'"' + MASK.encode() + b'"'
 
-
-
-def _mask(value: object, secrets: set[str]) -> bool:
-    """Replace credential values at any depth (a loop, not recursion: a
+def mask_secrets(value: object, secrets: set[str]) -> bool:
+    """The --redact rule (ctireport uses it too): replace credential values at any depth (a loop, not recursion: a
     message may be 1023 levels deep); True if one was found."""
     found = False
     stack = [value]
@@ -134,19 +132,16 @@ def _mask(value: object, secrets: set[str]) -> bool:
             stack += [item for item in node if type(item) in (dict, list)]
     return found
 
-
 def add_redact_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redact", action="store_true",
                         help="replace credential values (%s) with %s" % (", ".join(SECRET_FIELDS), MASK))
     parser.add_argument("--redact-field", action="append", default=[], metavar="NAME",
                         help="one more field name to mask (implies --redact)")
 
-
 def secret_fields(args: argparse.Namespace) -> set[str]:
     if not (args.redact or args.redact_field):
         return set()
     return set(SECRET_FIELDS) | set(args.redact_field)
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.Parser(PROG, "Remove fields from every message of the tagged stream "

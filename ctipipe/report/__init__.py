@@ -1,0 +1,1 @@
+"""ctireport: a tagged stream drawn as one self-contained HTML page."""

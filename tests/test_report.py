@@ -1,0 +1,212 @@
+"""ctireport without a browser: the page's data, its escaping, its bad inputs."""
+import base64
+import hashlib
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import orjson
+import pytest
+
+from ctipipe.report import command as report_command
+from ctipipe.report import model, page
+from helpers import WAIT, command
+
+DATA = Path(__file__).parent / "data"
+GOLDEN = Path(__file__).parent / "golden"
+DEMO = DATA / "demo-session.jsonl"
+
+
+def document(data: bytes, **options) -> dict:
+    report = model.Report(**options)
+    for line in data.splitlines():
+        record = orjson.loads(line)
+        try:
+            report.add(record, line)
+        except model.Skipped:
+            report.skipped += 1
+    return json.loads(report.document(redacted=options.get("redact", True), generator="test"))
+
+
+def embedded(html: bytes) -> dict:
+    start = html.index(b'<script id="data" type="application/json">') + 42
+    return json.loads(html[start:html.index(b"</script>", start)])
+
+
+def test_rows_are_the_messages_and_events_in_stream_order():
+    doc = document((GOLDEN / "tls-login.jsonl").read_bytes())
+    labels = [doc["labels"][label] for label in doc["rows"]["l"]]
+    assert labels[:6] == ["open: 10.0.0.7:51234 > xivo-new:5003", "starttls", "starttls", "starttls",
+                          "tls starttls: intercepted, TLSv1 ECDHE-RSA-AES256-SHA", "login_id"]
+    assert doc["rows"]["k"][:6] == [2, 1, 0, 1, 2, 0]
+    assert [s["conn"] for s in doc["sessions"]] == [1, 2]
+    assert doc["sessions"][0]["by"] == "client" and doc["sessions"][1]["by"] is None
+    assert doc["not_relayed"][0]["error"].startswith("cannot reach")
+    assert len(doc["bodies"]) == len(labels)
+
+
+def test_pairs_are_ctistats():
+    # the same pairing module: every latency of the page is one of ctistat's samples
+    from test_stat_samples import feed
+    from ctipipe.stages import stats
+    data = DEMO.read_bytes()
+    records = [orjson.loads(line) for line in data.splitlines()]
+    samples = [json.loads(line) for line in feed(stats.Stat(samples="json"), records).splitlines()]
+    doc = document(data)
+    pairs = doc["pairs"]
+    mine = sorted((doc["classes"][doc["rows"]["c"][q]], ms is None) for q, ms in zip(pairs["q"], pairs["ms"]))
+    assert mine == sorted((s["class"], s["latency"] is None) for s in samples)
+    assert sorted(round(ms, 3) for ms in pairs["ms"] if ms is not None) == sorted(
+        round(s["latency"] * 1000, 3) for s in samples if s["latency"] is not None)
+
+
+def test_labels_name_function_and_listname():
+    line = orjson.dumps({"ts": 1.0, "conn": 1, "from": "client", "size": 5, "msg": {
+        "class": "getlist", "function": "updateconfig", "listname": "users", "commandid": 1}})
+    doc = document(line)
+    assert doc["labels"] == ["getlist · updateconfig · users"]
+
+
+def test_messages_keep_their_wire_text_unless_masked():
+    wire = b'{"class": "login_pass",  "password": "s3cret", "commandid": 2}'
+    line = b'{"ts":1.0,"conn":1,"from":"client","size":64,"msg":' + wire + b"}"
+    assert document(line, redact=False)["bodies"] == [json.loads(wire)]
+    redacted = document(line)["bodies"][0]
+    assert redacted["password"] == "***"
+    plain = b'{"ts":1.0,"conn":1,"from":"client","size":64,"msg":{"class": "x",  "n": 1}}'
+    report = model.Report()
+    report.add(orjson.loads(plain), plain)
+    assert report.bodies == [b'{"class": "x",  "n": 1}']  # as it came
+
+
+def test_redaction_finds_a_key_spelled_with_escapes_and_in_raw_lines():
+    line = b'{"ts":1.0,"conn":1,"from":"client","size":9,"msg":{"pass\\u0077ord":"s3cret"}}'
+    assert document(line)["bodies"] == [{"password": "***"}]
+    raw = orjson.dumps({"ts": 1.0, "conn": 1, "from": "client", "size": 9,
+                        "raw": '{"password": "s3cret", broken'})
+    assert "s3cret" not in json.dumps(document(raw)["bodies"])
+    assert "s3cret" in json.dumps(document(raw, redact=False)["bodies"])
+
+
+@pytest.mark.parametrize("record", [
+    {"ts": "1", "conn": 1, "from": "client", "size": 1, "msg": {}},
+    {"ts": 1.0, "conn": "1", "from": "client", "size": 1, "msg": {}},
+    {"ts": 1.0, "conn": 1, "from": [], "size": 1, "msg": {}},
+    {"ts": 1.0, "conn": 1, "from": "client", "size": "1", "msg": {}},
+    {"ts": 1.0, "conn": {}, "event": "open"},
+    {"ts": 1.0, "conn": 1, "event": 5},
+    {"ts": None, "event": "start"},
+])
+def test_records_of_a_wrong_shape_are_skipped_and_counted(record):
+    ok = b'{"ts":1.0,"conn":1,"from":"client","size":1,"msg":{"class":"a"}}'
+    doc = document(orjson.dumps(record) + b"\n" + ok)
+    assert doc["skipped"] == 1 and len(doc["rows"]["t"]) == 1
+
+
+def test_only_one_session():
+    doc = document((GOLDEN / "tls-login.jsonl").read_bytes(), only_session=2)
+    assert [s["conn"] for s in doc["sessions"]] == [2]
+    assert set(doc["rows"]["s"]) == {0}
+
+
+def test_escape_for_script_keeps_the_values():
+    hostile = {"a": "</script><script>alert(1)</script>", "b": "<!--", "c": "x\u2028y\u2029&>"}
+    text = page.escape_for_script(orjson.dumps(hostile))
+    assert not re.search(rb"[<>&]|\xe2\x80[\xa8\xa9]", text)
+    assert json.loads(text) == hostile
+
+
+def test_page_allows_only_its_own_script_and_style():
+    html = b"".join(page.build(b'{"rows":{}}', "t<i>")).decode()
+    policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', html).group(1)
+    assert policy.startswith("default-src 'none'; ")
+    script = page.resource("page.js")
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in policy
+    assert "<script>" + script + "</script>" in html
+    assert "<title>t&lt;i&gt;</title>" in html
+    # no address to fetch: the one URL is SVG's namespace name, never fetched
+    assert "http" not in html.replace("http-equiv", "").replace("'http://www.w3.org/2000/svg'", "")
+    assert "innerHTML" not in script and "insertAdjacentHTML" not in script and "eval(" not in script
+
+
+# --- the command ---------------------------------------------------------------------
+
+def test_report_is_written_whole_to_o(tmp_path):
+    out = tmp_path / "r.html"
+    assert report_command.main([str(DEMO), "-o", str(out)]) == 0
+    html = out.read_bytes()
+    assert html.startswith(b"<!DOCTYPE html>") and html.endswith(b"</html>\n")
+    doc = embedded(html)
+    assert doc["redacted"] is True and b'"password":"demo"' not in html
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
+
+
+def test_no_redact_keeps_credentials_and_says_so(tmp_path):
+    out = tmp_path / "r.html"
+    assert report_command.main([str(DEMO), "-o", str(out), "--no-redact"]) == 0
+    doc = embedded(out.read_bytes())
+    assert doc["redacted"] is False and {"class": "login_pass", "password": "demo"}.items() <= {
+        k: v for body in doc["bodies"] if isinstance(body, dict) and body.get("class") == "login_pass"
+        for k, v in body.items()}.items()
+
+
+def run(*args, data=b"", cwd=None):
+    return subprocess.run(command("ctireport", *args), input=data, capture_output=True,
+                          timeout=WAIT, cwd=cwd)
+
+
+@pytest.mark.parametrize("data", [b"", b'{"ts":1.0,"event":"start","stream":1,"producer":"x"}\n'])
+def test_no_session_is_one_line_exit_1_and_no_file(tmp_path, data):
+    result = run("-o", str(tmp_path / "r.html"), data=data)
+    assert result.returncode == 1
+    assert result.stderr == b"ctireport: error: no session in the input: nothing to report\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output_is_one_line_and_leaves_nothing(tmp_path):
+    (tmp_path / "file").write_text("a file, not a folder")
+    result = run(str(DEMO), "-o", str(tmp_path / "file" / "r.html"))
+    assert result.returncode == 1
+    assert result.stderr == f"ctireport: error: cannot write {tmp_path}/file/r.html: Not a directory\n".encode()
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+def test_a_write_that_fails_leaves_the_old_report_and_no_temporary(tmp_path, monkeypatch, capfd):
+    existing = tmp_path / "r.html"
+    existing.write_text("old report")
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report_command.os, "replace", full_disk)
+    assert report_command.main([str(DEMO), "-o", str(existing)]) == 1
+    assert capfd.readouterr().err == f"ctireport: error: cannot write {existing}: No space left on device\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
+    assert existing.read_text() == "old report"
+
+
+def test_output_into_a_missing_folder_is_one_line(tmp_path):
+    result = run(str(DEMO), "-o", str(tmp_path / "no" / "r.html"))
+    assert result.returncode == 1
+    assert result.stderr == (f"ctireport: error: cannot write {tmp_path}/no/r.html: No such file "
+                             f"or directory\n").encode()
+
+
+def test_failure_after_the_start_leaves_no_temporary_file(tmp_path):
+    result = run("-o", str(tmp_path / "r.html"), "missing.jsonl", cwd=tmp_path)
+    assert result.returncode == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_standard_output_and_skipped_records():
+    data = DEMO.read_bytes() + b'{"ts":1.0,"conn":"x","from":"client","size":1,"msg":{}}\nnot json\n'
+    result = run(data=data)
+    assert result.returncode == 0
+    assert result.stdout.startswith(b"<!DOCTYPE html>")
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("ctireport: line 57: not JSON")
+    assert lines[1] == "ctireport: 1 record whose keys had the wrong type skipped"
+    assert embedded(result.stdout)["skipped"] == 1
