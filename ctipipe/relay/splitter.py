@@ -37,13 +37,18 @@ _PARTIAL = b',"partial":true'
 
 
 class Splitter:
-    __slots__ = ("conn", "side", "max_line", "piece", "pending", "pending_len", "oversize")
+    __slots__ = ("conn", "side", "max_line", "piece", "piece_limit", "pending", "pending_len",
+                 "oversize")
 
     def __init__(self, conn: int, side: str, max_line: int) -> None:
         self.conn = conn
         self.side = side
         self.max_line = max_line
         self.piece = min(max_line, OVERSIZE_PIECE)
+        # A piece's record holds at most a piece's worth of text once escaped
+        # (and its quotes): a long line of control bytes is cut six times finer
+        # rather than making records six times larger.
+        self.piece_limit = min(max_line, self.piece + 2)
         self.pending: list[bytes] = []  # the start of an unfinished line
         self.pending_len = 0
         self.oversize = False  # the unfinished line was already cut into pieces
@@ -92,42 +97,59 @@ class Splitter:
         """The end of a line too long to keep whole: in pieces of at most max_line."""
         step = self.piece
         view = memoryview(line)  # pieces are views: no copy of the line
+        limit = self.piece_limit
         for start in range(0, len(line) - step + 1, step):
-            self._raw(head, step, view[start:start + step], _OVERSIZE, out)
+            self._raw(head, step, view[start:start + step], _OVERSIZE, out, limit)
         rest = view[len(line) - len(line) % step:] if len(line) >= step else view
-        self._raw(head, len(rest) + 1, rest, _OVERSIZE, out)
+        self._raw(head, len(rest) + 1, rest, _OVERSIZE, out, limit)
         self.oversize = False
 
     def _hold(self, head: bytes, data: bytes, out: list[bytes]) -> None:
         """Keep an unfinished line; once it passes max_line, emit what is held in
-        pieces, and from then on each new piece as soon as it is complete."""
+        pieces, and from then on each new piece as soon as it is complete.
+
+        A line that holds a control byte cannot be JSON: it will be an undecodable
+        line, six times its size once escaped. Once that could pass max_line it
+        goes out in pieces as it comes too, so that its records never pile up
+        (a 15 MiB line of control bytes would otherwise be 90 MiB of records at once).
+        """
         self.pending.append(data)
         self.pending_len += len(data)
-        if self.pending_len < (self.piece if self.oversize else self.max_line):
-            return
+        if self.oversize:
+            if self.pending_len < self.piece:
+                return
+        elif self.pending_len < self.max_line:
+            fits = (self.max_line - 2) // 6  # held bytes that fit in a record however escaped
+            if self.pending_len <= fits:
+                return
+            new = self.pending if self.pending_len - len(data) <= fits else (data,)
+            if not any(map(_not_json, new)):
+                return
         held = b"".join(self.pending)
         self.pending.clear()
         step = self.piece
         cut = len(held) - len(held) % step
         view = memoryview(held)
         for start in range(0, cut, step):
-            self._raw(head, step, view[start:start + step], _OVERSIZE, out)
+            self._raw(head, step, view[start:start + step], _OVERSIZE, out, self.piece_limit)
         self.pending = [held[cut:]] if cut < len(held) else []
         self.pending_len = len(held) - cut
         self.oversize = True
 
-    def _raw(self, head: bytes, size: int, data, flags: bytes, out: list[bytes]) -> None:
+    def _raw(self, head: bytes, size: int, data, flags: bytes, out: list[bytes],
+             limit: int = 0) -> None:
         """An undecodable line (or a piece of one, or a chunk) as one record, or,
-        when escaping would make that record longer than max_line, as oversize
-        pieces whose escaped content fits (their sizes add up to `size`)."""
-        if len(data) * 6 + 2 <= self.max_line or _escaped_length(data) <= self.max_line:
+        when escaping would make that record longer than `limit` (max_line),
+        as oversize pieces whose escaped content fits (their sizes add up to `size`)."""
+        limit = limit or self.max_line
+        if len(data) * 6 + 2 <= limit or _escaped_length(data) <= limit:
             parts = stream.raw_record_parts(head, size, data, flags)
             quotes = 2 if parts[0].endswith(b'"') else 0  # (base64: outside parts[1])
-            if len(parts[1]) + quotes <= self.max_line:  # (base64 may still be too long)
+            if len(parts[1]) + quotes <= limit:  # (base64 may still be too long)
                 out += parts
                 return
         # Six characters a byte at worst (\u0001); cut between UTF-8 characters.
-        step = max((self.max_line - 2) // 6, 4)
+        step = max((limit - 2) // 6, 4)
         if _OVERSIZE not in flags and flags != _CHUNK:  # (chunks just become smaller chunks)
             flags += _OVERSIZE
         middle = flags.replace(_PARTIAL, b"")  # only the last piece ends the line
@@ -161,7 +183,7 @@ class Splitter:
             flags = _PARTIAL + (_OVERSIZE if self.oversize else b"")
             self.oversize = False
             head = stream.data_head(ts, self.conn, self.side)
-            self._raw(head, len(held), held, flags, out)
+            self._raw(head, len(held), held, flags, out, self.piece_limit if _OVERSIZE in flags else 0)
         return out
 
 
@@ -179,6 +201,15 @@ def _escaped_length(data) -> int:
     controls = n - len(data.translate(None, _CONTROLS))
     quotes = n - len(data.translate(None, _QUOTES))
     return n + 5 * controls + quotes + 2
+
+
+# Control bytes that JSON text never holds (tab, CR and LF may be whitespace).
+_NOT_JSON = bytes(b for b in range(32) if b not in b"\t\r\n")
+
+
+def _not_json(data: bytes) -> bool:
+    """Does data hold a byte that JSON text cannot (so its line is undecodable)?"""
+    return len(data.translate(None, _NOT_JSON)) != len(data)
 
 
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"\\')
