@@ -29,6 +29,7 @@ COMMANDS = {
     "ctireplay": ("replay.command", "main"),
     "ctidiff": ("diff.command", "main"),
     "ctireport": ("report.command", "main"),
+    "ctipcap": ("pcap.command", "main"),
 }
 
 # Commands that may be a stage reading the relay through a pipe.

@@ -1,0 +1,1 @@
+"""ctipcap: packet captures (pcap, pcapng) read back as tagged streams."""
