@@ -1,0 +1,218 @@
+"""ctipcap on real captures: tcpdump (and dumpcap) around a demo session
+through ctirelay, compared with the relay's own stream, and tshark as an
+oracle for the bytes of each side.
+
+These tests need tcpdump and tshark (root, or capture rights, on lo): they
+skip in one line when either is missing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from helpers import LOCALHOST, WAIT, Proc, Relay, Server, command
+from ctipipe.pcap import capture, packets
+from ctipipe.pcap.sessions import Sessions
+from ctipipe.stages import stats
+
+TOOLS = ("tcpdump", "tshark", "dumpcap")
+
+
+def need_tools():
+    if not all(shutil.which(tool) for tool in TOOLS):
+        pytest.skip("apt-get install tcpdump tshark")
+
+
+class Capture:
+    """tcpdump (or dumpcap) writing packets to a file as they come, on the given ports."""
+
+    def __init__(self, path, ports, *, interface="lo", tool="tcpdump") -> None:
+        self.path = path
+        self.ports = ports
+        probe = Server()  # connections to it show when the capture has really begun
+        bpf = " or ".join(f"tcp port {port}" for port in (*ports, probe.port))
+        if tool == "tcpdump":
+            # Packet-buffered and in immediate mode, so that the file holds each
+            # packet at once; immediate mode gives each packet a ring slot of the
+            # snap length, so -s and -B keep enough slots for a burst.
+            argv = ["tcpdump", "-i", interface, "-U", "--immediate-mode", "-s", "65535",
+                    "-B", "16384", "-n", "-w", str(path), bpf]
+            ready = "listening on"
+        else:
+            argv = ["dumpcap", "-q", "-i", interface, "-f", bpf, "-w", str(path)]
+            ready = "Capturing on"
+        self.proc = Proc(argv)
+        self.proc.wait_for(lambda p: ready in p.err, what=f"{tool} to start")
+        # Its line can come before the capture begins (dumpcap's does): knock
+        # on the probe's port until the file holds a packet to it.
+        deadline = time.monotonic() + WAIT
+        try:
+            while not self._holds_port(probe.port):
+                assert time.monotonic() < deadline, f"{tool} does not capture: {self.proc.err}"
+                socket.create_connection((LOCALHOST, probe.port), timeout=WAIT).close()
+                probe.accept().close()
+                time.sleep(0.02)
+        finally:
+            probe.close()
+
+    def _packets(self):
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        if len(data) < 4:
+            return []
+        found = []
+        for ts, linktype, frame in capture.Parser().feed(data):
+            segment = packets.decode(linktype, frame)
+            if not isinstance(segment, str):
+                found.append((ts, segment))
+        return found
+
+    def _holds_port(self, port) -> bool:
+        return any(port in (s.sport, s.dport) for _, s in self._packets())
+
+    def stop(self, legs: int) -> None:
+        """Wait until the file holds the end of `legs` connections, then end the capture."""
+        deadline = time.monotonic() + WAIT
+        while not self._ended(legs):
+            assert time.monotonic() < deadline, f"the capture {self.path} misses packets"
+            time.sleep(0.05)
+        self.proc.signal(signal.SIGINT)
+        assert self.proc.finish() == 0, self.proc.err
+        assert "\n0 packets dropped by kernel" in self.proc.err or "tcpdump" not in self.proc.err, \
+            f"a lossy capture: {self.proc.err}"
+
+    def _ended(self, legs: int) -> bool:
+        """Does the file hold `legs` connections closed by a FIN or RST?"""
+        sessions = Sessions(frozenset(self.ports))
+        records = []
+        for ts, segment in self._packets():
+            if segment.dport in self.ports or segment.sport in self.ports:
+                records += sessions.packet(ts, segment)
+        return sum(b'"event":"close"' in r for r in records) >= legs
+
+
+def ctipcap(path, port) -> list[bytes]:
+    proc = Proc(command("ctipcap", str(path), "--port", str(port)))
+    assert proc.finish() == 0, proc.err
+    assert proc.err == ""
+    return proc.out.splitlines()
+
+
+def records_of(lines):
+    return [json.loads(row) for row in lines]
+
+
+def by_side(records, side):
+    return [(r["size"], r.get("msg", r.get("raw"))) for r in records if r.get("from") == side]
+
+
+def stat_of(lines) -> list[dict]:
+    """ctistat -m --json of a stream, without what differs between producers (times, addresses)."""
+    stage = stats.Stat(network=False, as_json=True)
+    out = []
+    for row in lines:
+        got = stage.handle(json.loads(row), row)
+        if got:
+            out.append(json.loads(got))
+    return [{"messages": s["messages"], "bytes": s["bytes"],
+             "latency": {k: (v["count"], v["no_reply"]) for k, v in s["latency"].items()}}
+            for s in out]
+
+
+def wire_bytes(lines, side) -> bytes:
+    """A side's bytes as they were on the wire, from the records (the demo's
+    lines have no whitespace around the JSON, so a message is its text and a newline)."""
+    out = []
+    for row in lines:
+        record = json.loads(row)
+        if record.get("from") != side:
+            continue
+        if "msg" in record:
+            text = row[row.index(b',"msg":') + 7:-1]
+            assert len(text) + 1 == record["size"]
+            out.append(text + b"\n")
+        else:
+            out.append(record["raw"].encode() + (b"" if record.get("partial") else b"\n"))
+    return b"".join(out)
+
+
+def follow(path, port) -> dict[str, bytes]:
+    """tshark -z follow,tcp,raw: the bytes each node of the connection on
+    `port` sent, by "host:port"."""
+    found = subprocess.run(["tshark", "-r", str(path), "-Y", f"tcp.port=={port}", "-T", "fields",
+                            "-e", "tcp.stream"],
+                           capture_output=True, text=True, timeout=WAIT * 3, check=True)
+    stream_index = int(found.stdout.split()[0])
+    result = subprocess.run(["tshark", "-r", str(path), "-q", "-z", f"follow,tcp,raw,{stream_index}"],
+                            capture_output=True, text=True, timeout=WAIT * 3, check=True)
+    nodes, sent = [], {}
+    for text in result.stdout.splitlines():
+        if text.startswith("Node "):
+            nodes.append(text.split(": ", 1)[1])
+            sent[nodes[-1]] = b""
+        elif nodes and text and not text.startswith(("=", "Follow", "Filter")):
+            node = nodes[1] if text.startswith("\t") else nodes[0]
+            sent[node] += bytes.fromhex(text.strip())
+    return sent
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    """One plain demo session through ctirelay, captured three ways at once:
+    tcpdump on lo (pcap, Ethernet), tcpdump on any (Linux cooked v2), dumpcap
+    on lo (pcapng). Returns the relay's stream, the ports and the files."""
+    need_tools()
+    tmp = tmp_path_factory.mktemp("live")
+    server = Proc(command("ctidemo", "server", "--port", "0", "--no-starttls"))
+    try:
+        server.wait_for(lambda p: "listening on" in p.err, what="the demo server")
+        server_port = int(server.err.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+        relay = Relay(server_port)
+        ports = (server_port, relay.port)
+        captures = {"lo": Capture(tmp / "lo.pcap", ports),
+                    "any": Capture(tmp / "any.pcap", ports, interface="any"),
+                    "pcapng": Capture(tmp / "lo.pcapng", ports, tool="dumpcap")}
+        client = Proc(command("ctidemo", "client", "--port", str(relay.port), "--pause", "0"))
+        assert client.finish(WAIT * 2) == 0, client.err
+        assert relay.finish() == 0, relay.err
+        for one in captures.values():
+            one.stop(legs=2)
+        yield {"relay": relay.out.splitlines(), "server_port": server_port,
+               "relay_port": relay.port, **{name: c.path for name, c in captures.items()}}
+    finally:
+        server.kill()
+
+
+@pytest.mark.parametrize("which", ["lo", "any", "pcapng"])
+def test_both_legs_give_the_relays_stream(session, which):
+    relay = session["relay"]
+    relayed = records_of(relay)
+    for port in (session["server_port"], session["relay_port"]):
+        lines = ctipcap(session[which], port)
+        records = records_of(lines)
+        for side in ("client", "server"):
+            assert by_side(records, side) == by_side(relayed, side)
+        close = [r for r in records if r.get("event") == "close"]
+        relay_close = [r for r in relayed if r.get("event") == "close"]
+        assert len(close) == 1 and close[0]["bytes"] == relay_close[0]["bytes"]
+        assert close[0]["by"] == relay_close[0]["by"] == "client"
+        assert not [r for r in records if r.get("event") == "gap"]
+        assert stat_of(lines) == stat_of(relay)
+
+
+def test_tshark_follow_is_the_oracle(session):
+    lines = ctipcap(session["lo"], session["server_port"])
+    opened = [r for r in records_of(lines) if r.get("event") == "open"][0]
+    sent = follow(session["lo"], session["server_port"])
+    assert sent[opened["client"]] == wire_bytes(lines, "client")
+    assert sent[opened["server"]] == wire_bytes(lines, "server")
+    assert len(sent[opened["server"]]) > 1000
