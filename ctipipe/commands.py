@@ -30,6 +30,7 @@ COMMANDS = {
     "ctidiff": ("diff.command", "main"),
     "ctireport": ("report.command", "main"),
     "ctipcap": ("pcap.command", "main"),
+    "cticheck": ("check.command", "main"),
 }
 
 # Commands that may be a stage reading the relay through a pipe.

@@ -66,8 +66,9 @@ def answer(request: dict, session: dict) -> list[dict]:
     two = session.get("protocol") == 2
     login_reply = {} if two else {"replyid": commandid}
     if kind == "login_id":
-        session["sessionid"] = "".join(random.choice("abcdefghijkmnpqrstuvwxyzABCDEFGH23456789")
-                                       for _ in range(10))
+        # ten different characters, as the real server draws them (random.sample)
+        session["sessionid"] = "".join(random.sample("abcdefghijkmnpqrstuvwxyzABCDEFGH23456789",
+                                                     10))
         session["user"] = request.get("userlogin")
         if "wazoversion" in request:
             session["protocol"] = 2

@@ -191,6 +191,8 @@ class Pretty(stage.Stage):
         elif event == "gap":
             text = (f"{who}: {record.get('lost')} records lost here (the tap could not keep up; "
                     f"the session itself was not affected)")
+        elif event == "check":  # a finding of cticheck --annotate
+            text = f"{who} check [{record.get('rule')}]: {_check_text(record)}"
         elif event == "error":
             text = f"{who} error: {record.get('error')}"
             if record.get("client"):
@@ -262,6 +264,14 @@ def _start_text(record: dict) -> str:
     details += [f"{key} {stream.dumps(value).decode()}" for key, value in record.items()
                 if key not in ("ts", "event", "stream", "producer", "listen", "server")]
     return f"{text}: {', '.join(details)}" if details else text
+
+
+def _check_text(record: dict) -> str:
+    """`client login_pass: protocol 2.3 expects "password", not "hashedpassword"; the
+    server closes the connection on this`"""
+    where = " ".join(str(record.get(key)) for key in ("side", "class") if record.get(key))
+    text = f"{where}: {record.get('text')}" if where else str(record.get("text"))
+    return f"{text}; {record['server']}" if record.get("server") else text
 
 
 def _tls_text(record: dict) -> str:

@@ -39,6 +39,8 @@ EXPECTS = ("reading a tagged stream from the terminal; pipe ctirelay into this "
 class Stage:
     """What a filter or sink is to run_stage; only `handle` must be written."""
 
+    malformed = 0  # input lines that were not records, counted by the runner
+
     def begin_batch(self, block: bytes) -> None:
         """Called with each read's complete lines before they are handled."""
 
@@ -301,6 +303,7 @@ class Runner:
 
     def _warn(self, number: int, why: str) -> None:
         self.malformed += 1
+        self.stage.malformed = self.malformed
         if self.malformed <= MAX_WARNINGS:
             self._warnings.append(f"line {number}: {why}; skipped")
         elif self.malformed == MAX_WARNINGS + 1:

@@ -1,0 +1,441 @@
+"""cticheck: every rule of the protocol's table, one message that keeps it and
+one that breaks it (real messages from the corpus where one exists), then
+whole streams: the corpus, the demo's sessions, the README's examples."""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+from pathlib import Path
+
+import orjson
+import pytest
+
+from ctipipe.check import command as check_command
+from ctipipe.check import rules as R
+from ctipipe.check.checker import Checker, check_client, check_server, is_template
+from ctipipe.core import protocol
+from ctipipe.stages import pretty
+
+from helpers import command
+
+pytestmark = pytest.mark.timeout(60)
+
+DATA = Path(__file__).parent / "data"
+T0 = 1764262479.0
+
+OFFER = {"class": "starttls", "timenow": 1.5}
+LOGIN_ID = {"class": "login_id", "commandid": 1084338712, "company": "xivo", "ident": "X11-LE-24079",
+            "lastlogout-datetime": "", "lastlogout-stopper": "", "userlogin": "alice",
+            "wazoversion": "2.3"}
+LOGIN_ID_OK = {"wazoversion": "2.3", "sessionid": "9WcHhnJxU3", "class": "login_id", "timenow": 1.5}
+LOGIN_PASS = {"class": "login_pass", "commandid": 1441319531, "password": "secret"}
+LOGIN_PASS_OK = {"capalist": [3], "class": "login_pass", "timenow": 1.5}
+LOGIN_CAPAS = {"capaid": "3", "class": "login_capas", "commandid": 502820175, "state": "available"}
+LOGIN_CAPAS_OK = {"userid": "3", "ipbxid": "xivo", "class": "login_capas", "appliname": "Client",
+                  "capas": {}, "capaxlets": [], "timenow": 1.5}
+LOGIN = [("client", LOGIN_ID), ("server", LOGIN_ID_OK), ("client", LOGIN_PASS),
+         ("server", LOGIN_PASS_OK), ("client", LOGIN_CAPAS), ("server", LOGIN_CAPAS_OK)]
+
+
+def stream(items, close_by="client") -> list[dict]:
+    """Records of one session: `items` are (side, message) or (seconds, side,
+    message); 0.01 s apart unless a time is given. close_by=None: no close."""
+    records = [{"ts": T0, "conn": 1, "event": "open", "client": "127.0.0.1:5", "server": "x:5003"}]
+    now = T0
+    for item in items:
+        if len(item) == 3:
+            now = T0 + item[0]
+            item = item[1:]
+        else:
+            now += 0.01
+        side, message = item
+        if side == "event":
+            records.append({"ts": now, "conn": 1, **message})
+        elif isinstance(message, dict) or message is None or isinstance(message, list):
+            records.append({"ts": now, "conn": 1, "from": side, "size": 1, "msg": message})
+        else:
+            records.append({"ts": now, "conn": 1, "from": side, "size": 1, "raw": message})
+    if close_by:
+        records.append({"ts": now + 0.01, "conn": 1, "event": "close", "by": close_by,
+                        "bytes": {"client": 1, "server": 1}, "reads": {"client": 1, "server": 1},
+                        "duration": now + 0.01 - T0})
+    return records
+
+
+def check(records, version="auto") -> list:
+    checker = Checker(version)
+    found = []
+    for record in records:
+        found += checker.record(record)
+    return found + checker.finish()
+
+
+def rules_of(records, version="auto") -> list[str]:
+    return [found.rule for found in check(records, version)]
+
+
+# --- rules of one message: (rule, side, version, keeps it, breaks it) --------------------
+# Real messages from the corpus where one exists (corpus line in the comment).
+
+MESSAGE_CASES = [
+    # F1: what the server cannot read closes the connection
+    ("F1", "client", "2.3", {"class": "keepalive", "commandid": 725820571}, [1, 2]),
+    ("F1", "client", "2.3", {"class": "getipbxlist", "commandid": 1}, {"commandid": 1}),
+    # F2: the server's encoder adds timenow (server.jsonl 1)
+    ("F2", "server", "2.3", {"class": "starttls", "timenow": 1795857296.760123},
+     {"class": "chitchat", "alias": "Alice", "text": "hi"}),
+    # S2: the client's answer to the offer (client.jsonl 1)
+    ("S2", "client", "2.3", {"class": "starttls", "commandid": 1384415948, "status": True},
+     {"class": "starttls", "commandid": 1, "status": "true"}),
+    # L2: login_id fields (client.jsonl 2; 26 is a documentation fragment)
+    ("L2", "client", "2.3", LOGIN_ID, {"commandid": 1, "class": "login_id"}),
+    ("L2", "client", "2.2", {**{k: v for k, v in LOGIN_ID.items() if k != "wazoversion"},
+                             "xivoversion": "2.2"}, LOGIN_ID),
+    # L3: the password per version (client.jsonl 6; 180 the 1.2 form)
+    ("L3", "client", "2.3", LOGIN_PASS, {"hashedpassword": "abcd", "class": "login_pass"}),
+    ("L3", "client", "1.2", {"class": "login_pass", "commandid": 1646064863,
+                             "hashedpassword": "e5229ef45824333e0f8bbeed20dccfa2ddcb1c80"},
+     LOGIN_PASS),
+    # L4: login_capas (client.jsonl 7; 29 from the server's unit tests)
+    ("L4", "client", "2.3", LOGIN_CAPAS, {"loginkind": "user", "capaid": "test", "lastconnwins": False,
+                                          "commandid": 1, "state": "available", "class": "login_capas"}),
+    ("L4", "client", "1.2", {"capaid": 3, "class": "login_capas", "lastconnwins": False,
+                             "loginkind": "user", "state": "available"}, LOGIN_CAPAS),
+    # L5: the server's login_id success (server.jsonl 3)
+    ("L5", "server", "2.3", LOGIN_ID_OK, {"class": "login_id", "sessionid": "aaaaaaaaaa",
+                                          "wazoversion": "2.3", "timenow": 1.5}),
+    ("L5", "server", "2.3", LOGIN_ID_OK, {"class": "login_id", "sessionid": "9WcHhnJxU3",
+                                          "wazoversion": "18.03", "timenow": 1.5}),
+    # M1: required fields (client.jsonl 74 is the documentation's answer)
+    ("M1", "client", "2.3", {"class": "answer", "unique_id": "1234567.89", "commandid": 3},
+     {"class": "answer", "uniqueid": "12345667.89"}),
+    ("M1", "client", "2.3", {"class": "ipbxcommand", "command": "dial", "commandid": 1683305913,
+                             "destination": "exten:xivo/1202"}, {"class": "ipbxcommand", "commandid": 1}),
+    ("M1", "client", "2.3", {"class": "featuresput", "commandid": 2082138822, "function": "fwd",
+                             "value": {"destunc": "1002", "enableunc": True}},
+     {"class": "featuresput", "function": "fwd", "value": {"enableunc": True}}),
+    # M2: values the server cannot convert (client.jsonl 150 and 151)
+    ("M2", "client", "2.3", {"function": "MeetmeMute", "functionargs": ["1001", "3"],
+                             "command": "meetme", "class": "ipbxcommand"},
+     {"function": "MeetmeMute", "functionargs": ["1001", "3\r\n\r\nCommand: Command\r\n\r\n"],
+      "command": "meetme", "class": "ipbxcommand"}),
+    ("M2", "client", "2.3", {"alias": "Alice", "class": "chitchat", "commandid": 253062997, "text": "hi",
+                             "to": ["e4d147b6-f747-4b64-955d-8c36fbcd1d3f",
+                                    "d0e36147-49f6-40b0-ac78-1af2048bed55"]},
+     {"alias": "Alice", "class": "chitchat", "text": "hi", "to": ["xivo", 42]}),
+    ("M2", "client", "2.0", {"alias": "Alice", "class": "chitchat", "text": "hi", "to": ["xivo", 42]},
+     {"alias": "Alice", "class": "chitchat", "text": "hi", "to": ["xivo", 0]}),
+    ("M2", "client", "2.3", {"class": "history", "size": "8"}, {"class": "history", "size": "eight"}),
+    ("M2", "client", "2.3", {"class": "register_user_status_update", "user_ids": [["u", "v"]]},
+     {"class": "register_user_status_update", "user_ids": ["<user_id1>"]}),
+    # M3: classes the server does not know (client.jsonl 179 and 152)
+    ("M3", "client", "2.3", {"class": "get_relations", "commandid": 1},
+     {"class": "invite_confroom", "invitee": "user:xivo/1"}),
+    ("M3", "client", "2.1", {"class": "invite_confroom", "invitee": "user:xivo/1"},
+     {"class": "register_agent_status", "agent_ids": [["xivo_uuid", 42]]}),
+    # M4: dispatch values (client.jsonl 186 and 276)
+    ("M4", "client", "2.3", {"class": "subscribe", "message": "current_calls"},
+     {"message": "my_new_message", "class": "subscribe"}),
+    ("M4", "client", "2.3", {"class": "featuresput", "function": "enablednd", "value": True},
+     {"class": "featuresput", "commandid": 1466594495, "function": "enablevoicemail", "value": True}),
+    ("M4", "client", "1.2", {"class": "ipbxcommand", "command": "originate", "destination": "x"},
+     {"class": "ipbxcommand", "command": "launch"}),
+    # M5: values the server drops (client.jsonl 33: the list removed in 15.19)
+    ("M5", "client", "2.3", {"class": "featuresput", "function": "incallfilter", "value": False},
+     {"class": "featuresput", "function": "incallfilter", "value": "true"}),
+    ("M5", "client", "2.3", {"class": "getlist", "function": "updatestatus", "listname": "phones",
+                             "tid": "1"},
+     {"function": "updatestatus", "listname": "channels", "tid": "1", "class": "getlist"}),
+    ("M5", "client", "2.3", {"class": "getlist", "function": "updateconfig", "listname": "users",
+                             "tid": "17"}, {"class": "getlist", "function": "updateconfig",
+                                            "listname": "users"}),
+    # R3: replies that carry replyid in 2.x (server.jsonl 57 is a 1.2 login_pass)
+    ("R3", "server", "2.3", {"ipbxlist": ["xivo"], "replyid": 872196791, "class": "getipbxlist",
+                             "timenow": 1.5},
+     {"capalist": [2], "class": "login_pass", "replyid": 1646064863, "timenow": 1.5}),
+    # E1: error strings, explained (server.jsonl 4)
+    ("E1", "server", "2.3", LOGIN_PASS_OK,
+     {"class": "login_pass", "error_string": "login_password", "timenow": 1795857296.805751}),
+]
+
+
+@pytest.mark.parametrize("rule, side, version, keeps, breaks", MESSAGE_CASES,
+                         ids=[f"{case[0]}-{case[2]}-{n}" for n, case in enumerate(MESSAGE_CASES)])
+def test_a_message_keeps_or_breaks_its_rule(rule, side, version, keeps, breaks):
+    checker = check_client if side == "client" else check_server
+    assert rule not in [found.rule for found in checker(keeps, version)]
+    assert rule in [found.rule for found in checker(breaks, version)]
+
+
+def test_error_strings_are_explained_in_words():
+    found = check_server({"class": "login_id", "error_string": "wazoversion_client:2.2;2.3",
+                          "timenow": 1.5}, "2.3")
+    assert [f.text for f in found if f.rule == "E1"] == [
+        'login_id error "wazoversion_client:2.2;2.3": the client speaks CTI protocol 2.2 but the '
+        'server speaks 2.3: install a matching client']
+    found = check_server({"class": "ipbxcommand", "error_string": "unknown_class", "timenow": 1},
+                         "2.3")
+    assert "not an error the real server sends" in found[0].text
+
+
+# --- rules of a session: (rule, records that keep it, records that break it) -------------
+
+ECHO = {"class": "starttls", "starttls": True, "timenow": 1.5}
+TLS = {"event": "tls", "how": "starttls", "intercepted": True}
+GETLIST = {"class": "getlist", "commandid": 7, "function": "listid", "listname": "users",
+           "tipbxid": "xivo"}
+GETLIST_OK = {"class": "getlist", "function": "listid", "listname": "users", "tipbxid": "xivo",
+              "list": ["1"], "timenow": 1.5}
+
+SESSION_CASES = [
+    ("S1", [("server", OFFER), ("client", {"class": "starttls", "status": True}),
+            ("server", ECHO), ("event", TLS)] + LOGIN,
+     LOGIN + [("server", OFFER)]),
+    ("S3", [("server", OFFER), ("client", {"class": "starttls", "status": True}),
+            ("server", ECHO), ("event", TLS)],
+     [("server", OFFER), ("client", {"class": "starttls", "status": True}),
+      ("server", {"class": "starttls", "status": True, "timenow": 1.5})]),
+    ("S4", [("server", OFFER), ("client", {"class": "starttls", "status": True}),
+            ("server", ECHO), ("event", TLS)] + LOGIN,
+     [("server", OFFER), ("client", {"class": "starttls", "status": True}),
+      ("server", ECHO)] + LOGIN),
+    ("S5", [("client", {"class": "starttls", "status": True}), ("server", OFFER), ("server", ECHO),
+            ("event", TLS)],  # pipelined before the offer arrived: the offer was made
+     [("client", {"class": "starttls", "status": True}), ("server", LOGIN_ID_OK)]),
+    ("L1", LOGIN + [("client", GETLIST), ("server", GETLIST_OK)],
+     [("client", LOGIN_ID), ("server", LOGIN_ID_OK), ("client", GETLIST)]),
+    ("L4", LOGIN, LOGIN[:4] + [("client", {**LOGIN_CAPAS, "capaid": 2})]),
+    ("L6", LOGIN + [(6.0, "client", {"class": "keepalive"})],
+     LOGIN[:4] + [(6.0, "client", LOGIN_CAPAS), (6.01, "server", LOGIN_CAPAS_OK)]),
+    ("L7", LOGIN, LOGIN[:4] + [("client", LOGIN_PASS)]),
+    ("V1", LOGIN, [("client", {**LOGIN_ID, "wazoversion": "18.03"}),
+                   ("server", {**LOGIN_ID_OK, "wazoversion": "18.03"})]),
+    ("R1", LOGIN + [("client", GETLIST), ("server", GETLIST_OK)], LOGIN + [("client", GETLIST)]),
+    ("R2", LOGIN + [("client", {"class": "keepalive", "commandid": 9}),
+                    ("server", {"class": "keepalive", "replyid": 9, "timenow": 1.5})],
+     LOGIN + [("server", {"class": "keepalive", "replyid": 9, "timenow": 1.5})]),
+    ("E2", LOGIN[:3] + [("server", {"class": "login_pass", "error_string": "login_password",
+                                    "timenow": 1.5})],
+     LOGIN[:3] + [("server", {"class": "login_pass", "error_string": "login_password",
+                              "timenow": 1.5})], "server"),
+]
+
+
+@pytest.mark.parametrize("case", SESSION_CASES, ids=[case[0] for case in SESSION_CASES])
+def test_a_session_keeps_or_breaks_its_rule(case):
+    rule, keeps, breaks = case[:3]
+    close_by = case[3] if len(case) > 3 else "client"
+    assert rule not in rules_of(stream(keeps)), check(stream(keeps))
+    assert rule in rules_of(stream(breaks, close_by)), check(stream(breaks, close_by))
+
+
+def test_every_rule_of_the_table_has_cases():
+    covered = {case[0] for case in MESSAGE_CASES} | {case[0] for case in SESSION_CASES}
+    assert covered == set(R.BY_ID)
+
+
+def test_a_clean_2x_login_with_starttls_has_no_finding():
+    records = stream([("server", OFFER), ("client", {"class": "starttls", "status": True}),
+                      ("server", ECHO), ("event", TLS)] + LOGIN
+                     + [("client", {"class": "starttls", "status": True}),  # the XiVO client's second
+                        ("client", {"class": "logout", "commandid": 3, "stopper": "disconnect"})])
+    assert check(records) == []
+
+
+def test_the_version_comes_from_the_login_or_is_forced():
+    one_two = [("client", {**LOGIN_ID, "wazoversion": None, "xivoversion": "1.2"}),
+               ("server", {**LOGIN_ID_OK, "wazoversion": None, "xivoversion": "1.2"}),
+               ("client", {"class": "login_pass", "hashedpassword": "e5229ef45824333e0f8bbeed20dccfa2ddcb1c80"})]
+    one_two[0][1].pop("wazoversion")
+    one_two[1][1].pop("wazoversion")
+    assert "L3" not in rules_of(stream(one_two))
+    found = check(stream(one_two), "2.3")
+    assert {f.rule for f in found} >= {"V1", "L3"} and found[0].protocol == "2.3"
+
+
+# --- the README's examples -------------------------------------------------------------
+
+def test_readme_example_a_2x_client_sending_hashedpassword():
+    found = check(stream([("client", LOGIN_ID), ("server", LOGIN_ID_OK),
+                          ("client", {"class": "login_pass", "commandid": 2,
+                                      "hashedpassword": "e5229ef45824333e0f8bbeed20dccfa2ddcb1c80"})],
+                         close_by="server"))
+    assert check_command.finding_line(found[0]) == (
+        'conn 1 +0.030 client login_pass: protocol 2.3 expects "password", not "hashedpassword"; '
+        'the server closes the connection on this [L3]')
+
+
+def test_readme_example_an_answer_with_uniqueid():
+    found = check(stream(LOGIN + [("client", {"class": "answer", "uniqueid": "12345667.89"})]))
+    assert [(f.rule, f.text) for f in found] == [
+        ("M1", 'answer needs "unique_id", not "uniqueid" (the documentation\'s spelling)')]
+
+
+def test_readme_example_a_login_that_takes_6_s():
+    found = check(stream(LOGIN[:4] + [(6.0, "client", LOGIN_CAPAS), (6.01, "server", LOGIN_CAPAS_OK)]))
+    assert [f.rule for f in found] == ["L6"]
+    assert "5 s after the connection" in found[0].text
+
+
+def test_readme_example_an_unanswered_getlist():
+    found = check(stream(LOGIN + [("client", GETLIST)]))
+    assert [(f.rule, f.name, round(f.offset, 3)) for f in found] == [("R1", "getlist", 0.07)]
+
+
+# --- whole streams ---------------------------------------------------------------------
+
+def _lines(name: str) -> list:
+    return [orjson.loads(line) for line in (DATA / name).read_bytes().splitlines()]
+
+
+# True findings of the shared corpus (tests/data/corpus-*.jsonl, line numbers): each message
+# is checked under every protocol version, and one that some version accepts is clean.
+# Documentation templates ("<user_uuid>") are excused, and so is F2 (below).
+CORPUS_FINDINGS = {
+    ("client", 26, "L2"): "a documentation fragment: login_id with none of its fields",
+    ("client", 29, "L4"): "the server's unit test of a capaid that int() refuses",
+    ("client", 30, "M1"): "a chitchat of XiVO 1.2 without alias (to was then a string)",
+    ("client", 33, "M5"): "getlist of the list channels, removed in 15.19",
+    ("client", 74, "M1"): "the documentation's answer spells uniqueid",
+    ("client", 88, "M1"): "faxsend of the old documentation, before size and data (15.18)",
+    ("client", 112, "M1"): "chitchat examples of the documentation without alias",
+    ("client", 113, "M1"): "same",
+    ("client", 116, "M1"): "same",
+    ("client", 119, "L4"): "login_capas with loginkind but no lastconnwins: neither 1.2 nor 2.x",
+    ("client", 137, "M1"): "a unit test's dial without destination",
+    ("client", 144, "M4"): "ipbxcommand history of the old documentation (now the class history)",
+    ("client", 151, "M2"): "the unit test of an AMI injection in functionargs",
+    ("client", 152, "M3"): "unit tests name the class register_agent_status (the code registers "
+                           "register_agent_status_update)",
+    ("client", 153, "M3"): "same, endpoint", ("client", 154, "M3"): "same, user",
+    ("client", 171, "M3"): "same, unregister", ("client", 172, "M3"): "same",
+    ("client", 173, "M3"): "same",
+    ("client", 180, "L3"): "a 1.2 hashedpassword of 4 characters, not a SHA1",
+    ("client", 181, "M4"): "ipbxcommand history, as 144",
+    ("client", 182, "M1"): "a unit test's answer without unique_id",
+    ("client", 186, "M4"): "a unit test's unknown subscribe message",
+    ("client", 276, "M4"): "featuresput enablevoicemail: no such function in the server",
+    ("server", 297, "L5"): "a login_id template of the documentation with no sessionid",
+}
+# E1 explains every error_string: each one in the corpus is a true finding by design.
+
+
+def test_the_shared_corpus_checks_clean_apart_from_true_findings():
+    found = {}
+    for side, checker in (("client", check_client), ("server", check_server)):
+        for number, message in enumerate(_lines(f"corpus-{side}.jsonl"), 1):
+            per_version = {version: [f for f in checker(message, version)
+                                     # F2: documentation and unit-test messages leave out
+                                     # the timenow that the server's encoder adds
+                                     if not is_template(f.value) and f.rule != "F2"]
+                           for version in protocol.VERSIONS}
+            if any(not findings for findings in per_version.values()):
+                continue
+            for f in min(per_version.values(), key=len):
+                if f.rule != "E1":
+                    found[(side, number, f.rule)] = f.text
+    assert set(found) == set(CORPUS_FINDINGS), found
+
+
+# The demo's sessions (recorded through ctirelay): the 1.2 session is clean; the STARTTLS
+# one plays a 2.x server loosely, and these are its true findings.
+DEMO_TLS_FINDINGS = {
+    "V1": 1,  # the client sends wazoversion "18.03": a release number, not the protocol's 2.3
+    "L5": 1,  # and the demo server answers wazoversion "18.03" where a 2.3 server says "2.3"
+    "L4": 1,  # its 2.x login_capas still sends lastconnwins and loginkind (1.2 fields)
+    "R3": 14,  # its getlist answers carry replyid, which a 2.x server never sends
+    "M4": 1,  # it sends ipbxcommand hangup, removed in 15.19 (the class hangup replaced it)
+}
+
+
+def test_the_demo_sessions_check_clean_apart_from_true_findings():
+    assert check(_lines("check-demo-plain.jsonl")) == []
+    found = {}
+    for f in check(_lines("check-demo-tls.jsonl")):
+        found[f.rule] = found.get(f.rule, 0) + 1
+    assert found == DEMO_TLS_FINDINGS
+
+
+# --- the command -----------------------------------------------------------------------
+
+def _write(tmp_path, records) -> str:
+    path = tmp_path / "session.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    return str(path)
+
+
+def _main(argv, capfd):
+    status = check_command.main(argv)
+    out, err = capfd.readouterr()
+    return status, out, err
+
+
+BROKEN = [("client", LOGIN_ID), ("server", LOGIN_ID_OK),
+          ("client", {"class": "login_pass", "commandid": 2, "hashedpassword": "ab"})]
+
+
+def test_cticheck_exit_0_clean_1_findings_2_bad_input(tmp_path, capfd):
+    status, out, _ = _main([_write(tmp_path, stream(LOGIN))], capfd)
+    assert status == 0 and "clean" in out
+    status, out, _ = _main([_write(tmp_path, stream(BROKEN, "server"))], capfd)
+    assert status == 1
+    assert out.splitlines()[0].endswith("[L3]")
+    assert "the server closed the connection 0.010 s after the login_pass at +0.030 that broke [L3]" in out
+    assert "=== findings by rule" in out
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"class": "login_id"}\n')  # CTI messages, not a tagged stream
+    status, _, err = _main([str(bad)], capfd)
+    assert status == 2 and "no tagged-stream record" in err
+    bad.write_bytes(orjson.dumps(stream(LOGIN)[0]) + b"\nnot json\n")
+    assert _main([str(bad)], capfd)[0] == 2
+    with pytest.raises(SystemExit) as stopped:
+        check_command.main(["--protocol", "3.0", str(bad)])
+    assert stopped.value.code == 2
+
+
+def test_cticheck_json_one_object_per_finding(tmp_path, capfd):
+    status, out, _ = _main(["--json", _write(tmp_path, stream(BROKEN, "server"))], capfd)
+    objects = [orjson.loads(line) for line in out.splitlines()]
+    assert status == 1 and [o["rule"] for o in objects] == ["L3"]
+    assert objects[0]["from"] == "client" and objects[0]["protocol"] == "2.3"
+
+
+def test_cticheck_protocol_forces_the_version(tmp_path, capfd):
+    path = _write(tmp_path, stream(LOGIN))
+    status, out, _ = _main(["--protocol", "2.2", path], capfd)
+    assert status == 1 and "[V1]" in out and "protocol 2.2, as told" in out
+
+
+def test_cticheck_rules_lists_the_table(capfd):
+    status, out, _ = _main(["--rules"], capfd)
+    assert status == 0
+    assert [line.split()[0] for line in out.splitlines() if not line.startswith(" ")] == [
+        rule.id for rule in R.RULES]
+
+
+def test_annotate_passes_the_stream_with_check_events_that_ctipretty_shows(tmp_path, capfd):
+    records = stream(BROKEN + [("client", GETLIST)], "server")
+    status, out, _ = _main(["--annotate", _write(tmp_path, records)], capfd)
+    lines = out.encode().splitlines()
+    events = [orjson.loads(line) for line in lines if b'"event":"check"' in line]
+    assert [e["rule"] for e in events] == ["L3", "L1"]
+    assert len(lines) == len(records) + 2
+    assert orjson.loads(lines[4])["event"] == "check"  # right after the login_pass
+    assert all("from" not in e for e in events)  # an event, not a data record
+    shown = pretty.Pretty(compact=True, color=False, clock="none")
+    for line in lines:
+        shown.handle(orjson.loads(line), line)
+    text = shown.finish().decode()
+    assert ('--- session 1 check [L3]: client login_pass: protocol 2.3 expects "password", '
+            'not "hashedpassword"; the server closes the connection on this') in text
+
+
+def test_annotate_into_ctipretty_through_a_pipe(tmp_path):
+    path = _write(tmp_path, stream(BROKEN, "server"))
+    check = subprocess.Popen(command("cticheck", "--annotate", path), stdout=subprocess.PIPE)
+    shown = subprocess.run(command("ctipretty", "--color", "never"), stdin=check.stdout,
+                           capture_output=True, timeout=30)
+    check.stdout.close()
+    assert check.wait(timeout=30) == 1
+    assert b"check [L3]: client login_pass" in shown.stdout and shown.returncode == 0
