@@ -34,7 +34,7 @@ COMMANDS = {
 }
 
 # Commands that may be a stage reading the relay through a pipe.
-STAGES = {"ctistrip", "ctiinclude", "ctiexclude", "ctipretty", "ctisplit", "ctistat"}
+STAGES = {"ctistrip", "ctiinclude", "ctiexclude", "ctipretty", "ctisplit", "ctistat", "cticheck"}
 
 
 def _reads_a_pipe() -> bool:

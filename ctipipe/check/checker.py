@@ -359,7 +359,10 @@ _FAX_TRACKING = ("response", "autocall_channel", "originatereason")
 
 def _key(value: object) -> object:
     # commandid 5 and replyid "5" are the same request (as ctistat pairs them)
-    return str(value) if not isinstance(value, (dict, list)) else repr(value)
+    kind = type(value)
+    if kind is str:
+        return value
+    return str(value) if kind is not dict and kind is not list else repr(value)
 
 
 def _signature(message: dict) -> tuple:
@@ -415,7 +418,7 @@ class _Session:
         self.commandids: collections.OrderedDict = collections.OrderedDict()  # every one sent
         self.early_starttls: tuple | None = None  # (ts, pending number) before any server word
         self.by_signature: dict[tuple, collections.deque] = collections.defaultdict(
-            collections.deque)
+            lambda: collections.deque(maxlen=MAX_PENDING))
         self.counter = 0
         self.last_error: object = None  # the last server message's error_string
         self.closing: Located | None = None  # the last finding the server closes on
@@ -440,10 +443,15 @@ class Checker:
         self.ended: list[_Session] = []  # sessions whose close was seen, for the summary
 
     def session(self, conn: object) -> _Session:
+        found = self.sessions.get(conn) if type(conn) is int else None
+        if found is not None:
+            return found
         key = _key(conn)
         found = self.sessions.get(key)
         if found is None:
             found = self.sessions[key] = _Session(conn, self.forced)
+            if type(conn) is int:
+                self.sessions[conn] = found  # the common case, looked up without _key
         return found
 
     def record(self, record: dict) -> list[Located]:
@@ -469,9 +477,10 @@ class Checker:
             return []
         if event == "close":
             session.close = record
-            out = self._timeout(session, ts)
+            out = [] if session.logged_in else self._timeout(session, ts)
             out += self._end(session, ts, "closed")
-            del self.sessions[_key(session.conn)]
+            self.sessions.pop(_key(session.conn), None)
+            self.sessions.pop(session.conn, None)
             self.ended.append(session)
             return out
         return []
@@ -479,7 +488,7 @@ class Checker:
     def finish(self) -> list[Located]:
         """At the end of input: what the sessions still open leave unanswered."""
         out = []
-        for session in list(self.sessions.values()):
+        for session in {id(s): s for s in self.sessions.values()}.values():
             out += self._end(session, None, "input ended")
             self.ended.append(session)
         self.sessions.clear()
@@ -500,7 +509,7 @@ class Checker:
         return located
 
     def _timeout(self, session: _Session, ts: object) -> list[Located]:
-        if (session.logged_in or session.timeout_flagged or not session.from_start
+        if (session.timeout_flagged or not session.from_start
                 or session.start is None or not isinstance(ts, (int, float))
                 or ts - session.start <= R.LOGIN_TIMEOUT):
             return []
@@ -513,7 +522,7 @@ class Checker:
         ts = record.get("ts")
         if session.start is None and isinstance(ts, (int, float)):
             session.start = ts  # no open event: time from the first record
-        out = self._timeout(session, ts)
+        out = [] if session.logged_in else self._timeout(session, ts)
         if "msg" not in record:
             if record.get("chunk") or record.get("partial") or record.get("oversize"):
                 return out  # not a line the peer finished: nothing to check
@@ -617,12 +626,17 @@ class Checker:
             del session.pending[next(iter(session.pending))]
 
     def _answered(self, session: _Session, message: dict, out: list, ts: object) -> None:
+        if "replyid" not in message and not session.pending:
+            return  # a broadcast, and nothing waits: the common case
         name = message.get("class")
         if "replyid" in message and not (name == "ipbxcommand" and any(
                 key in message for key in _FAX_TRACKING)):
             replyid = message["replyid"]
             number = session.by_commandid.pop(_key(replyid), None)
             if number is not None and session.pending.pop(number, None) is not None:
+                if not session.pending:  # what the indexes still hold is all answered
+                    session.by_signature.clear()
+                    session.by_commandid.clear()
                 return
             if (replyid is not None and name != "directory"
                     and _key(replyid) not in session.commandids):
@@ -638,6 +652,9 @@ class Checker:
         while waiting:
             number = waiting.popleft()
             if session.pending.pop(number, None) is not None:
+                if not session.pending:
+                    session.by_signature.clear()
+                    session.by_commandid.clear()
                 return
 
     def _server(self, session: _Session, message: object, ts: object, out: list) -> None:

@@ -3,10 +3,11 @@ ctispy pipeline against a direct connection and socat, and each stage's speed on
 a saved stream. Cases run interleaved (A B C A B C ...) so that the machine's
 drift hits them all alike; the table shows medians and per-repetition ratios.
 
-    bin/bench [--reps 3] [--messages 200000] [--only relay|tls|replay|diff]
+    bin/bench [--reps 3] [--messages 200000] [--only relay|tls|replay|diff|check]
 
 The full run ends with the STARTTLS rows (tls_bench.py), ctireplay as a load
-(replay_bench.py) and ctidiff on large sessions (diff_bench.py); --only runs one part.
+(replay_bench.py), ctidiff on large sessions (diff_bench.py) and cticheck on
+1,000,000 messages (check_bench.py); --only runs one part.
 """
 from __future__ import annotations
 
@@ -219,7 +220,7 @@ def main() -> int:
     parser.add_argument("--stage-records", type=int, default=500_000)
     parser.add_argument("--round-trips", type=int, default=2000)
     parser.add_argument("--sustain-seconds", type=float, default=1.0)
-    parser.add_argument("--only", choices=("relay", "tls", "replay", "diff"),
+    parser.add_argument("--only", choices=("relay", "tls", "replay", "diff", "check"),
                         help="run only this part")
     parser.add_argument("--tls", action="store_const", dest="only", const="tls",
                         help="the same as --only tls")
@@ -229,7 +230,7 @@ def main() -> int:
     if args.only in (None, "tls"):
         print()
         tls_bench.run(args.reps, args.messages, args.round_trips)
-    for part in ("replay", "diff"):
+    for part in ("replay", "diff", "check"):
         if args.only in (None, part):
             print()
             subprocess.run([PYTHON, str(HERE / f"{part}_bench.py")], check=True)
