@@ -439,3 +439,15 @@ def test_annotate_into_ctipretty_through_a_pipe(tmp_path):
     check.stdout.close()
     assert check.wait(timeout=30) == 1
     assert b"check [L3]: client login_pass" in shown.stdout and shown.returncode == 0
+
+
+def test_readme_examples_file_gives_the_readme_output(capfd):
+    """tests/data/check-readme.jsonl holds the four examples of README's cticheck
+    section; the output shown there is tests/data/check-readme.expected."""
+    status, out, _ = _main([str(DATA / "check-readme.jsonl")], capfd)
+    assert status == 1
+    assert out == (DATA / "check-readme.expected").read_text()
+    rules = [line.rsplit("[", 1)[1].rstrip("]") for line in out.splitlines()[:4]]
+    assert rules == ["L3", "M1", "L6", "R1"]
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert out.splitlines()[0] in readme

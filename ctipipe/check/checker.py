@@ -711,7 +711,13 @@ class Checker:
     def _end(self, session: _Session, ts: object, how: str) -> list[Located]:
         out = []
         when = "the session ended" if how == "closed" else "the input ended"
+        closing = session.closing
         for pending in session.pending.values():
+            if session.timeout_flagged and (pending.offset or 0.0) > R.LOGIN_TIMEOUT:
+                continue  # sent after the login timeout: the server had cut the connection
+            if (closing is not None and isinstance(pending.ts, (int, float))
+                    and isinstance(closing.ts, (int, float)) and pending.ts >= closing.ts):
+                continue  # sent after a message the server closes the connection on
             out.append(Located(session.conn, pending.ts, pending.offset, "client", pending.name,
                                "R1", f"no answer to this {pending.name} before {when}",
                                R.NOTHING, session.version))
