@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import stat
-import sys
 
 from ctipipe import __version__
 from ctipipe.core import cli, stream

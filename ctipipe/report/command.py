@@ -3,7 +3,6 @@ shows its sessions: overview, timeline, ladder diagram, latency, rate."""
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 
 from ctipipe import __version__

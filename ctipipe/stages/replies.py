@@ -24,8 +24,6 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass
 
-import orjson
-
 from ctipipe.core import stream
 
 # Replies the protocol sends without a replyid (the 2.x login, the answer to

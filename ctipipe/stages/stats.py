@@ -6,9 +6,9 @@ import array
 import collections
 import os
 
+import orjson
 
-from ctipipe.core import cli
-from ctipipe.core import stream
+from ctipipe.core import cli, stream
 from ctipipe.stages import replies
 from ctipipe.stages import runner as stage
 from ctipipe.core.terminal import safe_json, safe_text
