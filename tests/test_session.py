@@ -6,6 +6,7 @@ import ssl
 
 import pytest
 import trio
+import trio.testing
 
 from ctipipe.core import neterrors
 from ctipipe.relay import pumps
@@ -186,5 +187,52 @@ async def test_the_watching_pumps_stop_the_client_before_the_answer_goes_out():
     assert client_far.recv(100) == answer
     client_far.sendall(b"\x16\x03\x01")  # the ClientHello: left for the TLS phase
     assert session.client.sock.recv(100) == b"\x16\x03\x01"
+    for sock in (client_far, server_far, session.client.sock, session.server.sock):
+        sock.close()
+
+
+async def test_a_client_pump_switched_while_sending_stops_once_its_send_is_done():
+    """The switch comes while the client's pump waits to send (the server reads
+    slowly): once its send is done it must stop, not read on in plain."""
+    session = _session()
+    client_far, session.client.sock = _pair()
+    server_far, session.server.sock = _pair()
+    watch = pumps.Watch()
+    results = {}
+    request = b'{"class":"starttls","status":true}\n'
+    pipelined = b"x" * (4 << 20)  # more than the sockets hold: the client's pump waits
+    answer = b'{"class": "starttls", "starttls": true}\n'
+
+    async def pump(direction):
+        results[direction.side] = await pumps.watching(session, direction, watch)
+
+    async def send(sock, data):
+        view = memoryview(data)
+        while view:
+            await trio.lowlevel.wait_writable(sock)
+            view = view[sock.send(view):]
+
+    async def drain(sock):
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            sock.recv(1 << 16)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as phase:
+                session.scope = phase.cancel_scope
+                phase.start_soon(pump, session.client)
+                phase.start_soon(pump, session.server)
+                nursery.start_soon(send, client_far, request + pipelined)
+                await trio.testing.wait_all_tasks_blocked()
+                assert watch.watcher.requested
+                server_far.sendall(answer)
+                await trio.testing.wait_all_tasks_blocked()  # the server's pump waits for it
+                nursery.start_soon(drain, server_far)
+            # The phase ended: the client's pump stopped once its send was done
+            # (read on in plain, it would still be waiting for the client).
+            nursery.cancel_scope.cancel()
+    assert results == {"client": False, "server": True}
+    assert session.client.bytes < len(request + pipelined)  # the rest is left unread
     for sock in (client_far, server_far, session.client.sock, session.server.sock):
         sock.close()

@@ -175,6 +175,8 @@ async def watching(session: Session, direction: Direction, watch: Watch) -> bool
                 return True
     finally:
         watch.stopped[side].set()
+    if watch.switched:
+        return False  # stopped while sending: what comes now is TLS, for the other phase
     await plain(session, direction)
     return False
 
