@@ -180,6 +180,17 @@ class Conversation:
             return True
         return ready()
 
+    async def sleep_until(self, deadline: float) -> bool:
+        """A recorded pause, up to trio time `deadline`; False as soon as the
+        peer has gone (a recorded night of silence must not hold a session
+        whose peer left)."""
+        with trio.move_on_at(deadline):
+            while not self.eof:
+                if self._changed.is_set():
+                    self._changed = trio.Event()
+                await self._changed.wait()
+        return not self.eof
+
     async def close(self) -> None:
         with trio.CancelScope(shield=True):
             try:

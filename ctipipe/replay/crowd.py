@@ -151,6 +151,7 @@ class Crowd:
         in_a_row = 0  # replies that timed out since the last that came
         ids = itertools.count(random.randrange(10**8, 10**9))
         last = trio.current_time()
+        sent = 0  # recorded client lines sent
         gone = False
 
         async def wait_replies(before: int) -> bool:
@@ -158,8 +159,8 @@ class Crowd:
             nonlocal waited, last, in_a_row
             while waited < len(replies) and replies[waited].index < before:
                 reply = replies[waited]
-                waited += 1
                 if await live.wait_until(lambda: reply.index in awaiting.got, self.timeout):
+                    waited += 1
                     in_a_row = 0
                     last = max(last, awaiting.got[reply.index])
                     if live.paused:  # at once: a real server drops a late handshake
@@ -168,10 +169,11 @@ class Crowd:
                             divergence.note(live.error)
                             return False
                     continue
+                if live.eof:
+                    return False  # the server left: what did not come is counted below
+                waited += 1
                 divergence.timed_out.add(f"reply {label(reply.cls)}")
                 in_a_row += 1
-                if live.eof:
-                    return False
                 if in_a_row >= TIMEOUTS_IN_A_ROW:
                     divergence.note(f"gave up after {in_a_row} replies in a row timed out")
                     live.ended_by = "client"
@@ -191,16 +193,22 @@ class Crowd:
                     divergence.note("the server did not offer STARTTLS")
                     awaiting.tls_answered = True
                     continue
-            await trio.sleep_until(last + line.delay / self.pace)
+            if not await live.sleep_until(last + line.delay / self.pace):
+                gone = True  # the server left during the recorded pause
+                break
             data, live_id = self._request(line, next(ids), awaiting.sessionid)
             awaiting.expect(line, live_id)
             if not await live.send(data):
                 gone = True
                 break
+            sent += 1
             last = trio.current_time()
         if not gone:
             await wait_replies(len(script.server))
         if live.eof:
+            if live.ended_by == "server":
+                _server_left(live, awaiting, divergence, replies[waited:],
+                             len(script.client) - sent)
             return
         if script.closed_by == "server":
             if not await live.wait_until(lambda: False, self.timeout) and not live.eof:
@@ -229,3 +237,14 @@ class Crowd:
             return line.wire, live_id
         return orjson.dumps(changed) + b"\n", live_id
 
+
+def _server_left(live: Conversation, awaiting: _Awaiting, divergence: Divergence,
+                 replies: list, unsent: int) -> None:
+    """The server ended the session: a divergence if the recording went on
+    (requests still to send, replies still to come)."""
+    for reply in replies:
+        if reply.index not in awaiting.got:
+            divergence.not_seen.add(f"reply {label(reply.cls)}")
+    if unsent:
+        how = f"the server left ({live.error})" if live.error else "the server closed the connection"
+        divergence.note(f"{how} with {unsent} recorded client messages still to send")
