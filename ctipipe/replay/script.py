@@ -220,11 +220,21 @@ def _renumber(conn: int, client: list[Line], server: list[Line], starttls: bool,
                        answers=client_map.get(l.answers) if l.answers is not None else None)
                   for i, l in enumerate(server)]
     # `after` counted the other side's lines recorded before: count only those kept.
-    for line, new in zip(client, new_client):
-        new.after = sum(1 for s in server if s.index < line.after)
-    for line, new in zip(server, new_server):
-        new.after = sum(1 for c in client if c.index < line.after)
+    _recount(client, new_client, server)
+    _recount(server, new_server, client)
     return Script(conn, new_client, new_server, starttls, closed_by)
+
+
+def _recount(old: list[Line], new: list[Line], other: list[Line]) -> None:
+    """Set each new line's `after` to the number of kept `other` lines whose
+    old index is below the old line's `after`. Both sides are in recorded
+    order, so `after` never decreases: one pass over each (linear; counting
+    for each line anew made --no-starttls quadratic)."""
+    kept = 0
+    for line, renumbered in zip(old, new):
+        while kept < len(other) and other[kept].index < line.after:
+            kept += 1
+        renumbered.after = kept
 
 
 def hashed_password(sessionid: str, password: str) -> str:
