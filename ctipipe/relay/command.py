@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import resource
 import signal
 import socket
 import struct
@@ -20,7 +19,7 @@ import time
 import trio
 
 from ctipipe import __version__
-from ctipipe.core import cli, neterrors, stream
+from ctipipe.core import cli, descriptors, neterrors, stream
 from ctipipe.core.notices import Notices
 from ctipipe.relay import certs as tls
 from ctipipe.relay import intercept, pumps
@@ -350,17 +349,6 @@ def _keepalive(sock) -> None:
         pass  # a platform without these options: the sessions work without
 
 
-def _raise_descriptor_limit() -> None:
-    """Each session holds two sockets: allow as many as the system lets us."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY
-                                                        else max(soft, 1 << 16), hard))
-        except (ValueError, OSError):
-            pass
-
-
 def _tls_options(args) -> intercept.Options:
     """The relay's TLS from its options; makes its certificate on first use."""
     client_context = None
@@ -384,7 +372,7 @@ def _tls_options(args) -> intercept.Options:
 
 
 async def _run(args, notices: Notices) -> int:
-    _raise_descriptor_limit()
+    descriptors.raise_limit()  # each session holds two sockets
     tap = Tap(1, raw=args.raw, max_line=args.max_line, notify=notices.say,
               flush_timeout=FLUSH_TIMEOUT)
     relay = Relay(args.host, args.port, listen_addr=args.listen_addr, listen_port=args.listen_port,

@@ -15,12 +15,13 @@ ends the report. This module holds the options and runs one or the other.
 from __future__ import annotations
 
 import argparse
+import resource
 import signal
 import socket
 
 import trio
 
-from ctipipe.core import cli, stream
+from ctipipe.core import cli, descriptors, stream
 from ctipipe.core.notices import Notices
 from ctipipe.relay import certs as tls
 from ctipipe.relay.tap import Tap
@@ -37,6 +38,10 @@ DEFAULT_TIMEOUT = 10.0
 
 # At shutdown, how long to keep trying to write the last records.
 FLUSH_TIMEOUT = 5.0
+
+# Descriptors the process holds besides its sessions' sockets (standard
+# streams, trio's own, listeners): what --clients N needs on top of N.
+DESCRIPTORS_SPARE = 16
 
 EXAMPLE = """\
 ctireplay session.jsonl --listen-port 5003 | ctipretty      # a mock server playing the recording
@@ -187,6 +192,18 @@ def _tls_context(args: argparse.Namespace, script: scripts.Script):
     return tls.client_leg_context(cert, key)
 
 
+def _allow_descriptors(args: argparse.Namespace, notices: Notices) -> None:
+    """Raise the soft limit on open files (each session holds a socket); say
+    in one line when even the hard limit cannot hold --clients N at once."""
+    clients = args.clients or 1
+    soft, hard = descriptors.raise_limit(max(descriptors.UNLIMITED_SOFT, clients + DESCRIPTORS_SPARE))
+    if args.to is None or soft == resource.RLIM_INFINITY or soft >= clients + DESCRIPTORS_SPARE:
+        return
+    notices.say(f"warning: the hard limit on open files ({hard}) is too low for --clients "
+                f"{clients}: about {max(soft - DESCRIPTORS_SPARE, 0)} sessions can be open at "
+                f"once, the others will fail with \"Too many open files\" (raise it: ulimit -Hn)")
+
+
 async def _run(args: argparse.Namespace, script: scripts.Script, context,
                notices: Notices) -> tuple[int, list[str]]:
     """Play the recording; the exit status and the report's lines."""
@@ -241,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         cli.report(PROG, f"error: {error}")
         return cli.Exit.USAGE
     notices = Notices(prog=PROG)
+    _allow_descriptors(args, notices)
 
     def body() -> int:
         try:
