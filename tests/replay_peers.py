@@ -1,5 +1,6 @@
-"""ctireplay's live clients in-process: a Crowd whose sessions reach a fake
-server over trio memory streams, for tests that run under autojump_clock."""
+"""ctireplay in-process over trio memory streams, for tests that run under
+autojump_clock: a Crowd whose sessions reach a fake server, a Mock that
+serves a test's client."""
 import json
 import os
 
@@ -9,6 +10,7 @@ import trio.testing
 from ctipipe.relay.tap import Tap
 from ctipipe.replay import report, script
 from ctipipe.replay.crowd import Crowd
+from ctipipe.replay.mock import Mock
 
 
 def rec(*records) -> bytes:
@@ -41,27 +43,69 @@ async def answer(stream, reply, close_after: str = "getlist") -> None:
                     return
 
 
-def play(recording: bytes, nursery, server, **options) -> Crowd:
-    """A crowd whose sessions reach server(stream) over memory streams, its
-    records going to /dev/null."""
+def devnull_tap(nursery) -> Tap:
+    """A tap whose records go to /dev/null, running in `nursery`."""
     tap = Tap(os.open(os.devnull, os.O_WRONLY), raw=False, max_line=1 << 20,
               notify=lambda message: None)
     nursery.start_soon(tap.run)
+    return tap
+
+
+async def close_tap(tap: Tap) -> None:
+    tap.close()
+    await tap.finished.wait()
+    os.close(tap.fd)
+
+
+def play(recording: bytes, nursery, server, **options) -> Crowd:
+    """A crowd whose sessions reach server(stream) over memory streams, its
+    records going to /dev/null."""
+    tap = devnull_tap(nursery)
 
     async def connect():
         ours, theirs = trio.testing.memory_stream_pair()
         nursery.start_soon(server, theirs)
         return ours, "memory"
     settings = {"clients": 1, "ramp": 0.0, "pace": 1.0, "timeout": 10.0, **options}
-    crowd = Crowd(script.load(recording), host="server", port=5003, password=None, tap=tap,
-                  max_line=1 << 20, connect=connect, **settings)
-    crowd.tap_fd = tap.fd
-    return crowd
+    return Crowd(script.load(recording), host="server", port=5003, password=None, tap=tap,
+                 max_line=1 << 20, connect=connect, **settings)
 
 
 async def run(crowd: Crowd) -> list[str]:
     await crowd.run("recording.jsonl")
-    crowd.tap.close()
-    await crowd.tap.finished.wait()
-    os.close(crowd.tap_fd)
+    await close_tap(crowd.tap)
     return report.run_report(crowd.results)
+
+
+class Said:
+    """Standard error as a list of what was said."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def say(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def mock(recording: bytes, nursery, **options) -> Mock:
+    """A mock of `recording` whose records go to /dev/null; serve one client with
+    nursery.start_soon(serve_one, mock, stream); what it says is in mock.notices.lines."""
+    settings = {"pace": 1.0, "timeout": 10.0, **options}
+    return Mock(script.load(recording), source="replay:recording.jsonl#1",
+                tap=devnull_tap(nursery), max_line=1 << 20, loop=False, listen_addr=None,
+                listen_port=0, notices=Said(), **settings)
+
+
+async def serve_one(server: Mock, stream) -> None:
+    """Serve one client, then close the tap (the nursery can then end)."""
+    await server.play(stream, "peer")
+    await close_tap(server.tap)
+
+
+async def received(stream) -> list[tuple[float, dict]]:
+    """Every message the peer sends until it closes, with the trio time it came."""
+    got, buffer = [], b""
+    while data := await stream.receive_some(1 << 16):
+        *lines, buffer = (buffer + data).split(b"\n")
+        got += [(trio.current_time(), json.loads(line)) for line in lines]
+    return got

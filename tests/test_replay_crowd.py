@@ -80,3 +80,18 @@ async def test_a_server_that_closes_where_the_recorded_one_did_is_followed(autoj
         lines = await run(play(login_then_getlist(60.0, closed_by="server"), nursery, server))
     assert trio.current_time() - start == pytest.approx(60.0)
     assert lines[0] == "session 1: followed the recording"
+
+
+async def test_ramp_spreads_the_starts_evenly(autojump_clock):
+    connected = []
+
+    async def server(stream):
+        connected.append(trio.current_time() - start)
+        await answer(stream, replies, close_after="getlist")
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        lines = await run(play(login_then_getlist(0.0, closed_by="server"), nursery, server,
+                               clients=3, ramp=1.5))
+    assert connected == [0.0, 0.5, 1.0]
+    assert lines[-1] == "3 of 3 sessions followed the recording"

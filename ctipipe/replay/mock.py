@@ -146,6 +146,14 @@ class Mock:
             self.notices.say(f"session {conn}: {message}")
             await client.aclose()
             return
+        await self.play(client, peer, conn)
+
+    async def play(self, client: trio.abc.Stream, peer: str, conn: int | None = None) -> None:
+        """Serve the recording to one connected client (`peer` names it in
+        the `open` record); tests give memory streams."""
+        if conn is None:
+            self.sessions += 1
+            conn = self.sessions
         divergence = Divergence()
         self.results.append((conn, divergence))
         script = self.script
