@@ -30,43 +30,7 @@ def run(name: str, *args: str, data: bytes = SESSION, env=UTC) -> subprocess.Com
                           env=env)
 
 
-# --- golden input / expected pairs -------------------------------------------
-
-# expected output -> (input in tests/golden, command and arguments); run with TZ=UTC
-GOLDEN_CASES = {
-    "strip.expected": ("session.jsonl", "ctistrip", "timenow", "config.lastcall"),
-    "include.expected": ("session.jsonl", "ctiinclude", "class=getlist", "commandid=5"),
-    "include-server.expected": ("session.jsonl", "ctiinclude", "--from", "server"),
-    "exclude.expected": ("session.jsonl", "ctiexclude", "class=getlist"),
-    "pretty.expected": ("session.jsonl", "ctipretty", "--color", "never"),
-    "pretty-compact.expected": ("session.jsonl", "ctipretty", "--compact", "--color", "never"),
-    "stat.expected": ("session.jsonl", "ctistat"),
-    "stat-network.expected": ("session.jsonl", "ctistat", "-n"),
-    "stat-json.expected": ("session.jsonl", "ctistat", "--json"),
-    # a 2.x session through STARTTLS (messages from real servers and clients),
-    # a second session passed through encrypted, a client the relay could not serve
-    "pretty-tls.expected": ("tls-login.jsonl", "ctipretty", "--color", "never"),
-    "pretty-tls-compact.expected": ("tls-login.jsonl", "ctipretty", "--compact", "--color", "never"),
-    "pretty-tls-relative.expected": ("tls-login.jsonl", "ctipretty", "--compact", "--color", "never",
-                                     "--time", "relative"),
-    "pretty-tls-none-tagged.expected": ("tls-login.jsonl", "ctipretty", "--compact", "--color",
-                                        "never", "--time", "none", "--tag-sessions"),
-    "stat-tls.expected": ("tls-login.jsonl", "ctistat", "-m"),
-    "stat-tls-network.expected": ("tls-login.jsonl", "ctistat", "-n"),
-    "stat-tls-json.expected": ("tls-login.jsonl", "ctistat", "--json"),
-    # a peer trying to drive the terminal: C0, C1, DEL, bidirectional controls
-    "pretty-hostile.expected": ("hostile.jsonl", "ctipretty", "--color", "never"),
-    "pretty-hostile-compact.expected": ("hostile.jsonl", "ctipretty", "--compact", "--color", "never"),
-}
-
-
-@pytest.mark.parametrize("expected", sorted(GOLDEN_CASES))
-def test_golden(expected):
-    source, *args = GOLDEN_CASES[expected]
-    result = run(*args, data=(GOLDEN / source).read_bytes())
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == b""
-    assert result.stdout.decode() == (GOLDEN / expected).read_text()
+# (the golden input / expected pairs run in-process: tests/test_runner.py)
 
 
 def test_filters_keep_untouched_lines_byte_for_byte():

@@ -208,23 +208,16 @@ def _why_not_json(error: Exception) -> str:
     return f"not JSON ({text})"
 
 
-def _looks_like(first_lines: list[bytes]) -> str:
-    """What an input whose first lines hold no record is, for the one line that says so."""
-    first = first_lines[0].strip()
-    if any(b"\x00" in line for line in first_lines) or not _is_utf8(b"".join(first_lines)):
+def _looks_like(held: list[tuple[int, str, bytes]]) -> str:
+    """What an input whose first lines (number, warning, start) hold no
+    record is, for the one line that says so."""
+    first = held[0][2].strip()
+    if any(why == "not UTF-8" or b"\x00" in line for _, why, line in held):
         return "it is binary data"
     if first in (b"{", b"["):
         return ("it looks like a classic ctisave file (one side's messages as indented "
                 "JSON), which ctidiff reads (ctidiff old/cti-server new/cti-server)")
     return "its first lines are not JSON records"
-
-
-def _is_utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return error.start >= len(data) - 3  # a character cut by our own bound
-    return True
 
 
 class Runner:
@@ -311,7 +304,7 @@ class Runner:
 
     def _not_a_stream(self) -> None:
         raise cli.CommandError(f"{self.name} is not a tagged stream (as ctirelay writes): "
-                               f"{_looks_like([line for _, _, line in self.held])}",
+                               f"{_looks_like(self.held)}",
                                cli.Exit.USAGE)
 
     def _block(self, block: bytes | TooLong, out: list[bytes]) -> None:
