@@ -73,13 +73,15 @@ def test_redact_masks_credentials_in_lines_that_are_not_json_and_in_raw_chunks()
     assert result.stderr.count(b"--raw chunks") == 1  # said once: a split credential is not found
 
 
-def test_ctistrip_refuses_a_file_name_given_as_a_field(tmp_path):
+def test_ctistrip_reads_a_file_given_among_its_fields(tmp_path):
+    # (it was refused as "looks like a file"; filters now read FILEs as the sinks do)
     saved = tmp_path / "session.jsonl"
     saved.write_bytes(SESSION)
-    for argv in (["timenow", str(saved)], ["class", "session.jsonl"]):
-        result = run("ctistrip", *argv)
-        assert result.returncode == 2 and result.stdout == b""
-        assert result.stderr.count(b"\n") == 1 and b"looks like a file" in result.stderr
+    result = run("ctistrip", "timenow", str(saved), data=b"")
+    assert result.returncode == 0 and result.stdout == run("ctistrip", "timenow").stdout
+    result = run("ctistrip", "class", "missing.jsonl")
+    assert result.returncode == 1 and result.stdout == b""
+    assert result.stderr == b"ctistrip: error: cannot read missing.jsonl: No such file or directory\n"
 
 
 def test_expressions_compare_json_text():

@@ -82,7 +82,8 @@ def command_name(prog: str) -> str:
 def one_line(message: str) -> str:
     """A message for standard error with every control escaped: it may quote
     a peer (a class name, an address), who must not drive the terminal."""
-    return safe_text(message.encode("utf-8", "surrogateescape"), False).decode("utf-8", "replace")
+    shown = safe_text(message.encode("utf-8", "surrogateescape"), False)
+    return shown.decode("utf-8", "backslashreplace")  # a file name's stray bytes as \xNN
 
 
 def report(prog: str, message: str) -> None:

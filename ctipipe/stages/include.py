@@ -11,10 +11,11 @@ from ctipipe.stages import runner as stage
 INCLUDE_EXAMPLE = """\
 ctirelay xivo-new | ctiinclude class=getlist class=ipbxcommand | ctipretty
 ctirelay xivo-new | ctiinclude listname=agents --from server | ctipretty
+ctiinclude class=getlist big.jsonl | ctipretty
 """
 EXCLUDE_EXAMPLE = """\
 ctirelay xivo-new | ctiexclude function=updatestatus | ctipretty
-ctiexclude class=keepalive < session.jsonl > quiet.jsonl
+ctiexclude class=keepalive session.jsonl > quiet.jsonl
 ctirelay xivo-new | ctiexclude --from client class=keepalive | ctipretty
 """
 
@@ -62,9 +63,23 @@ class Exclude(stage.Stage):
 
 def _expressions(parser: cli.Parser, texts: list[str]) -> list[paths.Expression]:
     try:
-        return [paths.Expression(text) for text in texts]
+        return [paths.Expression(text) for text in texts if not stage.is_file_word(text)]
     except paths.ExpressionError as error:
-        parser.error(str(error))
+        text = str(error)
+        if text.startswith("not a KEY=VALUE expression"):
+            text += " nor an existing file to read"
+        parser.error(text)
+
+
+def _words(parser: cli.Parser, description: str) -> None:
+    parser.description += " Reads standard input, or the FILEs among the words."
+    parser.usage = "%(prog)s [options] KEY=VALUE... [FILE...]"
+    parser.add_argument("expressions", nargs="*", metavar="KEY=VALUE",
+                        help=f"{description}; " + stage.FILE_WORDS)
+
+
+def _files(words: list[str]) -> list[str]:
+    return [word for word in words if stage.is_file_word(word)]
 
 
 def main_include(argv: list[str] | None = None) -> int:
@@ -72,25 +87,27 @@ def main_include(argv: list[str] | None = None) -> int:
     parser = cli.Parser(prog, "Keep only the messages matching one of the KEY=VALUE expressions "
                         "(KEY!=VALUE: not matching); "
                         "events pass, undecodable lines are dropped.", INCLUDE_EXAMPLE)
-    parser.add_argument("expressions", nargs="*", metavar="KEY=VALUE")
+    _words(parser, "keep the messages where KEY (a dotted path) holds VALUE")
     parser.add_argument("--from", dest="side", choices=("client", "server"),
                         help="keep only this side's records")
     args = parser.parse_args(argv)
-    if not args.expressions and args.side is None:
-        parser.error("give at least one KEY=VALUE expression, or --from")
     include = Include(_expressions(parser, args.expressions), args.side)
-    return cli.guarded(prog, lambda: stage.run_stage(prog, include), debug=args.debug)
+    if not include.expressions and args.side is None:
+        parser.error("give at least one KEY=VALUE expression, or --from")
+    return cli.guarded(prog, lambda: stage.run_stage(prog, include, _files(args.expressions)),
+                       debug=args.debug)
 
 
 def main_exclude(argv: list[str] | None = None) -> int:
     prog = "ctiexclude"
     parser = cli.Parser(prog, "Drop the messages matching one of the KEY=VALUE expressions "
                         "(KEY!=VALUE: not matching); everything else passes.", EXCLUDE_EXAMPLE)
-    parser.add_argument("expressions", nargs="*", metavar="KEY=VALUE")
+    _words(parser, "drop the messages where KEY (a dotted path) holds VALUE")
     parser.add_argument("--from", dest="side", choices=("client", "server"),
                         help="drop only this side's messages (all of them, given no expression)")
     args = parser.parse_args(argv)
-    if not args.expressions and args.side is None:
-        parser.error("give at least one KEY=VALUE expression, or --from")
     exclude = Exclude(_expressions(parser, args.expressions), args.side)
-    return cli.guarded(prog, lambda: stage.run_stage(prog, exclude), debug=args.debug)
+    if not exclude.expressions and args.side is None:
+        parser.error("give at least one KEY=VALUE expression, or --from")
+    return cli.guarded(prog, lambda: stage.run_stage(prog, exclude, _files(args.expressions)),
+                       debug=args.debug)

@@ -73,6 +73,22 @@ def add_input_files(parser: argparse.ArgumentParser) -> None:
                              "default: standard input)")
 
 
+# What a filter's --help says of the FILEs among its words.
+FILE_WORDS = ("a word without '=' that names an existing file (or is '-', holds a '/', or ends "
+              "in .jsonl or .json) is a saved stream to read, in order, instead of standard input")
+
+
+def is_file_word(word: str) -> bool:
+    """Does this word of a filter's command line name an input FILE rather than
+    one of its own arguments (KEY=VALUE, FIELD)? `-`, an existing file, or a
+    word that can only be a path (holds a `/`, ends in .jsonl or .json), as
+    for ctistat; never a word with `=`, which is an expression."""
+    if "=" in word:
+        return False
+    return (word == "-" or "/" in word or word.endswith((".jsonl", ".json"))
+            or (os.path.exists(word) and not os.path.isdir(word)))
+
+
 class TooLong:
     """Given by Lines in place of a line longer than the bound."""
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
 import re
 
 from ctipipe.core import cli
@@ -21,7 +20,7 @@ MASK = "***"
 EXAMPLE = """\
 ctirelay xivo-new | ctistrip timenow commandid replyid | ctipretty
 ctirelay xivo-new | ctistrip --redact | tee capture.jsonl | ctipretty
-ctistrip config.lastcall status.queues < session.jsonl > lean.jsonl
+ctistrip config.lastcall status.queues session.jsonl > lean.jsonl
 """
 
 
@@ -145,18 +144,19 @@ def secret_fields(args: argparse.Namespace) -> set[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.Parser(PROG, "Remove fields from every message of the tagged stream "
-                        "(a dotted path reaches into nested objects).", EXAMPLE)
-    parser.add_argument("fields", nargs="*", metavar="FIELD")
+                        "(a dotted path reaches into nested objects). Reads standard input, or "
+                        "the FILEs among the words.", EXAMPLE,
+                        usage="%(prog)s [options] FIELD... [FILE...]")
+    parser.add_argument("fields", nargs="*", metavar="FIELD",
+                        help="a field to remove (timenow, config.lastcall); " + stage.FILE_WORDS)
     add_redact_options(parser)
     args = parser.parse_args(argv)
-    if not args.fields and not secret_fields(args):
+    files = [word for word in args.fields if stage.is_file_word(word)]
+    fields = [word for word in args.fields if not stage.is_file_word(word)]
+    if not fields and not secret_fields(args):
         parser.error("give at least one FIELD to remove, or --redact")
-    for field in args.fields:
-        if os.path.exists(field) or field.endswith((".jsonl", ".json")) or "/" in field:
-            parser.error(f"{field!r} looks like a file, not a FIELD: ctistrip reads the stream "
-                         f"on standard input (ctistrip FIELD... < {field})")
     try:
-        strip = Strip(args.fields, secret_fields(args))
+        strip = Strip(fields, secret_fields(args))
     except paths.ExpressionError as error:
         parser.error(str(error))
-    return cli.guarded(PROG, lambda: stage.run_stage(PROG, strip), debug=args.debug)
+    return cli.guarded(PROG, lambda: stage.run_stage(PROG, strip, files), debug=args.debug)
