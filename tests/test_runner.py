@@ -309,3 +309,15 @@ def test_redact_reaches_a_secret_a_thousand_levels_deep():
     message = b'{"a":' * 1000 + b'{"password":"s3cret"}' + b"}" * 1000
     out = redacted(message)
     assert b"s3cret" not in out and b'"password":"***"' in out
+
+
+# --- ctispy --raw: each chunk exactly as the classic print(data) --------------------------
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_a_raw_chunk_is_shown_as_its_text_then_a_newline(compact):
+    chunks = [b'{"ts":1.0,"conn":1,"from":"client","size":2,"chunk":true,"raw":"A\\n"}',
+              b'{"ts":1.0,"conn":1,"from":"client","size":1,"chunk":true,"raw":"A"}',
+              b'{"ts":1.0,"conn":1,"from":"server","size":5,"chunk":true,"raw":"B\\nC\\n\\n"}']
+    output, _ = run(Pretty(compact, False, "none"), b"\n".join(chunks) + b"\n")
+    assert output == (b"    Client > Server\nA\n\n" b"    Client > Server\nA\n"
+                      b"    Server > Client\nB\nC\n\n\n")

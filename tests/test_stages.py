@@ -478,7 +478,8 @@ def test_raw_lines_and_chunks_show_under_the_classic_header():
          "raw": "{\"class\":\"keepalive\"}\n"},
     ], compact=True)
     assert shown.splitlines() == ["    16:54:39.205000 Server > Client", "not json at",
-                                  "    16:54:39.206000 Client > Server", "{\"class\":\"keepalive\"}"]
+                                  "    16:54:39.206000 Client > Server", "{\"class\":\"keepalive\"}",
+                                  ""]  # the chunk's own newline, then print()'s
 
 
 def test_time_utc_does_not_depend_on_the_local_zone():

@@ -149,7 +149,10 @@ class Pretty(stage.Stage):
             notes.append("a piece of a line longer than the relay's limit")
         if record.get("partial"):
             notes.append("the connection closed before the end of this line")
-        body = safe_text(raw[:-1] if raw.endswith(b"\n") else raw)
+        # A --raw chunk is shown exactly as the classic ctispy's print(data) did:
+        # its text, then a newline, so that chunks "A\n" and "A" differ.
+        chunk = record.get("chunk") is True
+        body = safe_text(raw if chunk or not raw.endswith(b"\n") else raw[:-1])
         if self.compact:
             body = body.replace(b"\n", b"\x01")
         elif self.exact:
