@@ -60,6 +60,8 @@ class Pretty(stage.Stage):
     characters escaped, so none of these bytes comes from the traffic.)
     """
 
+    rewrites = True  # messages are encoded anew: integers beyond 64 bits kept exact
+
     def __init__(self, compact: bool, color: bool, clock: str = "local",
                  tag_sessions: bool = False) -> None:
         self.compact = compact

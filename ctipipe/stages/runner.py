@@ -41,6 +41,11 @@ class Stage:
 
     malformed = 0  # input lines that were not records, counted by the runner
 
+    # True for a stage that writes or shows messages anew (not only whole
+    # lines): its messages must hold integers beyond 64 bits exactly, which
+    # costs a look at every batch for long runs of digits.
+    rewrites = False
+
     def begin_batch(self, block: bytes) -> None:
         """Called with each read's complete lines before they are handled."""
 
@@ -335,7 +340,7 @@ class Runner:
         lines = block.split(b"\n")
         if self.checking:
             lines = self._first_lines(lines)
-        exact = stream.may_hold_big_integer(block)
+        exact = stage.rewrites and stream.may_hold_big_integer(block)
         loads, JSONDecodeError, handle = orjson.loads, orjson.JSONDecodeError, stage.handle
         results = []
         lineno = self.lineno

@@ -104,6 +104,8 @@ class Split(stage.Stage):
     indent of 4 in one pass (stream.widen); a raw line ends such a run first,
     so its text is written exactly as it came."""
 
+    rewrites = True  # messages are encoded anew: integers beyond 64 bits kept exact
+
     def __init__(self, client_path: str, server_path: str, jsonl: bool) -> None:
         self.paths = {"client": client_path, "server": server_path}
         for path in self.paths.values():

@@ -30,6 +30,8 @@ class Strip(stage.Stage):
     decoded again seeing every key, duplicates included: JSON readers differ
     on which of two equal keys wins, so every occurrence is masked."""
 
+    rewrites = True  # messages are encoded anew: integers beyond 64 bits kept exact
+
     def __init__(self, fields: list[str], secrets: set[str]) -> None:
         self.paths = [paths.field_path(field) for field in fields]
         self.secrets = secrets
