@@ -34,6 +34,9 @@ class Strip(stage.Stage):
 
     def __init__(self, fields: list[str], secrets: set[str]) -> None:
         self.paths = [paths.field_path(field) for field in fields]
+        # fields at the top of the message (timenow), removed without a walk
+        self.top = [path[0] for path in self.paths if len(path) == 1]
+        self.deep = [path for path in self.paths if len(path) > 1]
         self.secrets = secrets
         self.in_text = secret_pattern(secrets) if secrets else None
         self.hint = _hint_pattern(secrets) if secrets else None
@@ -49,7 +52,12 @@ class Strip(stage.Stage):
         else:
             changed = bool(self.secrets) and mask_secrets(record["msg"], self.secrets)
         message = record["msg"]
-        for path in self.paths:
+        if type(message) is dict:
+            for key in self.top:
+                if key in message:
+                    del message[key]
+                    changed = True
+        for path in self.deep:
             if paths.remove(message, path):
                 changed = True
         # Untouched messages keep their wire text byte for byte.
