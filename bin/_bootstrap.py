@@ -49,13 +49,14 @@ def _ensure_venv() -> None:
 
 
 def _ready() -> None:
-    """Install if needed; Ctrl-C during the install is one line, not a traceback."""
+    """Install if needed; Ctrl-C during the install is one line, not a
+    traceback, and exit status 0 as for any Ctrl-C (README)."""
     try:
         _ensure_venv()
     except KeyboardInterrupt:
         print("ctipipe: first-run install interrupted; the next run installs again",
               file=sys.stderr, flush=True)
-        sys.exit(1)
+        sys.exit(0)
 
 
 def run(command: str) -> None:

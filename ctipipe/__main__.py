@@ -2,10 +2,12 @@
 each command (with `-P`, see core.cli.command_argv)."""
 import sys
 
-from ctipipe.commands import COMMANDS, run
-
 
 def main() -> int:
+    try:
+        from ctipipe.commands import COMMANDS, run
+    except KeyboardInterrupt:  # Ctrl-C while Python starts: nothing began, done (README)
+        return 0
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         print("usage: python -m ctipipe {%s} [ARGS...]" % ",".join(COMMANDS), file=sys.stderr)
         return 2

@@ -319,3 +319,14 @@ def test_a_raw_chunk_is_shown_as_its_text_then_a_newline(compact):
     output, _ = run(Pretty(compact, False, "none"), b"\n".join(chunks) + b"\n")
     assert output == (b"    Client > Server\nA\n\n" b"    Client > Server\nA\n"
                       b"    Server > Client\nB\nC\n\n\n")
+
+
+def test_ctistat_stopped_says_interrupted_not_input_ended():
+    # Ctrl-C on a file or terminal: "still open when input ended" was not true
+    data = b'{"ts":1.0,"conn":1,"event":"open","client":"a","server":"b"}\n' + RECORD + b"\n"
+    output, _ = run(Stat(False, False), data, cut=True)
+    assert output.startswith(b"=== Session 1: a > b, still open when interrupted (0.000 s seen)\n")
+    output, _ = run(Stat(False, True), data, cut=True)
+    assert json.loads(output)["ended"] == "interrupted"
+    output, _ = run(Stat(False, False), data)
+    assert output.startswith(b"=== Session 1: a > b, still open when input ended (0.000 s seen)\n")

@@ -168,11 +168,15 @@ def _read_bounded(file, path: str) -> bytes:
     return b"".join(chunks)
 
 
+class _NotResolved(scripts.ScriptError):
+    """--to HOST does not resolve: exit 1, as in every command (README)."""
+
+
 def _resolve(host: str, port: int) -> None:
     try:
         socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as error:
-        raise scripts.ScriptError(f"cannot resolve {host}: {error.strerror}") from None
+        raise _NotResolved(f"cannot resolve {host}: {error.strerror}") from None
 
 
 def _tls_context(args: argparse.Namespace, script: scripts.Script):
@@ -256,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         context = _tls_context(args, script)
     except (scripts.ScriptError, cli.CommandError) as error:
         cli.report(PROG, f"error: {error}")
-        return cli.Exit.USAGE
+        return cli.Exit.ERROR if isinstance(error, _NotResolved) else cli.Exit.USAGE
     notices = Notices(prog=PROG)
     _allow_descriptors(args, notices)
 

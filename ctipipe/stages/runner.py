@@ -46,6 +46,10 @@ class Stage:
     # costs a look at every batch for long runs of digits.
     rewrites = False
 
+    # Set before finish() when input did not end but the stage was stopped
+    # (Ctrl-C on a file, a terminal, a FIFO; SIGTERM): a sink says so.
+    stopped = False
+
     def begin_batch(self, block: bytes) -> None:
         """Called with each read's complete lines before they are handled."""
 
@@ -297,6 +301,7 @@ class Runner:
         out: list[bytes] = []
         if cut:
             self.lines = Lines(self.max_line)
+            self.stage.stopped = True
         self._end_input(out)
         summary = self.stage.finish()
         if summary:

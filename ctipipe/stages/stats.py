@@ -112,7 +112,8 @@ class _Session:
         if absent == "server":
             self.unanswered.clear()
 
-    def summary(self) -> dict:
+    def summary(self, ended: str = "input ended") -> dict:
+        """The session's figures; `ended` says how, when no close record came."""
         close = self.close or {}
         duration = close.get("duration")
         if not isinstance(duration, (int, float)):
@@ -128,7 +129,7 @@ class _Session:
             "client": (self.open or {}).get("client"),
             "server": (self.open or {}).get("server"),
             "closed_by": close.get("by"),
-            "ended": "closed" if self.close else "input ended",
+            "ended": "closed" if self.close else ended,
             "duration": round(duration, 6),
             "messages": {side: dict(counter.most_common()) for side, counter in self.classes.items()},
             "bytes": {side: sent.get(side, 0) for side in ("client", "server")},
@@ -272,7 +273,7 @@ class Stat(stage.Stage):
                 self.last_error = record.get("error")
         return None
 
-    def _report(self, session: _Session) -> bytes | None:
+    def _report(self, session: _Session, ended: str = "input ended") -> bytes | None:
         self.reported += 1
         session.end()
         if self.samples:
@@ -280,7 +281,7 @@ class Stat(stage.Stage):
                 cli.report(PROG, f"session {session.conn}: no server messages in the input "
                                  f"(a one-sided capture): its requests are not listed")
             return self._samples(session)
-        summary = session.summary()
+        summary = session.summary(ended)
         self.totals.add(session, summary)
         if self.totals_mode == "only":
             return None
@@ -303,7 +304,8 @@ class Stat(stage.Stage):
 
     def _report_open(self) -> list[bytes]:
         """The statistics of the sessions still open, which then end."""
-        reports = [self._report(session) for session in self.sessions.values()]
+        ended = "interrupted" if self.stopped else "input ended"
+        reports = [self._report(session, ended) for session in self.sessions.values()]
         self.sessions.clear()
         return [report for report in reports if report is not None]
 
@@ -385,6 +387,8 @@ def _title(summary: dict) -> str:
         title += f": {summary['client']} > {summary['server']}"
     if summary["ended"] == "closed":
         title += f", closed by {summary['closed_by']} after {summary['duration']:.3f} s"
+    elif summary["ended"] == "interrupted":
+        title += f", still open when interrupted ({summary['duration']:.3f} s seen)"
     else:
         title += f", still open when input ended ({summary['duration']:.3f} s seen)"
     if summary.get("error"):
