@@ -2,12 +2,13 @@
 each command (with `-P`, see core.cli.command_argv)."""
 import sys
 
+try:
+    from ctipipe.commands import COMMANDS, run
+except KeyboardInterrupt:  # Ctrl-C while Python starts: nothing began, done (README)
+    sys.exit(0)
+
 
 def main() -> int:
-    try:
-        from ctipipe.commands import COMMANDS, run
-    except KeyboardInterrupt:  # Ctrl-C while Python starts: nothing began, done (README)
-        return 0
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         print("usage: python -m ctipipe {%s} [ARGS...]" % ",".join(COMMANDS), file=sys.stderr)
         return 2
