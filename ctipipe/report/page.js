@@ -12,7 +12,7 @@
   const MAX_HEIGHT = 15e6;   // px: browsers cap an element's height (Firefox near 17.9M)
   const LANE_C = 215, LANE_S = 575, LINK_X = 595, LINK_STEP = 10, LATENCY_X = 660, WIDTH = 840;
   const MAX_LISTED = 500;    // unanswered requests listed
-  const BINS = 120;          // rate plot bins
+  const BINS = 120;          // rate plot bins, at most (fewer for few rows: one per 4 rows)
   const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2',
     '#7f7f7f', '#bcbd22', '#17becf'];
   const OUTCOME_COLOR = { client: '#2e8b57', server: '#e08a1e', relay: '#7f7f7f', error: '#c0392b' };
@@ -188,7 +188,7 @@
       lanes[lane] = s.end;
       return lane;
     });
-    const height = Math.max(2, Math.min(16, Math.floor(600 / Math.max(1, lanes.length))));
+    const height = Math.max(2, Math.min(8, Math.floor(600 / Math.max(1, lanes.length))));
     svg.setAttribute('width', width);
     svg.setAttribute('height', lanes.length * (height + 1) + 20);
     const x = (t) => left + (t / span) * (width - left - 10);
@@ -438,15 +438,16 @@
     const width = 1000, height = 200, pad = 60, g = canvas('rate', width, height);
     const bytes = $('rate-what').value === 'bytes';
     if (!view.length) return;
-    const t0 = R.t[view[0]], span = Math.max(R.t[view[view.length - 1]] - t0, 1e-3), step = span / BINS;
-    const series = [new Float64Array(BINS), new Float64Array(BINS)], gaps = [];
+    const bins = Math.max(10, Math.min(BINS, Math.round(view.length / 4)));
+    const t0 = R.t[view[0]], span = Math.max(R.t[view[view.length - 1]] - t0, 1e-3), step = span / bins;
+    const series = [new Float64Array(bins), new Float64Array(bins)], gaps = [];
     for (const row of view) {
-      const bin = Math.min(BINS - 1, Math.floor((R.t[row] - t0) / step));
+      const bin = Math.min(bins - 1, Math.floor((R.t[row] - t0) / step));
       if (R.k[row] === 2) { if (D.labels[R.l[row]].startsWith('gap')) gaps.push(R.t[row]); continue; }
       series[R.k[row]][bin] += bytes ? R.z[row] : 1;
     }
     let top = 0;
-    for (const s of series) for (let i = 0; i < BINS; i++) { s[i] /= step; top = Math.max(top, s[i]); }
+    for (const s of series) for (let i = 0; i < bins; i++) { s[i] /= step; top = Math.max(top, s[i]); }
     axes(g, width, height, pad, ['+' + t0.toFixed(3) + ' s', '+' + (t0 + span).toFixed(3) + ' s'],
       ['0', top.toPrecision(3) + (bytes ? ' B/s' : ' msg/s')]);
     const x = (t) => pad + (t - t0) / span * (width - pad - 8);
@@ -455,7 +456,7 @@
     ['#1f6fb2', '#b25a1f'].forEach((color, side) => {
       g.strokeStyle = color;
       g.beginPath();
-      for (let i = 0; i < BINS; i++) {
+      for (let i = 0; i < bins; i++) {
         const px = x(t0 + (i + 0.5) * step), py = height - pad - series[side][i] / (top || 1) * (height - pad - 8);
         if (i) g.lineTo(px, py); else g.moveTo(px, py);
       }
