@@ -3,11 +3,11 @@ ctispy pipeline against a direct connection and socat, and each stage's speed on
 a saved stream. Cases run interleaved (A B C A B C ...) so that the machine's
 drift hits them all alike; the table shows medians and per-repetition ratios.
 
-    bin/bench [--reps 3] [--messages 200000] [--only relay|tls|replay|diff|check]
+    bin/bench [--reps 3] [--messages 200000] [--only relay|tls|PART]
 
-The full run ends with the STARTTLS rows (tls_bench.py), ctireplay as a load
-(replay_bench.py), ctidiff on large sessions (diff_bench.py) and cticheck on
-1,000,000 messages (check_bench.py); --only runs one part.
+The full run ends with the STARTTLS rows (tls_bench.py), then each of PARTS, a
+script of its own (PART_bench.py): ctireplay as a load, ctidiff on large
+sessions, cticheck on 1,000,000 messages, ctireport's page; --only runs one part.
 """
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ sys.path.insert(0, str(HERE.parent.parent))
 import load  # noqa: E402
 import messages  # noqa: E402
 import tls_bench  # noqa: E402
+
+# The parts after the relay and TLS rows, each tests/bench/PART_bench.py.
+PARTS = ("replay", "diff", "check", "report")
 
 PYTHON = sys.executable
 CLASSIC_MSGS = 10_000  # the classic ctispy, measured by the issue on this kind of machine
@@ -220,7 +223,7 @@ def main() -> int:
     parser.add_argument("--stage-records", type=int, default=500_000)
     parser.add_argument("--round-trips", type=int, default=2000)
     parser.add_argument("--sustain-seconds", type=float, default=1.0)
-    parser.add_argument("--only", choices=("relay", "tls", "replay", "diff", "check"),
+    parser.add_argument("--only", choices=("relay", "tls", *PARTS),
                         help="run only this part")
     parser.add_argument("--tls", action="store_const", dest="only", const="tls",
                         help="the same as --only tls")
@@ -230,7 +233,7 @@ def main() -> int:
     if args.only in (None, "tls"):
         print()
         tls_bench.run(args.reps, args.messages, args.round_trips)
-    for part in ("replay", "diff", "check"):
+    for part in PARTS:
         if args.only in (None, part):
             print()
             subprocess.run([PYTHON, str(HERE / f"{part}_bench.py")], check=True)
