@@ -34,7 +34,8 @@ COMMANDS = {
 }
 
 # Commands that may be a stage reading the relay through a pipe.
-STAGES = {"ctistrip", "ctiinclude", "ctiexclude", "ctipretty", "ctisplit", "ctistat", "cticheck"}
+STAGES = {"ctistrip", "ctiinclude", "ctiexclude", "ctipretty", "ctisplit", "ctistat", "cticheck",
+          "ctireport"}
 
 
 def _reads_a_pipe() -> bool:
