@@ -240,8 +240,8 @@ def test_sigint_on_a_pipe_finishes_the_input_then_summarises():
         proc.stdin.write(b"".join(lines[8:]))
         proc.stdin.close()
         assert proc.wait(WAIT) == 0
-        summaries = [json.loads(line) for line in proc.stdout.read().splitlines()]
-        assert [s["conn"] for s in summaries] == [2, 1]
+        *summaries, totals = [json.loads(line) for line in proc.stdout.read().splitlines()]
+        assert [s["conn"] for s in summaries] == [2, 1] and totals["totals"]["sessions"] == 2
         assert summaries[1]["messages"]["client"]["ipbxcommand"] == 1  # read after the SIGINT
     finally:
         kill_all([proc])
@@ -598,7 +598,9 @@ def test_compact_is_the_classic_json_dumps_layout(value, color):
 def test_a_start_record_ends_the_sessions_of_the_stream_before_it():
     # two saved streams one after the other: session numbers start again
     twice = (GOLDEN / "tls-login.jsonl").read_bytes() * 2
-    summaries = [json.loads(line) for line in run("ctistat", "--json", data=twice).stdout.splitlines()]
+    *summaries, totals = [json.loads(line) for line in
+                          run("ctistat", "--json", data=twice).stdout.splitlines()]
+    assert totals["totals"]["sessions"] == 4 + 2  # and two clients that could not be relayed
     assert [(s["conn"], s["ended"]) for s in summaries] == [
         (1, "closed"), (2, "input ended"), (1, "closed"), (2, "input ended")]
     assert summaries[1]["messages"] == summaries[3]["messages"] == {
@@ -641,7 +643,7 @@ def test_sinks_read_their_files_in_order_with_dash_for_stdin(tmp_path):
     assert result.stdout == b"".join((GOLDEN / name).read_bytes() for name in (
         "pretty.expected", "pretty-hostile.expected", "pretty-tls.expected"))
     result = run("ctistat", "--json", str(first), str(second), data=b"")
-    assert [(s["client"], s["conn"]) for s in map(json.loads, result.stdout.splitlines())] == [
+    assert [(s["client"], s["conn"]) for s in map(json.loads, result.stdout.splitlines()[:-1])] == [
         ("127.0.0.1:51240", 2), ("127.0.0.1:51234", 1), ("10.0.0.7:51234", 1), ("10.0.0.9:40022", 2)]
 
 
