@@ -325,3 +325,23 @@ def test_several_files_read_as_one_capture(tmp_path, capfd):
     records = [json.loads(row) for row in capfd.readouterr()[0].splitlines()]
     assert status == 0 and len(data_records(records)) == 2 and records[-1]["by"] == "client"
     assert len(events(records, "open")) == 1
+
+
+def test_ctistat_network_prints_the_measured_figures(tmp_path, capfd):
+    from ctipipe.stages import stats
+    status, records, _ = ctipcap(tmp_path, capfd, pcap(simple_talk().packets))
+    stage = stats.Stat(network=True, as_json=False)
+    text = b"".join(stage.handle(r, b"") or b"" for r in records).decode()
+    assert "Client IP packets:\t5\nServer IP packets:\t4\nTotal IP packets:\t9\n" in text
+    wire = 9 * 40 + len(LOGIN) + len(REPLY)
+    assert f"Client wire bytes:\t{5 * 40 + len(LOGIN)}\n" in text
+    assert f"Total wire bytes:\t{wire}\n" in text
+    assert text.endswith("(IP packets and wire bytes as measured in the capture, not estimated from reads)")
+
+
+def test_ctipretty_shows_a_capture_gap(tmp_path, capfd):
+    from ctipipe.stages import pretty
+    line_ = b'{"ts":1.0,"conn":1,"event":"gap","side":"client","missing":17}'
+    stage = pretty.Pretty(compact=True, color=False, clock="none")
+    stage.handle(json.loads(line_), line_)
+    assert b"--- session 1: 17 bytes from the client missing from the capture" in stage.finish()

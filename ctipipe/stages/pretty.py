@@ -193,6 +193,9 @@ class Pretty(stage.Stage):
                     f"{_count(reads.get('server'))} reads")
             if record.get("error"):
                 text += f" ({record['error']})"
+        elif event == "gap" and "missing" in record:  # a capture's (ctipcap)
+            text = (f"{who}: {record.get('missing')} bytes from the {record.get('side')} "
+                    f"missing from the capture")
         elif event == "gap":
             text = (f"{who}: {record.get('lost')} records lost here (the tap could not keep up; "
                     f"the session itself was not affected)")

@@ -23,9 +23,10 @@ HEADER_BYTES = 50
 SAMPLE_FIELDS = ("conn", "class", "function", "commandid", "request_ts", "reply_ts", "latency")
 
 # How a session ended, in the order the totals list them: closed by the
-# client, the server, the relay or an error; still open when the input ended;
+# client, the server, the relay, the end of a capture (ctipcap) or an error;
+# still open when the input ended;
 # never opened (the relay could not reach the server for that client).
-OUTCOMES = ("client", "server", "relay", "error", "input ended", "not relayed")
+OUTCOMES = ("client", "server", "relay", "capture-end", "error", "input ended", "not relayed")
 
 EXAMPLE = """\
 ctirelay xivo-new | tee session.jsonl | ctistat
@@ -144,6 +145,9 @@ class _Session:
         absent = self.absent_side()
         if absent:
             result["absent"] = absent
+        measured = _measured(close)  # a capture's close (ctipcap): packets and IP bytes
+        if measured:
+            result["packets"], result["wire_bytes"] = measured
         return result
 
     def outcome(self) -> str:
@@ -157,6 +161,17 @@ class _Session:
         """Closed by the client, without an error or a gap: the run a load test wants."""
         return (self.outcome() == "client" and not (self.close or {}).get("error")
                 and self.error is None and not self.lost)
+
+
+def _measured(close: dict) -> tuple[dict, dict] | None:
+    """The packets and wire bytes per side a capture measured, when the close has them."""
+    packets, wire = close.get("packets"), close.get("wire_bytes")
+    if not (isinstance(packets, dict) and isinstance(wire, dict)):
+        return None
+    sides = ("client", "server")
+    if not all(isinstance(d.get(side), int) for d in (packets, wire) for side in sides):
+        return None
+    return {side: packets[side] for side in sides}, {side: wire[side] for side in sides}
 
 
 def _key(value: object) -> object:
@@ -475,10 +490,15 @@ def format_network(summary: dict) -> str:
              f"Avg app bytes/s:\t{_py2(_rate(total, duration))}",
              "==========="]
     reads = summary["reads"]
+    measured = "packets" in summary  # a capture's counts rather than the estimate
+    if measured:
+        reads, wire = summary["packets"], summary["wire_bytes"]
     if reads:
         packets = reads["client"] + reads["server"]
-        wire = {side: sent[side] + HEADER_BYTES * reads[side] for side in ("client", "server")}
-        overhead = packets * HEADER_BYTES / total if total else 0.0
+        if not measured:
+            wire = {side: sent[side] + HEADER_BYTES * reads[side] for side in ("client", "server")}
+        headers = wire["client"] + wire["server"] - total if measured else packets * HEADER_BYTES
+        overhead = headers / total if total else 0.0
         lines += [f"Client IP packets:\t{reads['client']}",
                   f"Server IP packets:\t{reads['server']}",
                   f"Total IP packets:\t{packets}",
@@ -489,6 +509,9 @@ def format_network(summary: dict) -> str:
                   f"Total wire bytes:\t{wire['client'] + wire['server']}",
                   f"Total headers overhead:\t{_py2(overhead)}",
                   f"Average wire bytes/s:\t{_py2(_rate(wire['client'] + wire['server'], duration))}"]
+        if measured:
+            lines.append("(IP packets and wire bytes as measured in the capture, "
+                         "not estimated from reads)")
     else:  # the relay counts reads; only its close record says how many
         lines += [f"{label}\tunknown (no close record)" for label in (
             "Client IP packets:", "Server IP packets:", "Total IP packets:", "Average IP packets/s:")]
