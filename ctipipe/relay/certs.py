@@ -8,6 +8,7 @@ imported then (it costs tens of milliseconds of start-up).
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import hashlib
@@ -181,9 +182,37 @@ def _allow_old_versions(context: ssl.SSLContext) -> ssl.SSLContext:
     return context
 
 
-def client_leg_context(cert: Path | str, key: Path | str) -> ssl.SSLContext:
-    """The relay as a TLS server to CTI clients, presenting cert."""
-    context = _allow_old_versions(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+def open_keylog(path: Path | str) -> str:
+    """Make ready the NSS key log file (SSLKEYLOGFILE format) that the contexts
+    append the secrets of every TLS session to, so that Wireshark can decrypt a
+    capture of them: created mode 0600 (it holds keys), appended to when it
+    exists, refused when it is a symbolic link (the secrets could be sent
+    anywhere). Python's SSLContext opens it by name afterwards, in append mode."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+    except OSError as error:
+        why = ("it is a symbolic link, refused: the TLS secrets could be written anywhere"
+               if error.errno == errno.ELOOP else _why(error))
+        raise CommandError(f"cannot write the TLS key log {path}: {why}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CommandError(f"cannot write the TLS key log {path}: not a regular file")
+    finally:
+        os.close(fd)
+    return str(path)
+
+
+def _keylog(context: ssl.SSLContext, keylog: str | None) -> ssl.SSLContext:
+    if keylog is not None:
+        context.keylog_filename = keylog
+    return context
+
+
+def client_leg_context(cert: Path | str, key: Path | str, keylog: str | None = None) -> ssl.SSLContext:
+    """The relay as a TLS server to CTI clients, presenting cert (secrets
+    appended to keylog, made ready by open_keylog, when given)."""
+    context = _keylog(_allow_old_versions(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)), keylog)
     try:
         context.load_cert_chain(cert, key)
     except ssl.SSLError as error:
@@ -196,15 +225,16 @@ def client_leg_context(cert: Path | str, key: Path | str) -> ssl.SSLContext:
     return context
 
 
-def server_leg_context(server_ca: Path | str | None = None) -> ssl.SSLContext:
-    """The relay as a TLS client to the CTI server.
+def server_leg_context(server_ca: Path | str | None = None, keylog: str | None = None) -> ssl.SSLContext:
+    """The relay as a TLS client to the CTI server (secrets appended to keylog
+    when given).
 
     Without server_ca the server's certificate is not checked, as the XiVO
     client itself does not check it; with it, the certificate must chain to
     one of those CAs (the name is not checked: sites reach their server by
     addresses their certificate seldom names).
     """
-    context = _allow_old_versions(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+    context = _keylog(_allow_old_versions(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)), keylog)
     context.check_hostname = False
     if server_ca is None:
         context.verify_mode = ssl.CERT_NONE

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import signal
 import socket
 import struct
@@ -79,6 +80,10 @@ def add_relay_options(parser: argparse.ArgumentParser, *, raw: bool = True) -> N
     tls_group.add_argument("--server-ca", metavar="FILE",
                            help="verify the server's certificate chain against these CAs (not the "
                                 "name in it; default: not verified, as the XiVO client does not)")
+    tls_group.add_argument("--keylog", metavar="FILE",
+                           help="append the TLS secrets of both legs of every intercepted session "
+                                "to FILE (NSS key log, mode 0600), for Wireshark to decrypt a "
+                                "capture; default: $SSLKEYLOGFILE when set")
 
 
 def relay_argv(args: argparse.Namespace) -> list[str]:
@@ -96,7 +101,7 @@ def relay_argv(args: argparse.Namespace) -> list[str]:
     argv += ["--starttls", args.starttls]
     if args.tls:
         argv.append("--tls")
-    for option in ("cert", "key", "server_ca"):
+    for option in ("cert", "key", "server_ca", "keylog"):
         if getattr(args, option) is not None:
             argv += ["--" + option.replace("_", "-"), getattr(args, option)]
     return argv
@@ -353,6 +358,13 @@ def _tls_options(args) -> intercept.Options:
     """The relay's TLS from its options; makes its certificate on first use."""
     client_context = None
     notes = []
+    keylog = getattr(args, "keylog", None)
+    if keylog is None and os.environ.get("SSLKEYLOGFILE"):
+        keylog = os.environ["SSLKEYLOGFILE"]
+        notes.append((True, f"warning: SSLKEYLOGFILE is set: the TLS secrets of every "
+                            f"intercepted session are appended to {keylog}"))
+    if keylog is not None:
+        keylog = tls.open_keylog(keylog)
     if args.starttls == "intercept":
         if args.cert:
             cert, key = args.cert, args.key
@@ -360,13 +372,13 @@ def _tls_options(args) -> intercept.Options:
             cert, key, made = tls.relay_certificate()
             if made:
                 notes.append((True, f"made the relay's TLS certificate {cert}"))
-        client_context = tls.client_leg_context(cert, key)
+        client_context = tls.client_leg_context(cert, key, keylog)
         if args.verbose:
             notes.append((False, f"TLS certificate {cert}, SHA-256 fingerprint "
                                  f"{tls.fingerprint(cert)}"))
     return intercept.Options(starttls=args.starttls, implicit=args.tls,
                              client_context=client_context,
-                             server_context=tls.server_leg_context(args.server_ca),
+                             server_context=tls.server_leg_context(args.server_ca, keylog),
                              verified=args.server_ca is not None, notes=tuple(notes),
                              cert=str(cert) if client_context is not None else None)
 
