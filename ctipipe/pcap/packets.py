@@ -29,6 +29,8 @@ FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 NOT_TCP, FRAGMENT, CUT_HEADER, UNKNOWN_LINK = "not TCP", "IP fragment", "cut header", "unknown link"
 
 _TCP = struct.Struct("!HHIIBB").unpack_from
+# version and header length, total length, flags and fragment offset, protocol, addresses
+_IPV4 = struct.Struct("!BxH2xHxB2x4s4s").unpack_from
 
 
 class Segment(NamedTuple):
@@ -71,23 +73,24 @@ def ip_start(linktype: int, frame: bytes) -> int:
 
 def decode(linktype: int, frame: bytes) -> Segment | str:
     """The TCP segment in a frame, or why there is none."""
-    at = ip_start(linktype, frame)
-    if at < 0:
-        return UNKNOWN_LINK if at == -2 else NOT_TCP
+    if linktype == ETHERNET and len(frame) > 14 and frame[12] == 8 and frame[13] == 0:
+        at = 14  # Ethernet, IPv4: the common case, checked first
+    else:
+        at = ip_start(linktype, frame)
+        if at < 0:
+            return UNKNOWN_LINK if at == -2 else NOT_TCP
     if len(frame) < at + 20:
         return CUT_HEADER if len(frame) > at else NOT_TCP
     version = frame[at] >> 4
     if version == 4:
-        header = (frame[at] & 15) * 4
-        total = frame[at + 2] << 8 | frame[at + 3]
-        if frame[at + 9] != 6:
+        first, total, fragment, protocol, src, dst = _IPV4(frame, at)
+        if protocol != 6:
             return NOT_TCP
-        if (frame[at + 6] << 8 | frame[at + 7]) & 0x3FFF:  # more fragments, or an offset
+        if fragment & 0x3FFF:  # more fragments, or an offset
             return FRAGMENT
         if total == 0:  # segmentation offload on the capturing host: the frame says
             total = len(frame) - at
-        src, dst = frame[at + 12:at + 16], frame[at + 16:at + 20]
-        tcp = at + header
+        tcp = at + (first & 15) * 4
         end = at + total
     elif version == 6:
         if len(frame) < at + 40:
@@ -119,8 +122,12 @@ def decode(linktype: int, frame: bytes) -> Segment | str:
     if len(frame) < start:
         return CUT_HEADER
     data = frame[start:end]
-    return Segment(src, sport, dst, dport, seq, ack, flags, data,
-                   max(end - start - len(data), 0), total)
+    missing = end - start - len(data)
+    return _new(Segment, (src, sport, dst, dport, seq, ack, flags, data,
+                          missing if missing > 0 else 0, total))
+
+
+_new = tuple.__new__  # a Segment made without its keyword-argument wrapper (hot path)
 
 
 def address(ip: bytes, port: int) -> str:

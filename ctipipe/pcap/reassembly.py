@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 
 _MASK = (1 << 32) - 1
+_NOTHING: list = []  # (returned empty, never appended to)
 _HALF = 1 << 31
 
 # Bytes held out of order behind a hole, per direction: what protects memory
@@ -94,8 +95,11 @@ class Direction:
         """The other peer acknowledged every byte before `ack`: those the capture
         does not have are missing (no retransmission will bring them)."""
         if self.next_seq is None:
-            return []
-        target = self.offset + (((ack - self.next_seq + _HALF) & _MASK) - _HALF)
+            return _NOTHING
+        ahead = ((ack - self.next_seq + _HALF) & _MASK) - _HALF
+        if ahead <= 0:  # nothing acknowledged that was not given: the common case
+            return _NOTHING
+        target = self.offset + ahead
         if self.fin_at is not None:
             target = min(target, self.fin_at)  # (the FIN's own sequence number)
         out: list = []

@@ -29,7 +29,7 @@ RECENTLY_CLOSED = 4096
 
 _PARTIAL = b',"partial":true'
 _OVERSIZE_PARTIAL = b',"partial":true,"oversize":true'
-_SIDES = ("client", "server")
+_SYN, _ACK, _FIN, _RST = packets.SYN, packets.ACK, packets.FIN, packets.RST
 
 
 class _Side:
@@ -92,15 +92,15 @@ class Sessions:
     def packet(self, ts: float, seg: packets.Segment) -> list[bytes]:
         """The records one segment makes (none for other traffic)."""
         self.last_ts = ts
-        key = (seg.src, seg.sport, seg.dst, seg.dport)
+        key = seg[:4]  # (src, sport, dst, dport)
         found = self.table.get(key)
         out: list[bytes] = []
         flags = seg.flags
-        if found is None or (flags & packets.SYN and found[0].ended):
+        if found is None or (flags & _SYN and found[0].ended):
             found = self._new(ts, key, seg, out)
             if found is None:
                 return out
-        elif flags & packets.SYN and not flags & packets.ACK:
+        elif flags & _SYN and not flags & _ACK:
             side = found[0].client if found[1] else found[0].server
             if side.stream.isn is not None and side.stream.isn != seg.seq:
                 # The addresses were used again by a new connection.
@@ -112,22 +112,27 @@ class Sessions:
         side, other = (session.client, session.server) if from_client else (session.server, session.client)
         side.packets += 1
         side.wire += seg.ip_bytes
-        if flags & packets.SYN and flags & packets.ACK:
-            other.stream.begin(seg.ack)
         data, missing = seg.data, seg.missing
-        if data or missing:
-            side.reads += 1
-        items = side.stream.segment(seg.seq, data, missing, bool(flags & packets.SYN),
-                                    bool(flags & packets.FIN))
-        if items:
-            self._give(session, side, ts, items, out)
-        if flags & packets.ACK:
+        if data or missing or flags & (_SYN | _FIN):  # (not a pure ACK)
+            if flags & _SYN and flags & _ACK:
+                other.stream.begin(seg.ack)
+            if data or missing:
+                side.reads += 1
+            items = side.stream.segment(seg.seq, data, missing, bool(flags & _SYN),
+                                        bool(flags & _FIN))
+            if items:
+                self._give(session, side, ts, items, out)
+        if flags & _ACK:
             acked = other.stream.acked(seg.ack)
             if acked:
                 self._give(session, other, ts, acked, out)
-        if flags & (packets.FIN | packets.RST) and session.by is None:
-            session.by = side.name
-        if flags & packets.RST or (side.stream.finished and other.stream.finished):
+        if flags & (_FIN | _RST):
+            if session.by is None:
+                session.by = side.name
+            if flags & _RST:
+                self._close(session, ts, out)
+                return out
+        if side.stream.finished and other.stream.finished:
             self._close(session, ts, out)
         return out
 

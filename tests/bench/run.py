@@ -7,7 +7,8 @@ drift hits them all alike; the table shows medians and per-repetition ratios.
 
 The full run ends with the STARTTLS rows (tls_bench.py), then each of PARTS, a
 script of its own (PART_bench.py): ctireplay as a load, ctidiff on large
-sessions, cticheck on 1,000,000 messages, ctireport's page; --only runs one part.
+sessions, cticheck on 1,000,000 messages, ctireport's page, ctipcap on a 1 GB
+capture; --only runs one part.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ import messages  # noqa: E402
 import tls_bench  # noqa: E402
 
 # The parts after the relay and TLS rows, each tests/bench/PART_bench.py.
-PARTS = ("replay", "diff", "check", "report")
+PARTS = ("replay", "diff", "check", "report", "pcap")
 
 PYTHON = sys.executable
 CLASSIC_MSGS = 10_000  # the classic ctispy, measured by the issue on this kind of machine
