@@ -345,3 +345,21 @@ def test_ctipretty_shows_a_capture_gap(tmp_path, capfd):
     stage = pretty.Pretty(compact=True, color=False, clock="none")
     stage.handle(json.loads(line_), line_)
     assert b"--- session 1: 17 bytes from the client missing from the capture" in stage.finish()
+
+
+def test_standard_input_live():
+    """`tcpdump -U -w - | ctipcap -`: each record comes out as soon as the packets
+    that make it are in the pipe, not at the end of the capture."""
+    import subprocess
+    from helpers import Proc, command
+    data = pcap(simple_talk().packets)
+    cut = data.index(LOGIN) + len(LOGIN)  # up to the end of the client's message
+    proc = Proc(command("ctipcap", "-"), stdin=subprocess.PIPE)
+    proc.popen.stdin.write(data[:cut])
+    proc.popen.stdin.flush()
+    proc.wait_for(lambda p: b'"class":"login_id","commandid":1' in p.out, what="the first message")
+    proc.popen.stdin.write(data[cut:])
+    proc.popen.stdin.close()
+    assert proc.finish() == 0
+    records = [json.loads(row) for row in proc.out.splitlines()]
+    assert records[0]["files"] == ["-"] and records[-1]["by"] == "client"
