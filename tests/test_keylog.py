@@ -11,7 +11,7 @@ import pytest
 
 from helpers import WAIT, Proc, Relay, command
 from peers import PASSWORD, XivoClient, XivoServer, tls_context
-from test_pcap_live import Capture, need_tools
+from capturing import Capture, need_tools
 
 from ctipipe.core.cli import CommandError
 from ctipipe.relay import certs as tls

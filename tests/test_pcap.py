@@ -363,3 +363,24 @@ def test_standard_input_live():
     assert proc.finish() == 0
     records = [json.loads(row) for row in proc.out.splitlines()]
     assert records[0]["files"] == ["-"] and records[-1]["by"] == "client"
+
+
+def test_gzip_cut_short(tmp_path, capfd):
+    data = gzip.compress(pcap(simple_talk().packets))
+    status, records, err = ctipcap(tmp_path, capfd, data[:len(data) * 2 // 3], name="c.pcap.gz")
+    assert status == 0 and "ends inside a packet" in err and len(err.splitlines()) == 1
+    assert records[0]["event"] == "start" and records[-1]["event"] == "close"
+
+
+def test_open_sessions_are_bounded(tmp_path, capfd, monkeypatch):
+    from ctipipe.pcap import sessions
+    monkeypatch.setattr(sessions, "MAX_OPEN", 3)
+    packets = []
+    for n in range(5):  # five SYNs nobody answers
+        talk = Talk(client=("10.0.0.1", 41000 + n), t0=100.0 + n)
+        talk.add(talk.frame("client", 1000, 0x02, ack=0))
+        packets += talk.packets
+    status, records, _ = ctipcap(tmp_path, capfd, pcap(packets))
+    closes = events(records, "close")
+    assert [c["conn"] for c in closes[:2]] == [1, 2] and "more than 3" in closes[0]["error"]
+    assert [c["by"] for c in closes[2:]] == ["capture-end"] * 3

@@ -27,6 +27,11 @@ IMPLICIT_TLS_PORT = 5013
 # a FIN, a retransmitted FIN, a RST after the close) do not open a session.
 RECENTLY_CLOSED = 4096
 
+# Sessions open at once. Connections that never end (SYNs nobody answered, a
+# scan) each hold a little state until the capture ends: past this many, the
+# oldest is closed, so memory stays bounded whatever the capture holds.
+MAX_OPEN = 100_000
+
 _PARTIAL = b',"partial":true'
 _OVERSIZE_PARTIAL = b',"partial":true,"oversize":true'
 _SYN, _ACK, _FIN, _RST = packets.SYN, packets.ACK, packets.FIN, packets.RST
@@ -159,6 +164,9 @@ class Sessions:
             to_server = not from_server
         if not (to_server or from_server):
             return None
+        if len(self.open) >= MAX_OPEN:
+            self._close(next(iter(self.open.values())), ts, out,
+                        error=f"more than {MAX_OPEN} connections open at once: the oldest closed")
         client_key = (src, sport) if to_server else (dst, dport)
         server_key = (dst, dport) if to_server else (src, sport)
         self.count += 1
