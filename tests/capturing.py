@@ -87,7 +87,7 @@ class Capture:
         records = []
         for ts, segment in self._packets():
             if segment.dport in self.ports or segment.sport in self.ports:
-                records += sessions.packet(ts, segment)
+                sessions.packet(ts, segment, records)
         return sum(b'"event":"close"' in r for r in records) >= legs
 
 

@@ -171,9 +171,7 @@ def _run(args, inputs: list[_Input], out: _Output) -> int:
                             continue
                         read_any = True
                         if segment.dport in ports or segment.sport in ports:
-                            made = packet(ts, segment)
-                            if made:
-                                records += made
+                            packet(ts, segment, records)
                 left = parser.end()
                 if source.unzip is not None and source.unzip.end():
                     left = left or 1
@@ -190,7 +188,7 @@ def _run(args, inputs: list[_Input], out: _Output) -> int:
         pass  # Ctrl-C on a file being read: what was read is recorded, then done
     if not started:
         records.append(_start(None, args, ports))
-    records += sessions.end()
+    sessions.end(records)
     out.flush()
     for linktype, count in unknown.items():
         cli.report(PROG, f"{count} packets of link type {linktype} skipped: not a link type "

@@ -31,6 +31,7 @@ NOT_TCP, FRAGMENT, CUT_HEADER, UNKNOWN_LINK = "not TCP", "IP fragment", "cut hea
 _TCP = struct.Struct("!HHIIBB").unpack_from
 # version and header length, total length, flags and fragment offset, protocol, addresses
 _IPV4 = struct.Struct("!BxH2xHxB2x4s4s").unpack_from
+_ETHERNET_IPV4 = struct.Struct("!12xHBxH2xHxB2x4s4s").unpack_from  # the same behind Ethernet
 
 
 class Segment(NamedTuple):
@@ -73,12 +74,26 @@ def ip_start(linktype: int, frame: bytes) -> int:
 
 def decode(linktype: int, frame: bytes) -> Segment | str:
     """The TCP segment in a frame, or why there is none."""
-    if linktype == ETHERNET and len(frame) > 14 and frame[12] == 8 and frame[13] == 0:
-        at = 14  # Ethernet, IPv4: the common case, checked first
-    else:
-        at = ip_start(linktype, frame)
-        if at < 0:
-            return UNKNOWN_LINK if at == -2 else NOT_TCP
+    size = len(frame)
+    if linktype == ETHERNET and size >= 54:  # the common case first: two unpacks
+        kind, first, total, fragment, protocol, src, dst = _ETHERNET_IPV4(frame, 0)
+        if kind == 0x0800 and first == 0x45 and protocol == 6 and total and not fragment & 0x3FFF:
+            sport, dport, seq, ack, offset, flags = _TCP(frame, 34)
+            start = 34 + (offset >> 4) * 4
+            if start <= size:
+                end = 14 + total
+                data = frame[start:end]
+                missing = end - start - len(data)
+                return _new(Segment, (src, sport, dst, dport, seq, ack, flags, data,
+                                      missing if missing > 0 else 0, total))
+    return _decode(linktype, frame)
+
+
+def _decode(linktype: int, frame: bytes) -> Segment | str:
+    """decode() for every link type, IP version and header length."""
+    at = ip_start(linktype, frame)
+    if at < 0:
+        return UNKNOWN_LINK if at == -2 else NOT_TCP
     if len(frame) < at + 20:
         return CUT_HEADER if len(frame) > at else NOT_TCP
     version = frame[at] >> 4

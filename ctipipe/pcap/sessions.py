@@ -1,8 +1,8 @@
 """A capture's TCP connections to the CTI server, as tagged-stream records.
 
-Pure: no I/O. `Sessions.packet(ts, segment)` takes each decoded segment in
-capture order and returns the records it makes (bytes, one per line);
-`Sessions.end()` closes what is still open at the end of the capture. One
+Pure: no I/O. `Sessions.packet(ts, segment, out)` takes each decoded segment in
+capture order and appends the records it makes to `out` (bytes, one per
+line); `Sessions.end(out)` closes what is still open at the end of the capture. One
 session per TCP connection whose server end is one of `ports` (and one of
 `hosts`, when given): `conn` numbers in order of first packet, `open` with
 the addresses from the 4-tuple, data records split into lines exactly as the
@@ -94,41 +94,29 @@ class Sessions:
         """Is this segment on a connection to the CTI server?"""
         return (segment.dport in self.ports or segment.sport in self.ports)
 
-    def packet(self, ts: float, seg: packets.Segment) -> list[bytes]:
-        """The records one segment makes (none for other traffic)."""
+    def packet(self, ts: float, seg: packets.Segment, out: list[bytes]) -> None:
+        """Append to `out` the records one segment makes (none for other traffic)."""
         self.last_ts = ts
-        key = seg[:4]  # (src, sport, dst, dport)
-        found = self.table.get(key)
-        out: list[bytes] = []
-        flags = seg.flags
-        if found is None or (flags & _SYN and found[0].ended):
-            found = self._new(ts, key, seg, out)
+        found = self.table.get(seg[:4])  # (src, sport, dst, dport)
+        _, _, _, _, seq, ack, flags, data, missing, ip_bytes = seg
+        if found is None or flags & _SYN:
+            found = self._find(ts, seg, found, out)
             if found is None:
-                return out
-        elif flags & _SYN and not flags & _ACK:
-            side = found[0].client if found[1] else found[0].server
-            if side.stream.isn is not None and side.stream.isn != seg.seq:
-                # The addresses were used again by a new connection.
-                self._close(found[0], ts, out, error="a new connection took its addresses")
-                found = self._new(ts, key, seg, out)
-                if found is None:
-                    return out
-        session, from_client = found
-        side, other = (session.client, session.server) if from_client else (session.server, session.client)
+                return
+        session, side, other = found
         side.packets += 1
-        side.wire += seg.ip_bytes
-        data, missing = seg.data, seg.missing
+        side.wire += ip_bytes
         if data or missing or flags & (_SYN | _FIN):  # (not a pure ACK)
             if flags & _SYN and flags & _ACK:
-                other.stream.begin(seg.ack)
+                other.stream.begin(ack)
             if data or missing:
                 side.reads += 1
-            items = side.stream.segment(seg.seq, data, missing, bool(flags & _SYN),
+            items = side.stream.segment(seq, data, missing, bool(flags & _SYN),
                                         bool(flags & _FIN))
             if items:
                 self._give(session, side, ts, items, out)
         if flags & _ACK:
-            acked = other.stream.acked(seg.ack)
+            acked = other.stream.acked(ack)
             if acked:
                 self._give(session, other, ts, acked, out)
         if flags & (_FIN | _RST):
@@ -136,18 +124,29 @@ class Sessions:
                 session.by = side.name
             if flags & _RST:
                 self._close(session, ts, out)
-                return out
+                return
         if side.stream.finished and other.stream.finished:
             self._close(session, ts, out)
-        return out
 
-    def end(self) -> list[bytes]:
-        """Close every session still open, at the time of the capture's last packet."""
-        out: list[bytes] = []
+    def _find(self, ts: float, seg: packets.Segment, found: tuple | None, out: list) -> tuple | None:
+        """The session of a segment that opens one, or a SYN (which may be a new
+        connection on the addresses of an old one)."""
+        if found is None:
+            return self._new(ts, seg[:4], seg, out)
+        if not seg.flags & _ACK:  # a SYN (not a SYN-ACK) on a known connection
+            session, side, _ = found
+            if side.stream.isn is not None and side.stream.isn != seg.seq:
+                # The addresses were used again by a new connection.
+                self._close(session, ts, out, error="a new connection took its addresses")
+                return self._new(ts, seg[:4], seg, out)
+        return found
+
+    def end(self, out: list[bytes]) -> None:
+        """Append the closes of every session still open, at the time of the
+        capture's last packet."""
         for session in list(self.open.values()):
             session.by = "capture-end"
             self._close(session, self.last_ts, out)
-        return out
 
     # --- inside ---------------------------------------------------------------
 
@@ -180,8 +179,8 @@ class Sessions:
             if stale is not None and not stale[0].ended:
                 self._close(stale[0], ts, out, error="a new connection took its addresses")
         session.keys = (forward, backward)
-        self.table[forward] = (session, True)
-        self.table[backward] = (session, False)
+        self.table[forward] = (session, session.client, session.server)
+        self.table[backward] = (session, session.server, session.client)
         self.open[session.conn] = session
         out.append(stream.event_record(ts, session.conn, "open",
                                        client=packets.address(*client_key),
