@@ -4,6 +4,7 @@ whole streams: the corpus, the demo's sessions, the README's examples."""
 from __future__ import annotations
 
 import io
+import shutil
 import os
 import subprocess
 from pathlib import Path
@@ -451,3 +452,45 @@ def test_readme_examples_file_gives_the_readme_output(capfd):
     assert rules == ["L3", "M1", "L6", "R1"]
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert out.splitlines()[0] in readme
+
+
+def _pcap(packets) -> bytes:
+    """A capture of one TCP connection to port 5003 (no handshake): (from_client, payload)."""
+    import struct
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    seq = {True: 1000, False: 5000}
+    for n, (client, data) in enumerate(packets):
+        ports = (40000, 5003) if client else (5003, 40000)
+        hosts = (b"\n\0\0\7", b"\n\0\0\1") if client else (b"\n\0\0\1", b"\n\0\0\7")
+        tcp = struct.pack("!HHIIBBHHH", *ports, seq[client], seq[not client], 5 << 4, 0x18,
+                          65535, 0, 0)
+        seq[client] += len(data)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp) + len(data), n, 0, 64, 6, 0,
+                         *hosts)
+        frame = b"\0" * 12 + b"\x08\x00" + ip + tcp + data
+        out.append(struct.pack("<IIII", 1764262479 + n, 0, len(frame), len(frame)) + frame)
+    return b"".join(out)
+
+
+def test_wireshark_lua_dissector_made_from_the_table(tmp_path, capfd):
+    status, lua_text, _ = _main(["--wireshark-lua"], capfd)
+    assert status == 0
+    assert all(f'["{name}"]' in lua_text for name in R.CLIENT_CLASSES)
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        pytest.skip("tshark is not installed: the dissector is not run")
+    (tmp_path / "cti.lua").write_text(lua_text)
+    (tmp_path / "cti.pcap").write_bytes(_pcap([
+        (True, orjson.dumps(LOGIN_ID) + b"\n"),
+        (False, orjson.dumps(LOGIN_ID_OK) + b"\n"),
+        (True, b'{"class":"answer","uniqueid":"1.2"}\n{"class":"ipbxcommand","command":"orig'),
+        (True, b'inate"}\n')]))  # a message cut across two segments
+    shown = subprocess.run([tshark, "-r", str(tmp_path / "cti.pcap"), "-X",
+                            f"lua_script:{tmp_path / 'cti.lua'}", "-T", "fields", "-e", "cti.class",
+                            "-e", "_ws.expert.message"], capture_output=True, text=True, timeout=60)
+    rows = [line.split("\t") for line in shown.stdout.splitlines()]
+    assert rows[0] == ["login_id", ""] and rows[1] == ["login_id", ""], shown.stderr
+    assert rows[2] == ["answer", '[M1] answer needs "unique_id"; the server closes the connection '
+                                 'on this']
+    assert rows[3][0] == "ipbxcommand" and rows[3][1].startswith("[M4] ipbxcommand command "
+                                                                 "originate is unknown")

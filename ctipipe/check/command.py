@@ -19,6 +19,7 @@ cticheck session.jsonl                      # findings, then a summary per sessi
 cticheck --protocol 2.3 session.jsonl       # check against 2.3 whatever the login says
 ctirelay xivo-new | cticheck --annotate | ctipretty    # findings shown in place
 cticheck --rules                            # the rules, with what the server does
+cticheck --wireshark-lua > cti.lua          # then: wireshark -X lua_script:cti.lua
 """
 
 
@@ -124,10 +125,16 @@ def main(argv: list[str] | None = None) -> int:
                      help="pass the stream through, with a check event after each record "
                           "that broke a rule (ctipretty shows them)")
     out.add_argument("--rules", action="store_true", help="list the rules and exit")
+    out.add_argument("--wireshark-lua", action="store_true",
+                     help="write a Wireshark dissector (Lua) made from the same rules and exit")
     stage.add_input_files(parser)
     args = parser.parse_args(argv)
     if args.rules:
         cli.write_all(1, R.rules_text().encode())
+        return cli.Exit.OK
+    if args.wireshark_lua:
+        from ctipipe.check import lua
+        cli.write_all(1, lua.dissector().encode())
         return cli.Exit.OK
     mode = "json" if args.json else "annotate" if args.annotate else "text"
     check = Check(args.protocol, mode)
