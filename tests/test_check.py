@@ -116,6 +116,8 @@ MESSAGE_CASES = [
     ("M1", "client", "2.3", {"class": "featuresput", "commandid": 2082138822, "function": "fwd",
                              "value": {"destunc": "1002", "enableunc": True}},
      {"class": "featuresput", "function": "fwd", "value": {"enableunc": True}}),
+    ("M1", "client", "2.3", {"class": "subscribe", "message": "meetme_update"},
+     {"class": "subscribe", "commandid": 3}),  # the registry reads msg['message']
     # M2: values the server cannot convert (client.jsonl 150 and 151)
     ("M2", "client", "2.3", {"function": "MeetmeMute", "functionargs": ["1001", "3"],
                              "command": "meetme", "class": "ipbxcommand"},

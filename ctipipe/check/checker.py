@@ -101,9 +101,12 @@ def _field(name: str, key: str, kind: str, value: object, version: str) -> Findi
     elif kind == "bool":
         if type(value) is not bool and value not in (0, 1):
             return _finding("M5", f"{name} value {_show(value)} is not a JSON boolean: the "
-                            f"server matches value == true/false and drops anything else "
-                            f"[inferred]", value=value)
+                            f"server matches value == true/false and drops anything else",
+                            value=value)
     elif kind == "fwd":
+        if type(value) in (str, list):
+            return _finding("M5", f"{name} value must be an object of enableX/destX keys: "
+                            f"the server finds no enableX in it and does nothing", value=value)
         if type(value) is not dict:
             return _finding("M2", f"{name} value must be an object of enableX/destX keys",
                             value=value)

@@ -81,11 +81,13 @@ RULES = (
     Rule("M3", ALL, "the class is one the server of that version understands", IGNORES,
          "§1.2, §2.1 (removed and renamed classes)"),
     Rule("M4", ALL, "getlist `function`, ipbxcommand `command`, featuresput `function` and "
-         "subscribe `message` are ones the server knows", IGNORES, "§1.2, §2.1, rule 19"),
+         "subscribe `message` are ones the server knows (a missing one is M1)", IGNORES,
+         "§1.2, §2.1, rule 19; the command registry's match functions"),
     Rule("M5", ALL, "a value the server silently drops: featuresput values other than JSON "
          "booleans, an unknown getlist listname, updateconfig/updatestatus without `tid`",
-         "the server does nothing with it, or answers empty", "§2.1, rules 18, 19 [inferred "
-         "for featuresput: matching is value == True]"),
+         "the server does nothing with it, or answers empty", "§2.1, rules 18, 19 (featuresput: the "
+         "registry matches value == True or False, so 1 and 0 match too and \"true\" does not; "
+         "PROTOCOL.md marks it [inferred], set_user_service.py shows it)"),
     # --- replies
     Rule("R1", ALL, "a request the server answers gets its answer before the session ends",
          NOTHING, "§1.9, §2.1"),
@@ -108,7 +110,9 @@ BY_ID = {rule.id: rule for rule in RULES}
 # For each class the server understands at 2.3: its `required` fields (a
 # missing one closes the connection, M1) with what the server makes of the
 # value (M2), and for classes dispatched on a field, the known values of that
-# field and each one's own fields. Field kinds:
+# field and each one's own fields. The server reads the dispatch field as
+# msg['function'] (or 'command', 'message') in every variant's match, so a
+# message without it closes the connection. Field kinds:
 #   any       read as is
 #   int       int() must accept it: an integer, or a string of digits
 #   str-alnum a string whose characters are all letters or digits
@@ -116,7 +120,8 @@ BY_ID = {rule.id: rule for rule in RULES}
 #   listname  one of LISTNAMES
 #   meetme    a list of two alphanumeric strings
 #   bool      a JSON boolean (M5: anything else is silently dropped)
-#   fwd       an object where each enableX comes with its destX
+#   fwd       an object where each enableX comes with its destX (a number or null
+#             closes the connection: `in` fails on it; a string or list is ignored)
 #   chat-to   [xivo_uuid, user_uuid] from 2.1, [xivo_uuid, positive int] in 2.0
 # `hint` names a field the documentation spells differently.
 
@@ -129,13 +134,13 @@ CLIENT_CLASSES: dict[str, dict] = {
     "login_pass": {},  # per version: L3
     "login_capas": {},  # per version: L4
     "logout": {},
-    "getlist": {"dispatch": "function", "variants": {
+    "getlist": {"dispatch": "function", "dispatch_required": True, "variants": {
         "listid": {"required": {"listname": "any"}},
         "updateconfig": {"required": {"listname": "any"}, "tid": True},
         "updatestatus": {"required": {"listname": "any"}, "tid": True},
     }},
     "availstate": {"required": {"availstate": "any"}},
-    "featuresput": {"dispatch": "function", "variants": {
+    "featuresput": {"dispatch": "function", "dispatch_required": True, "variants": {
         "enablednd": {"required": {"value": "bool"}},
         "incallfilter": {"required": {"value": "bool"}},
         "enablerecording": {"required": {"value": "bool"}},
@@ -159,7 +164,7 @@ CLIENT_CLASSES: dict[str, dict] = {
     "answer": {"required": {"unique_id": "any"}, "hint": {"uniqueid": "unique_id"}},
     "hold_switchboard": {"required": {"queue_name": "any"}},
     "resume_switchboard": {"required": {"unique_id": "any"}, "hint": {"uniqueid": "unique_id"}},
-    "subscribe": {"dispatch": "message", "variants": {
+    "subscribe": {"dispatch": "message", "dispatch_required": True, "variants": {
         "current_calls": {}, "meetme_update": {},
         "queueentryupdate": {"required": {"queueid": "int"}},
     }},
