@@ -496,3 +496,21 @@ def test_wireshark_lua_dissector_made_from_the_table(tmp_path, capfd):
                                  'on this']
     assert rows[3][0] == "ipbxcommand" and rows[3][1].startswith("[M4] ipbxcommand command "
                                                                  "originate is unknown")
+
+
+def test_annotated_stream_reads_in_every_stage_as_the_plain_one(tmp_path, capfd):
+    from ctipipe.stages import stats, strip
+    records = stream(BROKEN + [("client", GETLIST)], "server")
+    _, annotated, _ = _main(["--annotate", _write(tmp_path, records)], capfd)
+
+    def through(stage_, lines):
+        out = [stage_.handle(orjson.loads(line), line) for line in lines]
+        return [line for line in out if line is not None], stage_.finish()
+
+    plain = [orjson.dumps(r) for r in records]
+    lines = annotated.encode().splitlines()
+    assert through(stats.Stat(False, True), lines) == through(stats.Stat(False, True), plain)
+    kept, _ = through(strip.Strip(["timenow"], set()), lines)
+    events = [line for line in lines if b'"event":"check"' in line]
+    assert len(kept) == len(lines) and [line for line in kept if line in events] == events
+    assert check(records) == check([orjson.loads(line) for line in lines])  # and cticheck again

@@ -74,7 +74,7 @@ class Check(stage.Stage):
         found = self.checker.record(record)
         ts = record.get("ts")
         if self.mode == "annotate":
-            if record.get("event") == "close":  # what the session left undone, before its end
+            if record.get("event") in ("close", "start"):  # what sessions left undone, first
                 return b"\n".join(self._out(found, ts) + [line])
             return b"\n".join([line] + self._out(found, ts))
         return b"\n".join(self._out(found, ts)) if found else None
