@@ -392,6 +392,8 @@ def test_cticheck_exit_0_clean_1_findings_2_bad_input(tmp_path, capfd):
     assert status == 2 and "no tagged-stream record" in err
     bad.write_bytes(orjson.dumps(stream(LOGIN)[0]) + b"\nnot json\n")
     assert _main([str(bad)], capfd)[0] == 2
+    status, _, err = _main([str(tmp_path / "missing.jsonl")], capfd)
+    assert status == 2 and "cannot read" in err
     with pytest.raises(SystemExit) as stopped:
         check_command.main(["--protocol", "3.0", str(bad)])
     assert stopped.value.code == 2

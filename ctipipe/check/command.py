@@ -140,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     check = Check(args.protocol, mode)
 
     def body() -> int:
-        stage.run_stage(PROG, check, args.files)
+        try:
+            stage.run_stage(PROG, check, args.files)
+        except cli.CommandError as error:  # a FILE that cannot be read: bad input, not a finding
+            cli.report(PROG, f"error: {error}")
+            return cli.Exit.USAGE
         if check.malformed or not check.records:
             if not check.records:
                 cli.report(PROG, "the input held no tagged-stream record (from ctirelay or "
