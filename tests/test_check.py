@@ -14,7 +14,8 @@ import pytest
 
 from ctipipe.check import command as check_command
 from ctipipe.check import rules as R
-from ctipipe.check.checker import Checker, check_client, check_server, is_template
+from ctipipe.check.checker import Checker
+from ctipipe.check.message import check_client, check_server, is_template
 from ctipipe.core import protocol
 from ctipipe.stages import pretty
 
@@ -516,3 +517,44 @@ def test_annotated_stream_reads_in_every_stage_as_the_plain_one(tmp_path, capfd)
     events = [line for line in lines if b'"event":"check"' in line]
     assert len(kept) == len(lines) and [line for line in kept if line in events] == events
     assert check(records) == check([orjson.loads(line) for line in lines])  # and cticheck again
+
+
+# --- the shared pairing (stages/replies.py) with the protocol's table --------------------
+
+def _outcomes(steps):
+    from ctipipe.stages.replies import Pairing
+    pairing = Pairing()
+    seen = []
+    for ts, (side, message) in enumerate(steps):
+        if side == "client":
+            seen += pairing.request(message, float(ts))
+        else:
+            outcome = pairing.reply(message, float(ts))
+            seen += [outcome] if outcome else []
+    return [(o.request.name, o.reply_ts, o.expected) for o in seen + pairing.end()]
+
+
+def test_pairing_answers_without_replyid_by_what_they_answer():
+    assert _outcomes([("client", GETLIST), ("server", {**GETLIST_OK, "listname": "phones"}),
+                      ("server", GETLIST_OK)]) == [("getlist", 2.0, True)]
+    update = {"class": "getlist", "commandid": 8, "function": "updateconfig", "listname": "users",
+              "tid": "17"}
+    answer = {"class": "getlist", "function": "updateconfig", "listname": "users", "tid": 17,
+              "config": {}, "timenow": 1.5}
+    assert _outcomes([("client", update), ("server", {**answer, "tid": 18}),
+                      ("server", answer)]) == [("getlist", 2.0, True)]
+    assert _outcomes([("client", {"class": "people_search", "commandid": 9, "pattern": "al"}),
+                      ("server", {"class": "people_search_result", "results": []})]) == [
+        ("people_search", 1.0, True)]
+
+
+def test_pairing_knows_what_the_protocol_never_answers():
+    assert _outcomes([("server", OFFER), ("client", {"class": "starttls", "commandid": 1,
+                                                     "status": True}),
+                      ("server", ECHO), ("client", {"class": "starttls", "commandid": 2,
+                                                    "status": True}),
+                      ("client", {"class": "logout", "commandid": 3})]) == [
+        ("starttls", 2.0, True), ("starttls", None, False), ("logout", None, False)]
+    # no offer made: the client's starttls is not answered either
+    assert _outcomes([("client", {"class": "starttls", "commandid": 1, "status": True})]) == [
+        ("starttls", None, False)]

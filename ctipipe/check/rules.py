@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ctipipe.core.protocol import SERVER_VERSION, VERSIONS  # noqa: F401 (part of the table)
+from ctipipe.core.protocol import VERSIONS
 
 ALL = VERSIONS
 TWO = ("2.0", "2.1", "2.2", "2.3")

@@ -77,3 +77,30 @@ REPLY_CLASS = {
     "people_export_personal_contacts_csv": "people_export_personal_contacts_csv_result",
     "get_relations": "relations",
 }
+
+
+def answer_key(message: dict, side: str) -> tuple | None:
+    """What an answer without `replyid` looks like, so that it can be paired
+    with its request: for a client request, the answer it waits for; for a
+    server message without `replyid`, the request it answers. None: nothing
+    to pair (a request the server does not answer, the STARTTLS offer, a
+    message that carries `replyid`).
+
+    The 2.x login replies and the STARTTLS answer go by class (§1.6, §1.4), a
+    `getlist` answer by its function, list and id (§2.2), the directory and
+    people answers by the class REPLY_CLASS names (§2.1), a `history` answer
+    for a user with no line has no class at all.
+    """
+    name = message.get("class")
+    if name == "getlist":
+        function, listname = message.get("function"), str(message.get("listname"))
+        if function == "listid":
+            return ("getlist", function, listname)
+        return ("getlist", function, listname, str(message.get("tid")))
+    if side == "client":
+        if name in NO_REPLY_CLASSES or type(name) is not str:
+            return None
+        return (REPLY_CLASS.get(name, name),)
+    if "replyid" in message or (name == "starttls" and "starttls" not in message):
+        return None  # numbered, or the offer (the answer holds the key "starttls")
+    return (name,) if type(name) is str else ("history",) if name is None else None

@@ -3,10 +3,13 @@ and cticheck share, so that they can never disagree.
 
 A client request carries a `commandid`; the server's answer carries the same
 value as `replyid` (5 and "5" are the same request). The protocol also answers
-a few requests without a `replyid`: those replies (UNNUMBERED_REPLIES) answer
-the oldest request of their class still waiting. The server's unsolicited
-STARTTLS offer, which lacks the key `starttls`, answers nothing; its answer to
-the client's `starttls` holds it.
+many requests without a `replyid` (the 2.x login, STARTTLS, `getlist`, the
+people and directory classes): such a reply answers the oldest request still
+waiting for an answer of its kind (core/protocol.answer_key: the class, and
+for `getlist` its function, list and id). The server's unsolicited STARTTLS
+offer, which lacks the key `starttls`, answers nothing; its answer to the
+client's `starttls` holds it. Which requests the protocol never answers is
+core/protocol's table too (Outcome.expected).
 
 A `Pairing` follows one session, message by message in stream order; it is
 pure (no I/O, no clock) and keeps at most MAX_PENDING requests waiting.
@@ -24,18 +27,18 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass
 
-from ctipipe.core import stream
+from ctipipe.core import protocol, stream
 
 # Replies the protocol sends without a replyid (the 2.x login, the answer to
-# STARTTLS): each answers the oldest request of its class still waiting.
+# STARTTLS, and more: see protocol.answer_key): each answers the oldest
+# request still waiting for its kind of answer.
 UNNUMBERED_REPLIES = frozenset(("login_id", "login_pass", "login_capas", "starttls"))
 
-# Requests the protocol does not answer at all, by class: such a request left
-# without a reply is not a fault (Outcome.expected is False for it). Empty for
-# now: ctistat counts every unanswered request as "no reply", as it always
-# has; the protocol checker is the place that knows which classes belong here
-# (the logout, the client's second starttls inside TLS) and fills this set.
-NO_REPLY_EXPECTED: frozenset[str] = frozenset()
+# Requests the protocol does not answer at all, by class (the logout, the
+# call-control classes, ...): such a request left without a reply is not a
+# fault (Outcome.expected is False for it, and for a client's starttls that
+# no offer or an earlier starttls made moot, protocol.reply_expected).
+NO_REPLY_EXPECTED: frozenset[str] = protocol.NO_REPLY_CLASSES
 
 # Requests still waiting for a reply that one session keeps track of: a client
 # that never gets replies must not make its reader grow without bound. The
@@ -55,6 +58,7 @@ class Request:
     name: str  # its class ("(no class)" when it had none)
     ts: float
     ref: object = None  # whatever the caller wants back (a record, a row number)
+    expected: bool = True  # does the protocol answer it (protocol.reply_expected)
 
 
 @dataclass(slots=True)
@@ -82,7 +86,7 @@ class Outcome:
     @property
     def expected(self) -> bool:
         """Does the protocol answer this request? (see NO_REPLY_EXPECTED)"""
-        return self.request.name not in NO_REPLY_EXPECTED
+        return self.request.expected
 
 
 def request_key(commandid: object) -> object:
@@ -107,9 +111,11 @@ class Pairing:
     def __init__(self, max_pending: int = MAX_PENDING) -> None:
         self.max_pending = max_pending
         self.pending: dict[object, Request] = {}  # request_key -> Request, oldest first
-        # per class of UNNUMBERED_REPLIES, the keys of its requests in order
-        self._unnumbered: dict[str, collections.deque] = collections.defaultdict(
+        # per kind of answer (protocol.answer_key), its requests (key, Request) in order
+        self._unnumbered: dict[tuple, collections.deque] = collections.defaultdict(
             lambda: collections.deque(maxlen=max_pending))
+        self.offered = False  # the server offered STARTTLS
+        self.starttls_asked = False  # the client sent a starttls
 
     def request(self, message: dict, ts: float, ref: object = None) -> list[Outcome]:
         """A client message. Returns the requests it made give up (usually none):
@@ -122,9 +128,14 @@ class Pairing:
         old = self.pending.pop(key, None)
         if old is not None:
             given_up.append(Outcome(old, why=REPLACED))
-        self.pending[key] = Request(message["commandid"], name, ts, ref)
-        if name in UNNUMBERED_REPLIES:
-            self._unnumbered[name].append(key)
+        request = self.pending[key] = Request(
+            message["commandid"], name, ts, ref,
+            protocol.reply_expected(message, self.offered, self.starttls_asked))
+        if name == "starttls":
+            self.starttls_asked = True
+        answer = protocol.answer_key(message, "client")
+        if answer is not None:
+            self._unnumbered[answer].append((key, request))
         if len(self.pending) > self.max_pending:
             oldest = next(iter(self.pending))
             given_up.append(Outcome(self.pending.pop(oldest), why=GIVEN_UP))
@@ -138,13 +149,19 @@ class Pairing:
         if "replyid" in message:
             key = request_key(message["replyid"])
         else:
-            name = class_name(message)
-            if name not in UNNUMBERED_REPLIES or (name == "starttls" and "starttls" not in message):
+            if message.get("class") == "starttls" and "starttls" not in message:
+                self.offered = True
+            if not self.pending:
+                return None  # nothing waits: a broadcast (the common case) costs no more
+            answer = protocol.answer_key(message, "server")
+            if answer is None:
                 return None  # (a STARTTLS answer holds the key "starttls"; the offer does not)
-            key = self._oldest_pending(name)
+            key = self._oldest_pending(answer)
         asked = self.pending.pop(key, None)
         if asked is None:
             return None
+        if not self.pending:  # what the queues still hold was all answered
+            self._unnumbered.clear()
         return Outcome(asked, reply_ts=ts, reply_ref=ref)
 
     def end(self) -> list[Outcome]:
@@ -154,17 +171,16 @@ class Pairing:
         self._unnumbered.clear()
         return left
 
-    def _oldest_pending(self, name: str) -> object:
-        """The oldest request of this class still waiting (its key), if any.
+    def _oldest_pending(self, answer: tuple) -> object:
+        """The oldest request still waiting for this kind of answer (its key), if any.
 
         Requests answered or given up meanwhile are left in the queue and
         skipped here, so that the queue costs nothing on the common path.
         """
-        waiting = self._unnumbered[name]
+        waiting = self._unnumbered.get(answer)
         while waiting:
-            key = waiting.popleft()
-            asked = self.pending.get(key)
-            if asked is not None and asked.name == name:
+            key, request = waiting.popleft()
+            if self.pending.get(key) is request:
                 return key
         return None
 
