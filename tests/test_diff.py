@@ -283,12 +283,12 @@ def test_myers_finds_a_longest_common_subsequence(a, b):
 @given(sequences, sequences)
 def test_common_pairs_is_a_common_subsequence_even_past_the_edit_limit(a, b):
     assert _is_common_subsequence(align.common_pairs(a, b), a, b)
-    saved = align.MAX_EDITS
-    align.MAX_EDITS = 2  # the fallback matcher takes over
+    saved = align.STEPS_PER_ITEM
+    align.STEPS_PER_ITEM = 0  # with no steps to spend, the greedy matcher takes over
     try:
-        assert _is_common_subsequence(align.common_pairs(a, b), a, b)
+        assert _is_common_subsequence(align.common_pairs(a, b, align.Budget(0)), a, b)
     finally:
-        align.MAX_EDITS = saved
+        align.STEPS_PER_ITEM = saved
 
 
 def test_alignment_of_long_sequences_is_not_quadratic():

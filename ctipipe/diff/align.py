@@ -1,4 +1,5 @@
-"""Align two sequences by a longest common subsequence, without the quadratic table.
+"""Align two sequences by a common subsequence, in time and memory near-linear
+in their length whatever they hold.
 
 Pure: sequences of hashable keys in, matched index pairs out. Used by ctidiff
 to align two sessions' messages (and the items of two lists inside a message).
@@ -8,32 +9,70 @@ The way there, as git's patience and Myers diffs do it:
 2. keys that occur exactly once in each sequence, in increasing order on both
    sides (a longest increasing subsequence), become anchors that cut the rest
    into small independent gaps;
-3. each gap gets Myers' O(ND) greedy diff, whose cost grows with the number
-   of differences D, not with the length of the sequences.
-A gap too different for Myers within MAX_EDITS falls back to difflib's
-SequenceMatcher (a common subsequence, not always the longest, but quick).
+3. each gap gets Myers' O(ND) diff, whose cost grows with the number of
+   differences D, not with the length of the sequences.
+Each gap is first matched greedily (`greedy`: a common subsequence, not
+always the longest, in linear time); Myers then looks for a longer one only
+when the greedy match may not be the longest, drawing on a `Budget` of steps
+that grows with the length of what is aligned (STEPS_PER_ITEM per key, plus
+STEPS_FLOOR once) and giving up when it is spent. So the result is a longest
+common subsequence while the sequences differ little, and the time never
+grows faster than their length (times a logarithm), whatever they hold:
+sessions that share little, or repeat a few messages in another order, get a
+worse alignment, never a slower one.
 """
 from __future__ import annotations
 
 import bisect
-import difflib
+import collections
 from typing import Hashable, Sequence
 
-# Myers keeps one row of furthest-reaching points per edit, so time and memory
-# grow as D squared: past this many insertions plus deletions in one gap
-# (sessions that hardly share anything) the cheaper matcher takes over.
-MAX_EDITS = 1500
+# Myers' steps (an edit tried on one diagonal, or one key of a snake) allowed
+# per key aligned: at most about 2 seconds of Python (0.5 to 1 µs a step) for
+# 200,000 keys a side. Myers needs about D*D/2 steps for D insertions plus
+# deletions, so two sequences of n keys each get Myers' longest alignment up to
+# about sqrt(20 n) differences (2,000 at n = 200,000), the greedy one beyond.
+STEPS_PER_ITEM = 5
+# ... plus this many once per budget, so that small sequences are always
+# aligned exactly (two of 1,000 keys even when they share nothing).
+STEPS_FLOOR = 1_000_000
+
+# The greedy matcher, at two keys that differ, looks at this many next
+# occurrences of each key on the other side, and takes the one followed by
+# the longest run of equal keys, counted up to CONFIRM: enough to tell a real
+# resumption of the same messages from a chance match among repeated ones.
+CANDIDATES = 4
+CONFIRM = 8
 
 
-def common_pairs(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[tuple[int, int]]:
+class Budget:
+    """The Myers steps one comparison may still take (see the module docstring).
+    Share one among related calls (the gaps of one session) to bound their sum."""
+
+    def __init__(self, floor: int = STEPS_FLOOR) -> None:
+        self.left = floor
+        self.spent = 0  # Myers steps taken, for tests and the benchmark
+
+    def grant(self, keys: int) -> None:
+        """More work allowed, in proportion to `keys` more keys to align."""
+        self.left += STEPS_PER_ITEM * keys
+
+
+def common_pairs(a: Sequence[Hashable], b: Sequence[Hashable],
+                 budget: Budget | None = None) -> list[tuple[int, int]]:
     """Index pairs (i, j), increasing in both, with a[i] == b[j]: a common subsequence
-    (the longest one unless a gap was too different, see the module docstring)."""
+    (the longest one unless the budget ran out, see the module docstring).
+    Time O((n + m) log(n + m)) plus the budget's steps; memory O(n + m) plus
+    one Myers trace, itself bounded by the budget."""
+    if budget is None:
+        budget = Budget()
+    budget.grant(len(a) + len(b))
     pairs: list[tuple[int, int]] = []
-    _align(a, b, 0, len(a), 0, len(b), pairs, anchors=True)
+    _align(a, b, 0, len(a), 0, len(b), pairs, budget)
     return pairs
 
 
-def _align(a, b, alo: int, ahi: int, blo: int, bhi: int, out: list, anchors: bool) -> None:
+def _align(a, b, alo: int, ahi: int, blo: int, bhi: int, out: list, budget: Budget) -> None:
     # 1. the common start and end
     while alo < ahi and blo < bhi and a[alo] == b[blo]:
         out.append((alo, blo))
@@ -45,17 +84,16 @@ def _align(a, b, alo: int, ahi: int, blo: int, bhi: int, out: list, anchors: boo
         bhi -= 1
         tail.append((ahi, bhi))
     if alo < ahi and blo < bhi:
-        found = _anchors(a, b, alo, ahi, blo, bhi) if anchors else []
-        if found:
-            # 2. gaps between anchors, each aligned on its own
-            for i, j in found:
-                _align(a, b, alo, i, blo, j, out, anchors=False)
-                out.append((i, j))
-                alo, blo = i + 1, j + 1
-            _align(a, b, alo, ahi, blo, bhi, out, anchors=False)
-        else:
+        found = _anchors(a, b, alo, ahi, blo, bhi)
+        # 2. gaps between anchors, each aligned on its own
+        for i, j in found:
+            if alo < i and blo < j:
+                out += _gap(a, b, alo, i, blo, j, budget)
+            out.append((i, j))
+            alo, blo = i + 1, j + 1
+        if alo < ahi and blo < bhi:
             # 3. one gap
-            out += _gap(a, b, alo, ahi, blo, bhi)
+            out += _gap(a, b, alo, ahi, blo, bhi, budget)
     out += reversed(tail)
 
 
@@ -96,24 +134,41 @@ def _anchors(a, b, alo: int, ahi: int, blo: int, bhi: int) -> list[tuple[int, in
     return chain
 
 
-def _gap(a, b, alo: int, ahi: int, blo: int, bhi: int) -> list[tuple[int, int]]:
-    pairs = myers(a[alo:ahi], b[blo:bhi], MAX_EDITS)
-    if pairs is None:
-        matcher = difflib.SequenceMatcher(None, a[alo:ahi], b[blo:bhi])
-        pairs = [(i + k, j + k) for i, j, size in matcher.get_matching_blocks() for k in range(size)]
+def _gap(a, b, alo: int, ahi: int, blo: int, bhi: int, budget: Budget) -> list[tuple[int, int]]:
+    """One gap: the greedy match, or Myers' longest one when it is better and affordable."""
+    ga, gb = a[alo:ahi], b[blo:bhi]
+    pairs = greedy(ga, gb)
+    edits = len(ga) + len(gb) - 2 * len(pairs)
+    # Each key more often on one side than on the other is an insertion or a
+    # deletion at least: when the greedy match needs no more, it is a longest one.
+    counts = collections.Counter(ga)
+    counts.subtract(gb)
+    fewest = sum(map(abs, counts.values()))
+    if edits > fewest and fewest * fewest // 2 < budget.left:
+        # Myers needs about D*D/2 steps; it is stopped when it has spent the budget.
+        better = myers(ga, gb, edits - 1, budget)
+        if better is not None:
+            pairs = better
     return [(alo + i, blo + j) for i, j in pairs]
 
 
-def myers(a: Sequence, b: Sequence, max_edits: int) -> list[tuple[int, int]] | None:
+def myers(a: Sequence, b: Sequence, max_edits: int | None = None,
+          budget: Budget | None = None) -> list[tuple[int, int]] | None:
     """A longest common subsequence as index pairs, by Myers' greedy O(ND) algorithm
     (E. Myers, "An O(ND) Difference Algorithm and Its Variations", 1986);
-    None when more than max_edits insertions plus deletions are needed."""
+    None when more than max_edits insertions plus deletions are needed, or
+    more steps than `budget` has left (the steps taken are spent either way)."""
     n, m = len(a), len(b)
     if n == 0 or m == 0:
         return []
+    if max_edits is None:
+        max_edits = n + m
+    steps_left = budget.left if budget is not None else None
+    steps = 0
     offset = max_edits + 1
     v = [0] * (2 * offset + 1)  # v[offset + k]: furthest x reached on diagonal k = x - y
     trace: list[list[int]] = []  # after each d, v for diagonals -d..d
+    result = None
     for d in range(max_edits + 1):
         for k in range(-d, d + 1, 2):
             if k == -d or (k != d and v[offset + k - 1] < v[offset + k + 1]):
@@ -121,15 +176,81 @@ def myers(a: Sequence, b: Sequence, max_edits: int) -> list[tuple[int, int]] | N
             else:
                 x = v[offset + k - 1] + 1  # right: one from a
             y = x - k
+            start = x
             while x < n and y < m and a[x] == b[y]:
                 x += 1
                 y += 1
+            steps += x - start
             v[offset + k] = x
             if x >= n and y >= m:
                 trace.append(v[offset - d:offset + d + 1])
-                return _backtrack(trace, n, m)
+                result = _backtrack(trace, n, m)
+                break
+        if result is not None:
+            break
+        steps += d + 1
         trace.append(v[offset - d:offset + d + 1])
-    return None
+        if steps_left is not None and steps > steps_left:
+            break
+    if budget is not None:
+        budget.left -= steps
+        budget.spent += steps
+    return result
+
+
+def greedy(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[tuple[int, int]]:
+    """A common subsequence in O((n + m) log(n + m)) time, whatever the keys.
+
+    Walks both sequences; where the keys differ, it tries skipping in A to one
+    of the next CANDIDATES occurrences of b's key, in B to one of a's, or one
+    on each side (a changed key), and takes the step followed by the longest
+    run of equal keys (up to CONFIRM; a skip must be followed by a run as long
+    as itself), the fewest keys left out on a tie. One key
+    inserted, deleted or changed among many equal ones costs one step; what
+    it misses is a better alignment that only a long look ahead would show.
+    """
+    n, m = len(a), len(b)
+    where_a: dict = {}  # key -> its positions, in order
+    for i, key in enumerate(a):
+        where_a.setdefault(key, []).append(i)
+    where_b: dict = {}
+    for j, key in enumerate(b):
+        where_b.setdefault(key, []).append(j)
+
+    def run(i: int, j: int) -> int:
+        length = 0
+        while length < CONFIRM and i < n and j < m and a[i] == b[j]:
+            i += 1
+            j += 1
+            length += 1
+        return length
+
+    pairs = []
+    i = j = 0
+    while i < n and j < m:
+        if a[i] == b[j]:
+            pairs.append((i, j))
+            i += 1
+            j += 1
+            continue
+        # (run, -edits, next i, next j): the best step from here. A skip is
+        # only taken when the run after it is as long as the skip (or CONFIRM):
+        # a chance match far ahead does not cost the keys it jumps over.
+        best = (run(i + 1, j + 1), -2, i + 1, j + 1)
+        places = where_a.get(b[j], ())
+        at = bisect.bisect_right(places, i)
+        for ia in places[at:at + CANDIDATES]:
+            length = run(ia, j)
+            if length >= min(ia - i, CONFIRM):
+                best = max(best, (length, -(ia - i), ia, j))
+        places = where_b.get(a[i], ())
+        at = bisect.bisect_right(places, j)
+        for jb in places[at:at + CANDIDATES]:
+            length = run(i, jb)
+            if length >= min(jb - j, CONFIRM):
+                best = max(best, (length, -(jb - j), i, jb))
+        i, j = best[2], best[3]
+    return pairs
 
 
 def _backtrack(trace: list[list[int]], x: int, y: int) -> list[tuple[int, int]]:
@@ -201,7 +322,8 @@ def join_gaps(pairs: list[tuple[int, int]], a: Sequence, b: Sequence) -> list[tu
 def _slide(keys: Sequence, start: int, length: int, room: int) -> int:
     """How far (0 to room) the run keys[start:start + length] can move down
     over equal keys: the furthest shift s with keys[t] == keys[t + s] all along."""
+    run = keys[start:start + length]
     for shift in range(min(room, MAX_SHIFT), 0, -1):
-        if all(keys[start + t] == keys[start + t + shift] for t in range(length)):
+        if keys[start + shift:start + shift + length] == run:  # compared in C, at most MAX_SLIDE keys
             return shift
     return 0

@@ -1,7 +1,7 @@
 """ctidiff: compare two sessions by meaning, message by message and field by field.
 
 Reading (sessions.py), pairing (pairing.py, on align.py and compare.py) and
-showing (diffview.py) are each their own module; this one is the command.
+showing (view.py) are each their own module; this one is the command.
 Exit status as diff's: 0 equal, 1 different, 2 trouble.
 """
 from __future__ import annotations
@@ -58,6 +58,14 @@ def run(args, color: bool, outcome: dict) -> int:
     kinds: dict[tuple, int] = {}
     a = sessions.load(args.a, conn_a, sides, ignore, kinds)
     b = sessions.load(args.b, conn_b, sides, ignore, kinds)
+    try:
+        return _compare(args, color, outcome, a, b, sides, ignore, kinds)
+    finally:
+        a.close()
+        b.close()
+
+
+def _compare(args, color, outcome, a, b, sides, ignore, kinds) -> int:
     for capture in (a, b):
         capture.kinds_by_number = list(kinds)
         for warning in capture.warnings:

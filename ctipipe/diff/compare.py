@@ -6,6 +6,7 @@ Pure: values in, differences out; no files, no output, no CLI.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Iterator
 
@@ -111,15 +112,113 @@ def signature_text(kind: tuple) -> str:
 
 
 def content_key(message: object) -> int:
-    """Equal for messages with equal content (keys in any order); a 64-bit hash."""
+    """Equal for messages with equal content (keys in any order); a 64-bit hash.
+    Integers are kept exact, and NaN, Infinity and null are three different things."""
     try:
         return hash(orjson.dumps(message, option=orjson.OPT_SORT_KEYS))
-    except TypeError:  # a lone surrogate (from a classic file), which orjson refuses
-        return hash(json.dumps(message, sort_keys=True))
+    except TypeError:  # a big integer, a Constant, a lone surrogate, deep nesting: orjson refuses
+        constants: list[str] = []
+
+        def constant(value: object) -> str:
+            if type(value) is not Constant:
+                raise TypeError(f"not JSON: {type(value).__name__}")
+            constants.append(value.word)  # beside the text: no string can pass for it
+            return ""
+
+        return hash((json.dumps(message, sort_keys=True, default=constant), tuple(constants)))
+
+
+class Constant:
+    """NaN, Infinity or -Infinity (or a number too large for a float, such as
+    1e400) as a file spelt it: Python's json reads them, JSON has no such
+    value. Equal only to the same word; never to null, nor to a number."""
+
+    __slots__ = ("word",)
+
+    def __init__(self, word: str) -> None:
+        self.word = word
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Constant and other.word == self.word
+
+    def __hash__(self) -> int:
+        return hash((Constant, self.word))
+
+    def __repr__(self) -> str:
+        return self.word
+
+
+def dumps(value: object) -> str:
+    """Compact JSON text of whatever ctidiff read: orjson's, else json's (big
+    integers, lone surrogates escaped, a Constant as its word or as Infinity)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), default=_as_float)
+
+
+def _as_float(value: object) -> float:
+    if type(value) is Constant:
+        return float(value.word)  # json writes NaN, Infinity, -Infinity
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _float(text: str) -> float | Constant:
+    number = float(text)
+    return number if math.isfinite(number) else Constant(text)
+
+
+# Python's json as ctidiff reads with it: integers exact, NaN and Infinity as Constant.
+DECODER = json.JSONDecoder(parse_constant=Constant, parse_float=_float)
+
+# An integer of 20 digits or more may be beyond 64 bits, where orjson reads a
+# float (two different integers would look equal): such a text is read by json.
+_LONG_DIGITS = re.compile(rb"[0-9]{20}").search
+
+
+def loads(text: bytes) -> object:
+    """A JSON text decoded exactly: by orjson, or by Python's json where orjson
+    would not be exact (integers beyond 64 bits) or refuses (NaN, Infinity:
+    read as Constant). Raises ValueError when the text is not JSON, or nests
+    too deeply for either."""
+    if not _LONG_DIGITS(text):
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        return DECODER.decode(text.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+# Deepest nesting compared field by field; a message nested deeper is compared
+# as its text (the relay records such a message as an undecodable line, and
+# Python's recursion would not reach the bottom of one nested 1,000 deep).
+MAX_DEPTH = 200
+
+
+def too_deep(value: object, text: bytes) -> bool:
+    """Whether `value` (decoded from `text`) nests deeper than MAX_DEPTH."""
+    if text.count(b"[") + text.count(b"{") <= MAX_DEPTH:  # the usual case, in C
+        return False
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if type(item) is dict:
+            children = item.values()
+        elif type(item) is list:
+            children = item
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def differences(a: object, b: object, path: tuple = (), path_b: tuple | None = None,
-                ) -> Iterator[tuple[tuple, tuple, object, object]]:
+                budget: align.Budget | None = None) -> Iterator[tuple[tuple, tuple, object, object]]:
     """(path in A, path in B, value in A, value in B) for every field that differs.
 
     A field only in A has MISSING as its value in B, and the other way round.
@@ -128,20 +227,29 @@ def differences(a: object, b: object, path: tuple = (), path_b: tuple | None = N
     by a common subsequence of their items, so that one inserted item is one
     difference. Paths hold keys (str), positions (int) and, for items matched
     by id, (key, id) pairs. The two paths differ only when an item moved in its list.
+    Lists are aligned on `budget` (one for the whole comparison bounds its time,
+    see align.py; by default one for these two values).
     """
     if path_b is None:
         path_b = path
+    if budget is None:
+        budget = align.Budget()
     if type(a) is dict and type(b) is dict:
         for key in sorted(a.keys() | b.keys()):
             old, new = a.get(key, MISSING), b.get(key, MISSING)
             if old is MISSING or new is MISSING:
                 yield path + (key,), path_b + (key,), old, new
-            else:
-                yield from differences(old, new, path + (key,), path_b + (key,))
+            elif type(old) in _NESTED or type(new) in _NESTED:
+                yield from differences(old, new, path + (key,), path_b + (key,), budget)
+            elif not _same(old, new):  # two plain values: no generator for each field
+                yield path + (key,), path_b + (key,), old, new
     elif type(a) is list and type(b) is list:
-        yield from _list_differences(a, b, path, path_b)
+        yield from _list_differences(a, b, path, path_b, budget)
     elif not _same(a, b):
         yield path, path_b, a, b
+
+
+_NESTED = (dict, list)
 
 
 def _same(a: object, b: object) -> bool:
@@ -151,7 +259,7 @@ def _same(a: object, b: object) -> bool:
     return a == b
 
 
-def _list_differences(a: list, b: list, path: tuple, path_b: tuple) -> Iterator:
+def _list_differences(a: list, b: list, path: tuple, path_b: tuple, budget: align.Budget) -> Iterator:
     id_key = _id_key(a, b)
     if id_key is not None:
         new = {item[id_key]: item for item in b}
@@ -161,7 +269,7 @@ def _list_differences(a: list, b: list, path: tuple, path_b: tuple) -> Iterator:
             old_ids.add(ident)
             where, where_b = path + ((id_key, ident),), path_b + ((id_key, ident),)
             if ident in new:
-                yield from differences(item, new[ident], where, where_b)
+                yield from differences(item, new[ident], where, where_b, budget)
             else:
                 yield where, where_b, item, MISSING
         for item in b:
@@ -171,15 +279,15 @@ def _list_differences(a: list, b: list, path: tuple, path_b: tuple) -> Iterator:
         return
     if len(a) == len(b):
         for n, (old, new) in enumerate(zip(a, b)):
-            yield from differences(old, new, path + (n,), path_b + (n,))
+            yield from differences(old, new, path + (n,), path_b + (n,), budget)
         return
     # Different lengths: equal items matched first; what lies between two
     # matches is compared position by position, the rest added or removed.
-    pairs = align.common_pairs([content_key(x) for x in a], [content_key(x) for x in b])
+    pairs = align.common_pairs([content_key(x) for x in a], [content_key(x) for x in b], budget)
     i = j = 0
     for next_i, next_j in pairs + [(len(a), len(b))]:
         while i < next_i and j < next_j:
-            yield from differences(a[i], b[j], path + (i,), path_b + (j,))
+            yield from differences(a[i], b[j], path + (i,), path_b + (j,), budget)
             i += 1
             j += 1
         while i < next_i:

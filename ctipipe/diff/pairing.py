@@ -9,6 +9,7 @@ left is only in A or only in B. Changed pairs are compared field by field
 """
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 
 from ctipipe.diff import align
@@ -51,11 +52,12 @@ def compare_side(a: sessions.Capture, b: sessions.Capture, side_a: str, side_b: 
     items: list[Item] = []
     counts = Counts()
     i = j = 0
-    equal = align.join_gaps(align.common_pairs(ma.keys, mb.keys), ma.keys, mb.keys)
+    budget = align.Budget()  # one for the side: its alignments and comparisons together
+    equal = align.join_gaps(align.common_pairs(ma.keys, mb.keys, budget), ma.keys, mb.keys)
     for next_i, next_j in equal + [(na, nb)]:
         if i < next_i or j < next_j:
             # A gap: messages of the same kind are paired, the rest is on one side only.
-            paired = align.common_pairs(ma.signatures[i:next_i], mb.signatures[j:next_j])
+            paired = align.common_pairs(ma.signatures[i:next_i], mb.signatures[j:next_j], budget)
             for gi, gj in [(i + p, j + q) for p, q in paired] + [(next_i, next_j)]:
                 while i < gi:
                     items.append(Item(label, ONLY_A, i, None, (ma.lines[i], 0, 0)))
@@ -67,7 +69,7 @@ def compare_side(a: sessions.Capture, b: sessions.Capture, side_a: str, side_b: 
                     counts.only_b += 1
                     j += 1
                 if gi < next_i:
-                    item = _pair(a, b, side_a, side_b, i, j, ignore, label)
+                    item = _pair(a, b, side_a, side_b, i, j, ignore, label, budget)
                     if item is None:
                         counts.equal += 1
                     else:
@@ -84,26 +86,26 @@ def compare_side(a: sessions.Capture, b: sessions.Capture, side_a: str, side_b: 
 
 def _find_moves(items: list[Item], ma: sessions.Messages, mb: sessions.Messages) -> None:
     """Mark a message only in A that is also only in B, elsewhere: it moved."""
-    only_b: dict[int, list[Item]] = {}
+    only_b: dict[int, collections.deque[Item]] = {}
     for item in items:
         if item.kind == ONLY_B:
-            only_b.setdefault(mb.keys[item.b], []).append(item)
+            only_b.setdefault(mb.keys[item.b], collections.deque()).append(item)
     if not only_b:
         return
     for item in items:
         if item.kind == ONLY_A and only_b.get(ma.keys[item.a]):
-            other = only_b[ma.keys[item.a]].pop(0)
+            other = only_b[ma.keys[item.a]].popleft()
             item.moved, other.moved = other.b, item.a
 
 
-def _pair(a, b, side_a, side_b, i, j, ignore, label) -> Item | None:
+def _pair(a, b, side_a, side_b, i, j, ignore, label, budget) -> Item | None:
     """The changes between two messages of the same kind (None: equal after all)."""
-    raw_a, old = a.value(side_a, i)
-    raw_b, new = b.value(side_b, j)
+    raw_a, old = a.stripped(side_a, i, ignore)
+    raw_b, new = b.stripped(side_b, j, ignore)
     if raw_a or raw_b:
         changes = [] if (raw_a, old) == (raw_b, new) else [((), (), old, new)]
     else:
-        changes = list(compare.differences(ignore.strip(old), ignore.strip(new)))
+        changes = list(compare.differences(old, new, budget=budget))
     if not changes:
         return None
     line_a, line_b = a.sides[side_a].lines[i], b.sides[side_b].lines[j]

@@ -2,16 +2,20 @@
 the classic ctisave layout (one side's messages as indented JSON, one after the other).
 
 Only what alignment needs is kept per message (signature, content key, line
-number, and its text to decode again later), so that two sessions of 100,000
-messages fit in a small part of the memory their decoded messages would take.
+number, and where its text is, to decode it again later: its place in a
+regular file, the text itself from a pipe), in arrays of machine integers, so
+that two sessions of 600,000 messages fit in a small part of the memory their
+text would take.
 """
 from __future__ import annotations
 
 import base64
 import contextlib
 import itertools
-import json
+import os
+import stat
 import sys
+from array import array
 from dataclasses import dataclass, field
 
 import orjson
@@ -29,11 +33,12 @@ MAX_WARNINGS = 100  # malformed lines reported one by one, then only counted
 class Messages:
     """One side of one session, in order."""
 
-    signatures: list[int] = field(default_factory=list)  # index into Capture.kinds
-    keys: list[int] = field(default_factory=list)  # compare.content_key of the stripped message
-    lines: list[int] = field(default_factory=list)  # line number in the file
-    texts: list[bytes] = field(default_factory=list)  # record line, message JSON, or raw text
-    raw: bytearray = field(default_factory=bytearray)  # 1 where the entry is not JSON
+    signatures: array = field(default_factory=lambda: array("q"))  # index into Capture.kinds
+    keys: array = field(default_factory=lambda: array("q"))  # compare.content_key of the stripped message
+    lines: array = field(default_factory=lambda: array("q"))  # line number in the file
+    offsets: array = field(default_factory=lambda: array("q"))  # where the line starts (a regular file)
+    texts: list[bytes] = field(default_factory=list)  # else the record line, message JSON, or raw text
+    raw: bytearray = field(default_factory=bytearray)  # 1 where the entry is compared as text
 
 
 class Capture:
@@ -46,19 +51,61 @@ class Capture:
         self.sides: dict[str, Messages] = {}
         self.warnings: list[str] = []
         self.kinds_by_number: list[tuple] = []  # signatures, by the numbers in Messages
+        self.seekable = False  # True: texts are read again from the file, by offset
+        self._reader = None
 
     def value(self, side: str, n: int) -> tuple[bool, object]:
         """(is raw, value) of a side's message n: raw text as str, else the decoded message."""
+        return self._decoded(side, n)[:2]
+
+    def stripped(self, side: str, n: int, ignore: compare.Ignore) -> tuple[bool, object]:
+        """value(), without the fields `ignore` leaves out."""
+        raw, value, text = self._decoded(side, n)
+        return raw, (value if raw else ignore.strip(value, text))
+
+    def _decoded(self, side: str, n: int) -> tuple[bool, object, bytes | None]:
         messages = self.sides[side]
-        text = messages.texts[n]
+        text = self._text(messages, n)
         if self.tagged:
-            record = orjson.loads(text)
+            record = compare.loads(text)
+            if messages.raw[n]:  # nested too deeply: its text
+                return True, text[_msg_start(text):-1].decode("utf-8", "backslashreplace"), None
             if "msg" in record:
-                return False, record["msg"]
-            return True, _raw_text(record)
+                start = _msg_start(text)
+                return False, record["msg"], (text[start:] if start > 0 else None)
+            return True, _raw_text(record), None
         if messages.raw[n]:
-            return True, text.decode("utf-8", "backslashreplace")
-        return False, json.loads(text)  # written by json.dumps, see _load_classic
+            return True, text.decode("utf-8", "backslashreplace"), None
+        # see _load_classic
+        return False, compare.DECODER.decode(text.decode("utf-8", "surrogateescape").strip()), None
+
+    def _text(self, messages: Messages, n: int) -> bytes:
+        if not self.seekable:
+            return messages.texts[n]
+        if self._reader is None:
+            try:
+                self._reader = open(self.path, "rb")
+            except OSError as error:
+                raise CommandError(f"cannot read {self.path} again: {error.strerror or error}") from None
+        self._reader.seek(messages.offsets[n])
+        line = self._reader.readline(stream.MAX_LINE + 1).rstrip(b"\n")
+        try:
+            compare.loads(line)
+        except ValueError:
+            raise CommandError(f"{self.path} changed while it was being compared "
+                               f"(line {messages.lines[n]})") from None
+        return line
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
+def _msg_start(line: bytes) -> int:
+    """Where the message's text starts in a record line (0: not found as relay writes it)."""
+    start = line.find(b',"msg":')
+    return start + 7 if start > 0 else 0
 
 
 def load(path: str, conn: int | None, sides: tuple[str, ...], ignore: compare.Ignore,
@@ -69,12 +116,14 @@ def load(path: str, conn: int | None, sides: tuple[str, ...], ignore: compare.Ig
     back, so a pipe (`<(ctistrip x < a.jsonl)`) does as well as a file."""
     try:
         with (contextlib.nullcontext(sys.stdin.buffer) if path == "-" else open(path, "rb")) as file:
+            regular = path != "-" and stat.S_ISREG(os.fstat(file.fileno()).st_mode)
             lines = _bounded_lines(path, file)
-            first, before = b"", 0
+            first, before, offset = b"", 0, 0
             for first in lines:  # the first line that is not blank
                 if first.strip():
                     break
                 before += 1
+                offset += len(first)
             if not first.strip():
                 raise CommandError(f"{path} is empty")
             try:
@@ -84,7 +133,8 @@ def load(path: str, conn: int | None, sides: tuple[str, ...], ignore: compare.Ig
             lines = itertools.chain([first], lines)
             if type(head) is dict and ("event" in head or ("from" in head and "conn" in head)):
                 # line by line: only the chosen session's lines are kept
-                return _load_tagged(path, lines, conn, sides, ignore, kinds, before + 1)
+                return _load_tagged(path, lines, conn, sides, ignore, kinds, before + 1,
+                                    offset if regular else None)
             if first.lstrip()[:1] in (b"{", b"["):
                 return _load_classic(path, b"".join(lines), ignore, kinds)
     except OSError as error:
@@ -106,29 +156,36 @@ def _bounded_lines(path: str, file):
         yield line
 
 
-def _load_tagged(path, lines, conn, sides, ignore, kinds, first_lineno=1) -> Capture:
+def _load_tagged(path, lines, conn, sides, ignore, kinds, first_lineno=1, offset=None) -> Capture:
+    """`offset`: where the first line starts in a regular file (None: a pipe,
+    whose lines are kept since they cannot be read again)."""
     capture = Capture(path, True, conn)
+    capture.seekable = offset is not None
     for side in sides:
         capture.sides[side] = Messages()
     chosen = capture.sides
     seen: dict = {}  # the sessions of the file, in order
-    loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
+    loads, too_deep = compare.loads, compare.too_deep
     content_key, signature, strip = compare.content_key, compare.signature, ignore.strip
     malformed = 0
     for lineno, line in enumerate(lines, first_lineno):
+        start_of_line = offset
+        if offset is not None:
+            offset += len(line)
         line = line.rstrip(b"\n")
         if not line:
             continue
         try:
             record = loads(line)
-        except JSONDecodeError:
+        except ValueError:
             record = None
-        if type(record) is not dict:
+        number = record.get("conn") if type(record) is dict else None
+        if type(record) is not dict or (number is not None and type(number) is not int):
+            # not a record, or one whose conn is not a session number
             malformed += 1
             if malformed <= MAX_WARNINGS:
                 capture.warnings.append(f"{path} line {lineno}: not a record; skipped")
             continue
-        number = record.get("conn")
         if number is None:
             continue
         if number not in seen:
@@ -137,14 +194,19 @@ def _load_tagged(path, lines, conn, sides, ignore, kinds, first_lineno=1) -> Cap
             capture.conn = number
         if number != capture.conn:
             continue
-        messages = chosen.get(record.get("from"))
+        side = record.get("from")
+        messages = chosen.get(side) if type(side) is str else None
         if messages is None:
             continue
+        raw = 0
         if "msg" in record:
             message = record["msg"]
-            kind = signature(message)  # before strip, which may change the message
-            start = line.find(b',"msg":')
-            key = content_key(strip(message, line[start + 7:] if start > 0 else None))
+            start = _msg_start(line)
+            if too_deep(message, line):
+                raw, kind, key = 1, RAW_SIGNATURE, hash(line[start:])
+            else:
+                kind = signature(message)  # before strip, which may change the message
+                key = content_key(strip(message, line[start:] if start > 0 else None))
         elif "raw" in record or "raw_b64" in record:
             kind, key = RAW_SIGNATURE, hash(_raw_text(record))
         else:
@@ -152,7 +214,11 @@ def _load_tagged(path, lines, conn, sides, ignore, kinds, first_lineno=1) -> Cap
         messages.signatures.append(kinds.setdefault(kind, len(kinds)))
         messages.keys.append(key)
         messages.lines.append(lineno)
-        messages.texts.append(line)
+        messages.raw.append(raw)
+        if start_of_line is None:
+            messages.texts.append(line)
+        else:
+            messages.offsets.append(start_of_line)
     if malformed > MAX_WARNINGS:
         capture.warnings.append(f"{path}: {malformed} malformed lines in all")
     if not seen:
@@ -178,7 +244,7 @@ def _load_classic(path, data, ignore, kinds) -> Capture:
     capture = Capture(path, False, None)
     messages = capture.sides["file"] = Messages()
     text = data.decode("utf-8", "surrogateescape")
-    decode = json.JSONDecoder().raw_decode
+    decode = compare.DECODER.raw_decode
     position, lineno, end = 0, 1, len(text)
     while position < end:
         line_end = text.find("\n", position)
@@ -193,8 +259,11 @@ def _load_classic(path, data, ignore, kinds) -> Capture:
                 line.strip() in ("true", "false", "null") or line.lstrip()[:1] == "-":
             try:
                 value, after = decode(text, position + len(line) - len(line.lstrip()))
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested too deeply for Python
                 pass
+            if after is not None and compare.too_deep(value, text[position:after].encode(
+                    "utf-8", "surrogateescape")):
+                value, after = None, None  # compared as lines of text
             if after is not None:
                 rest_end = text.find("\n", after)
                 rest_end = end if rest_end < 0 else rest_end
@@ -209,8 +278,8 @@ def _load_classic(path, data, ignore, kinds) -> Capture:
             messages.lines.append(lineno)
             position, lineno = line_end + 1, lineno + 1
             continue
-        # json, not orjson: the text may hold escaped lone surrogates, which orjson refuses
-        body = json.dumps(value).encode()
+        # the message's own text, decoded again by value() as it was here
+        body = text[position:after].encode("utf-8", "surrogateescape")
         messages.signatures.append(kinds.setdefault(compare.signature(value), len(kinds)))
         messages.keys.append(compare.content_key(ignore.strip(value)))
         messages.raw.append(0)

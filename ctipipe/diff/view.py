@@ -1,10 +1,6 @@
 """Show ctidiff's differences: for a person in the spirit of diff -u, or as JSON lines."""
 from __future__ import annotations
 
-import json
-
-import orjson
-
 from ctipipe.diff import compare
 from ctipipe.diff import sessions
 from ctipipe.core import terminal
@@ -27,11 +23,15 @@ _RESET = "\x1b[0m"
 
 def _safe_json(text: str) -> str:
     """JSON text with what could drive a terminal escaped; still JSON, same value."""
+    if text.isascii() and text.isprintable():  # nothing to escape: the usual case, quickly
+        return text
     return terminal.safe_json(text.encode("utf-8", "surrogatepass")).decode("utf-8", "surrogatepass")
 
 
 def _safe_text(text: str) -> str:
     """A name from the wire (a class, a key) shown on one of our lines."""
+    if text.isascii() and text.isprintable():
+        return text
     return terminal.safe_text(text.encode("utf-8", "surrogatepass"), keep_newlines=False).decode(
         "utf-8", "surrogatepass")
 
@@ -41,10 +41,7 @@ def _kind_text(capture: sessions.Capture, side: str, n: int) -> str:
 
 
 def _value_text(value: object, full: bool) -> str:
-    try:
-        text = orjson.dumps(value).decode()
-    except TypeError:  # a lone surrogate from a classic file
-        text = orjson.dumps(str(value)).decode() if isinstance(value, str) else repr(value)
+    text = compare.dumps(value)
     if not full and len(text) > WIDTH:
         text = f"{text[:WIDTH]} ... ({len(text) - WIDTH} more characters)"
     return _safe_json(text)
@@ -153,8 +150,4 @@ def _change(path_a: tuple, path_b: tuple, old: object, new: object) -> dict:
 
 
 def _json_line(value: dict) -> str:
-    try:
-        text = orjson.dumps(value).decode()
-    except TypeError:  # a lone surrogate from a classic file
-        text = json.dumps(value)
-    return _safe_json(text)
+    return _safe_json(compare.dumps(value))
