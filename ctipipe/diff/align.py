@@ -49,8 +49,8 @@ class Budget:
     """The Myers steps one comparison may still take (see the module docstring).
     Share one among related calls (the gaps of one session) to bound their sum."""
 
-    def __init__(self, floor: int = STEPS_FLOOR) -> None:
-        self.left = floor
+    def __init__(self, floor: int | None = None) -> None:
+        self.left = STEPS_FLOOR if floor is None else floor
         self.spent = 0  # Myers steps taken, for tests and the benchmark
 
     def grant(self, keys: int) -> None:

@@ -52,7 +52,7 @@ def run(args, color: bool, outcome: dict) -> int:
     """Compare and print; 0 equal, 1 different. Errors are raised as CommandError.
     outcome["different"] is set once differences are found, before they are written."""
     fields = list(args.ignore) + ([] if args.all_fields else list(compare.VOLATILE))
-    ignore = compare.Ignore(fields)
+    ignore = compare.Ignore(fields, () if args.all_fields else compare.VOLATILE_SUFFIXES)
     conn_a, conn_b = args.conn if args.conn else (None, None)
     sides = (args.side,) if args.side else sessions.SIDES
     kinds: dict[tuple, int] = {}
@@ -100,7 +100,8 @@ def _compare(args, color, outcome, a, b, sides, ignore, kinds) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.Parser(PROG, "Compare two saved sessions message by message, ignoring the fields "
-                        "that differ every time (timenow, commandid, replyid, sessionid, ts). "
+                        "that differ every time (timenow, commandid, replyid, sessionid, ts, and "
+                        "every key ending in _since, such as status.availability_since). "
                         "Exit status: 0 equal, 1 different, 2 trouble.", EXAMPLE)
     parser.add_argument("a", metavar="A", help="a tagged stream (.jsonl) or a file saved by ctisave; - is standard input")
     parser.add_argument("b", metavar="B", help="the same, to compare with A")
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ignore", type=_field, action="append", default=[], metavar="FIELD",
                         help="also ignore this field: a key (at any depth) or a dotted path; repeatable")
     parser.add_argument("--all-fields", action="store_true",
-                        help="do not ignore the volatile fields (--ignore still applies)")
+                        help="do not ignore the volatile fields, *_since included (--ignore still applies)")
     parser.add_argument("--json", action="store_true", help="one JSON object per difference")
     parser.add_argument("--full", action="store_true",
                         help="show whole messages and values, and every changed field")

@@ -17,6 +17,9 @@ from ctipipe.diff import align
 # Fields that differ in every session: the server's clock, the client's
 # request numbers and their echoes, the login's session, the relay's clock.
 VOLATILE = ("timenow", "commandid", "replyid", "sessionid", "ts")
+# ... and every key ending so: timestamps of the server's clock too
+# (status.availability_since of an agent's status).
+VOLATILE_SUFFIXES = ("_since",)
 
 # Keys that name what a message is about beyond its class: getlist's function
 # and list, ipbxcommand's command, featuresput's function.
@@ -41,20 +44,24 @@ class Ignore:
     field in every item of `results` (`results.1.relations.user_id` only item 1).
     """
 
-    def __init__(self, fields: list[str]) -> None:
+    def __init__(self, fields: list[str], suffixes: tuple[str, ...] = ()) -> None:
         self.keys = frozenset(f for f in fields if "." not in f)
         self.paths = frozenset(tuple(f.split(".")) for f in fields if "." in f)
+        self.suffixes = tuple(suffixes)  # keys ending so are ignored at any depth
         # the quoted names as they appear in a record's text, for a quick look
         self._fields = list(dict.fromkeys(fields))
         names = {orjson.dumps(f.rsplit(".", 1)[-1]): f.rsplit(".", 1)[-1] for f in self._fields}
         self._key_of = names  # quoted name -> key
-        self._find = re.compile(b"|".join(re.escape(n) for n in names)).findall if names else None
+        # a suffix is looked for as the end of a string: found, the message is walked
+        patterns = [re.escape(n) for n in names] + [re.escape(x.encode()) + b'"' for x in self.suffixes]
+        self._find = re.compile(b"|".join(patterns)).findall if patterns else None
 
     def __bool__(self) -> bool:
-        return bool(self._fields)
+        return bool(self._fields or self.suffixes)
 
     def ignored(self, path: tuple) -> bool:
-        if path[-1] in self.keys:
+        last = path[-1]
+        if last in self.keys or (self.suffixes and type(last) is str and last.endswith(self.suffixes)):
             return True
         if not self.paths:
             return False
@@ -76,7 +83,8 @@ class Ignore:
             found = self._find(text)
             if not found:
                 return message
-            if type(message) is dict and not self.paths and len(found) == len(set(found)):
+            if type(message) is dict and not self.paths and len(found) == len(set(found)) \
+                    and all(name in self._key_of for name in found):
                 keys = [self._key_of[name] for name in found]
                 if all(key in message for key in keys):
                     for key in keys:
