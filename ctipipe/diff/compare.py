@@ -52,9 +52,9 @@ class Ignore:
         self._fields = list(dict.fromkeys(fields))
         names = {orjson.dumps(f.rsplit(".", 1)[-1]): f.rsplit(".", 1)[-1] for f in self._fields}
         self._key_of = names  # quoted name -> key
+        self._find = re.compile(b"|".join(re.escape(n) for n in names)).findall if names else None
         # a suffix is looked for as the end of a string: found, the message is walked
-        patterns = [re.escape(n) for n in names] + [re.escape(x.encode()) + b'"' for x in self.suffixes]
-        self._find = re.compile(b"|".join(patterns)).findall if patterns else None
+        self._marks = [x.encode() + b'"' for x in self.suffixes]
 
     def __bool__(self) -> bool:
         return bool(self._fields or self.suffixes)
@@ -77,14 +77,14 @@ class Ignore:
         in it, or each once as a key of the message itself, the message is used
         (and changed) in place instead of being walked through and copied.
         """
-        if self._find is None or type(message) not in (dict, list):
+        if not self or type(message) not in (dict, list):
             return message
         if text is not None and not _ESCAPED_ASCII(text):  # no name hidden behind an escape
-            found = self._find(text)
-            if not found:
+            found = self._find(text) if self._find else []
+            suffixed = any(mark in text for mark in self._marks)
+            if not found and not suffixed:
                 return message
-            if type(message) is dict and not self.paths and len(found) == len(set(found)) \
-                    and all(name in self._key_of for name in found):
+            if type(message) is dict and not self.paths and not suffixed and len(found) == len(set(found)):
                 keys = [self._key_of[name] for name in found]
                 if all(key in message for key in keys):
                     for key in keys:
@@ -181,7 +181,14 @@ DECODER = json.JSONDecoder(parse_constant=Constant, parse_float=_float)
 
 # An integer of 20 digits or more may be beyond 64 bits, where orjson reads a
 # float (two different integers would look equal): such a text is read by json.
-_LONG_DIGITS = re.compile(rb"[0-9]{20}").search
+# Found as twenty zeros once every digit is a zero (four times quicker than a regex).
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= c <= 0x39 else 0x20 for c in range(256))
+_TWENTY_DIGITS = b"0" * 20
+
+
+def long_digits(text: bytes) -> bool:
+    """Whether the text holds a run of 20 digits (maybe an integer beyond 64 bits)."""
+    return _TWENTY_DIGITS in text.translate(_DIGITS_AS_ZEROS)
 
 
 def loads(text: bytes) -> object:
@@ -189,7 +196,7 @@ def loads(text: bytes) -> object:
     would not be exact (integers beyond 64 bits) or refuses (NaN, Infinity:
     read as Constant). Raises ValueError when the text is not JSON, or nests
     too deeply for either."""
-    if not _LONG_DIGITS(text):
+    if not long_digits(text):
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
