@@ -240,12 +240,16 @@ def greedy(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[tuple[int, int]
         places = where_a.get(b[j], ())
         at = bisect.bisect_right(places, i)
         for ia in places[at:at + CANDIDATES]:
+            if ia - i > 1 and (ia + 1 >= n or j + 1 >= m or a[ia + 1] != b[j + 1]):
+                continue  # a run of one cannot pay for a longer skip: no need to count it
             length = run(ia, j)
             if length >= min(ia - i, CONFIRM):
                 best = max(best, (length, -(ia - i), ia, j))
         places = where_b.get(a[i], ())
         at = bisect.bisect_right(places, j)
         for jb in places[at:at + CANDIDATES]:
+            if jb - j > 1 and (jb + 1 >= m or i + 1 >= n or a[i + 1] != b[jb + 1]):
+                continue
             length = run(i, jb)
             if length >= min(jb - j, CONFIRM):
                 best = max(best, (length, -(jb - j), i, jb))

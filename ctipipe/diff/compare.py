@@ -81,7 +81,10 @@ class Ignore:
             return message
         if text is not None and not _ESCAPED_ASCII(text):  # no name hidden behind an escape
             found = self._find(text) if self._find else []
-            suffixed = any(mark in text for mark in self._marks)
+            suffixed = False
+            for mark in self._marks:
+                if mark in text:
+                    suffixed = True
             if not found and not suffixed:
                 return message
             if type(message) is dict and not self.paths and not suffixed and len(found) == len(set(found)):

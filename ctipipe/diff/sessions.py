@@ -68,7 +68,14 @@ class Capture:
         messages = self.sides[side]
         text = self._text(messages, n)
         if self.tagged:
-            record = compare.loads(text)
+            try:
+                record = compare.loads(text)
+            except ValueError:  # it was a record when it was read first
+                raise CommandError(f"{self.path} changed while it was being compared "
+                                   f"(line {messages.lines[n]})") from None
+            if type(record) is not dict:
+                raise CommandError(f"{self.path} changed while it was being compared "
+                                   f"(line {messages.lines[n]})")
             if messages.raw[n]:  # nested too deeply: its text
                 return True, text[_msg_start(text):-1].decode("utf-8", "backslashreplace"), None
             if "msg" in record:
@@ -88,13 +95,7 @@ class Capture:
                 self._reader = open(self.path, "rb")
             except OSError as error:
                 raise CommandError(f"cannot read {self.path} again: {error.strerror or error}") from None
-        line = os.pread(self._reader.fileno(), messages.lengths[n], messages.offsets[n])
-        try:
-            compare.loads(line)
-        except ValueError:
-            raise CommandError(f"{self.path} changed while it was being compared "
-                               f"(line {messages.lines[n]})") from None
-        return line
+        return os.pread(self._reader.fileno(), messages.lengths[n], messages.offsets[n])
 
     def close(self) -> None:
         if self._reader is not None:
