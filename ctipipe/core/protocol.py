@@ -54,7 +54,8 @@ def reply_expected(message: dict, offered: bool, starttls_asked: bool) -> bool:
     name = message.get("class")
     if name == "starttls":
         return offered and not starttls_asked
-    return name not in NO_REPLY_CLASSES
+    # (a class that is not a string is the server's to refuse, not ours to skip)
+    return type(name) is not str or name not in NO_REPLY_CLASSES
 
 # The class of the answer to each client class, where it differs from the
 # request's own (§2.1). `getlist` answers carry the request's function and
@@ -93,12 +94,12 @@ def answer_key(message: dict, side: str) -> tuple | None:
     """
     name = message.get("class")
     if name == "getlist":
-        function, listname = message.get("function"), str(message.get("listname"))
+        function, listname = str(message.get("function")), str(message.get("listname"))
         if function == "listid":
             return ("getlist", function, listname)
         return ("getlist", function, listname, str(message.get("tid")))
     if side == "client":
-        if name in NO_REPLY_CLASSES or type(name) is not str:
+        if type(name) is not str or name in NO_REPLY_CLASSES:
             return None
         return (REPLY_CLASS.get(name, name),)
     if "replyid" in message or (name == "starttls" and "starttls" not in message):

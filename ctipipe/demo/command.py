@@ -27,6 +27,10 @@ from ctipipe.demo.server import PASSWORD, demo_files, serve
 
 PROG = "ctidemo"
 
+# How long a process the demo started may take to end once asked (a loaded
+# machine can be slow to run even that); past it, it is killed.
+STOP_PATIENCE = 10.0
+
 
 def _free_port() -> int:
     with socket.socket() as probe:
@@ -83,11 +87,16 @@ def _whole_demo(args: argparse.Namespace) -> int:
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
-    """End what the demo started, the last started first."""
+    """End what the demo started, the last started first; one that has not
+    ended STOP_PATIENCE seconds after SIGTERM is killed."""
     for proc in reversed(procs):
         if proc.poll() is None:
             proc.terminate()
-            proc.wait(10)
+            try:
+                proc.wait(STOP_PATIENCE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _replay_demo(args: argparse.Namespace) -> int:
