@@ -11,7 +11,6 @@ import struct
 import ssl
 import stat
 import subprocess
-import sys
 import threading
 import time
 
@@ -725,16 +724,18 @@ def test_an_unread_output_never_stalls_an_intercepted_session(pair, server):
 
 
 def test_wrappers_pass_the_tls_options_on():
-    import argparse
-    parser = argparse.ArgumentParser()
-    relay_module.add_relay_options(parser)
-    args = parser.parse_args(["xivo", "--starttls", "pass", "--tls", "--cert", "c.pem",
-                              "--key", "k.pem", "--server-ca", "ca.pem"])
-    argv = relay_module.relay_argv(args)
-    again = parser.parse_args(argv)
+    from ctipipe import wrappers
+    wrapper = cli.Parser("w")
+    actions = wrappers.add_relay_options(wrapper)
+    relay = cli.Parser("r")
+    relay_module.add_relay_options(relay)
+    given = ["xivo", "--starttls", "pass", "--tls", "--cert", "c.pem", "--key", "k.pem",
+             "--server-ca", "ca.pem"]
+    again = relay.parse_args(wrappers.relay_argv(actions, wrapper.parse_args(given)))
     assert (again.starttls, again.tls, again.cert, again.key, again.server_ca) == (
         "pass", True, "c.pem", "k.pem", "ca.pem")
-    assert relay_module.relay_argv(parser.parse_args(["xivo"]))[-2:] == ["--starttls", "intercept"]
+    assert relay.parse_args(wrappers.relay_argv(actions, wrapper.parse_args(["xivo"]))).starttls \
+        == "intercept"
 
 
 def test_demo_client_server_gone_mid_session_is_one_line(server):

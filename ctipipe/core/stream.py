@@ -9,10 +9,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import re
 import sys
-from typing import Iterator
 
 import orjson
 
@@ -68,35 +66,6 @@ def event_record(ts: float, conn: int | None, event: str, **fields: object) -> b
 
 
 # --- consuming records -----------------------------------------------------
-
-def read_blocks(fd: int, read_size: int = READ_SIZE) -> Iterator[bytes]:
-    """Yield, per read, the block of complete lines it finished (without the last newline).
-
-    A final line without a newline is yielded at end of input. A line longer
-    than one read is gathered in pieces and joined once, so a huge line costs
-    its own size, not its size squared.
-    """
-    pieces: list[bytes] = []  # the start of an unfinished line
-    while True:
-        data = os.read(fd, read_size)
-        if not data:
-            break
-        end = data.rfind(b"\n")
-        if end < 0:
-            pieces.append(data)
-            continue
-        if pieces:
-            pieces.append(data[:end])
-            block = b"".join(pieces)
-            pieces.clear()
-        else:
-            block = data[:end]
-        if end + 1 < len(data):
-            pieces.append(data[end + 1:])
-        yield block
-    if pieces:
-        yield b"".join(pieces)
-
 
 _PRODUCER_KEYS = frozenset(("ts", "conn", "from", "size", "msg"))
 

@@ -86,27 +86,6 @@ def add_relay_options(parser: argparse.ArgumentParser, *, raw: bool = True) -> N
                                 "capture; default: $SSLKEYLOGFILE when set")
 
 
-def relay_argv(args: argparse.Namespace) -> list[str]:
-    """Turn parsed relay options back into ctirelay's arguments (for wrappers)."""
-    argv = [args.host, "--port", str(args.port), "--listen-port", str(args.listen_port),
-            "--max-line", str(args.max_line), "--connect-timeout", str(args.connect_timeout)]
-    if args.listen_addr is not None:
-        argv += ["--listen-addr", args.listen_addr]
-    if args.loop:
-        argv.append("--loop")
-    if getattr(args, "raw", False):
-        argv.append("--raw")
-    if args.verbose:
-        argv.append("-v")
-    argv += ["--starttls", args.starttls]
-    if args.tls:
-        argv.append("--tls")
-    for option in ("cert", "key", "server_ca", "keylog"):
-        if getattr(args, option) is not None:
-            argv += ["--" + option.replace("_", "-"), getattr(args, option)]
-    return argv
-
-
 class Relay:
     def __init__(self, host: str, port: int, *, listen_addr: str | None, listen_port: int,
                  loop: bool, tap: Tap, verbose: bool, connect_timeout: float,
