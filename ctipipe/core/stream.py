@@ -14,10 +14,15 @@ import sys
 
 import orjson
 
-# A stage asks the kernel for this much per read: large enough that a busy
-# stream is handled in big batches, and a read returns at once with whatever a
-# slow stream has, so nothing waits for a batch to fill.
+# One read of a file or pipe (a stage's input, a capture): large enough that a
+# busy stream is handled in big batches, and a read returns at once with
+# whatever a slow stream has, so nothing waits for a batch to fill.
 READ_SIZE = 1 << 18
+
+# One socket read (the relay's pumps, the replay, the demo). Below glibc's
+# 128 KiB mmap threshold, so each read's buffer is a cheap heap allocation;
+# large enough that a busy stream costs few reads.
+SOCKET_READ_SIZE = 1 << 16
 # The longest line a reader of the stream holds (a stage, ctidiff, ctireplay):
 # longer than any record the relay writes (its lines are cut at --max-line, 16
 # MiB by default); a longer one, or a file with no newline, is not a capture.

@@ -12,10 +12,10 @@ import collections
 
 import trio
 
+from ctipipe.core import stream
 from ctipipe.stages import runner
 
-# What one read asks for: a demo message is a few hundred bytes.
-READ_SIZE = 1 << 16
+READ_SIZE = stream.SOCKET_READ_SIZE
 
 
 class Lines:

@@ -20,10 +20,9 @@ from ctipipe.pcap.sessions import IMPLICIT_TLS_PORT, Sessions
 
 PROG = "ctipcap"
 
-# One read of a capture: large enough that a big file costs few system calls
-# and the records it makes go out in large writes; a live pipe returns at
-# once with whatever tcpdump wrote, so a packet is never held for a batch.
-READ_SIZE = 1 << 18
+# One read of a capture (a live pipe returns at once with whatever tcpdump
+# wrote, so a packet is never held for a batch).
+READ_SIZE = stream.READ_SIZE
 
 # The CTI server's ports when none is given: the plain port (STARTTLS from
 # XiVO 15.20) and the old implicit-TLS port.

@@ -20,12 +20,11 @@ import time
 import trio
 from trio.lowlevel import wait_readable, wait_writable
 
+from ctipipe.core import stream
 from ctipipe.relay.session import Direction, Session
 from ctipipe.relay.starttls import Violation, Watcher
 
-# One socket read. Below glibc's 128 KiB mmap threshold, so each read's buffer
-# is a cheap heap allocation; large enough that a busy stream costs few reads.
-READ_SIZE = 1 << 16
+READ_SIZE = stream.SOCKET_READ_SIZE
 
 # A pump that keeps finding data waiting yields to the others after this
 # many reads (at most 4 MiB): fair, yet a busy stream rarely pays a yield.

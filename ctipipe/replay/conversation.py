@@ -21,8 +21,7 @@ from ctipipe.replay.report import Divergence
 # What the `start` record names as its producer.
 PRODUCER = f"ctireplay {__version__}"
 
-# One socket read, as the relay's.
-READ_SIZE = 1 << 16
+READ_SIZE = stream.SOCKET_READ_SIZE
 
 
 class Conversation:

@@ -82,32 +82,31 @@ def _files(words: list[str]) -> list[str]:
     return [word for word in words if stage.is_file_word(word)]
 
 
-def main_include(argv: list[str] | None = None) -> int:
-    prog = "ctiinclude"
-    parser = cli.Parser(prog, "Keep only the messages matching one of the KEY=VALUE expressions "
-                        "(KEY!=VALUE: not matching); "
-                        "events pass, undecodable lines are dropped.", INCLUDE_EXAMPLE)
-    _words(parser, "keep the messages where KEY (a dotted path) holds VALUE")
-    parser.add_argument("--from", dest="side", choices=("client", "server"),
-                        help="keep only this side's records")
+def _main(prog: str, kind: type, about: str, words: str, side: str,
+          argv: list[str] | None) -> int:
+    """ctiinclude and ctiexclude: the same options, the stage of KIND."""
+    parser = cli.Parser(prog, about, INCLUDE_EXAMPLE if kind is Include else EXCLUDE_EXAMPLE)
+    _words(parser, words)
+    parser.add_argument("--from", dest="side", choices=("client", "server"), help=side)
     args = parser.parse_args(argv)
-    include = Include(_expressions(parser, args.expressions), args.side)
-    if not include.expressions and args.side is None:
+    chosen = kind(_expressions(parser, args.expressions), args.side)
+    if not chosen.expressions and args.side is None:
         parser.error("give at least one KEY=VALUE expression, or --from")
-    return cli.guarded(prog, lambda: stage.run_stage(prog, include, _files(args.expressions)),
+    return cli.guarded(prog, lambda: stage.run_stage(prog, chosen, _files(args.expressions)),
                        debug=args.debug)
+
+
+def main_include(argv: list[str] | None = None) -> int:
+    return _main("ctiinclude", Include,
+                 "Keep only the messages matching one of the KEY=VALUE expressions "
+                 "(KEY!=VALUE: not matching); events pass, undecodable lines are dropped.",
+                 "keep the messages where KEY (a dotted path) holds VALUE",
+                 "keep only this side's records", argv)
 
 
 def main_exclude(argv: list[str] | None = None) -> int:
-    prog = "ctiexclude"
-    parser = cli.Parser(prog, "Drop the messages matching one of the KEY=VALUE expressions "
-                        "(KEY!=VALUE: not matching); everything else passes.", EXCLUDE_EXAMPLE)
-    _words(parser, "drop the messages where KEY (a dotted path) holds VALUE")
-    parser.add_argument("--from", dest="side", choices=("client", "server"),
-                        help="drop only this side's messages (all of them, given no expression)")
-    args = parser.parse_args(argv)
-    exclude = Exclude(_expressions(parser, args.expressions), args.side)
-    if not exclude.expressions and args.side is None:
-        parser.error("give at least one KEY=VALUE expression, or --from")
-    return cli.guarded(prog, lambda: stage.run_stage(prog, exclude, _files(args.expressions)),
-                       debug=args.debug)
+    return _main("ctiexclude", Exclude,
+                 "Drop the messages matching one of the KEY=VALUE expressions "
+                 "(KEY!=VALUE: not matching); everything else passes.",
+                 "drop the messages where KEY (a dotted path) holds VALUE",
+                 "drop only this side's messages (all of them, given no expression)", argv)
