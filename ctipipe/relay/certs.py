@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 from ctipipe.core.cli import CommandError
+from ctipipe.relay.subject import subject as subject_of
 
 CERT_NAME = "relay-cert.pem"  # what relay_certificate() names the relay's pair
 KEY_NAME = "relay-key.pem"
@@ -272,19 +273,9 @@ def describe(ssl_object, *, certificate: bytes | None = None,
 def summary(certificate: bytes) -> dict:
     """A certificate's subject ("CN=xivo,O=Avencall") and SHA-256 fingerprint.
 
-    Cached: a relay sees the same few certificates in every session, and
-    `cryptography` is only imported when the first is shown.
+    Cached: a relay sees the same few certificates in every session.
     """
-    sha256 = _sha256(certificate)
-    try:
-        from cryptography import x509
-        # In the certificate's order, as `openssl x509 -subject` shows it
-        # (rfc4514_string() reverses it).
-        name = x509.load_der_x509_certificate(certificate).subject
-        subject = ",".join(attribute.rfc4514_string() for attribute in name)
-    except Exception:  # noqa: BLE001 - whatever a peer sent, the fingerprint stands
-        subject = None
-    return {"subject": subject, "sha256": sha256}
+    return {"subject": subject_of(certificate), "sha256": _sha256(certificate)}
 
 
 def _sha256(der: bytes) -> str:
