@@ -246,5 +246,7 @@ def _server_left(live: Conversation, awaiting: _Awaiting, divergence: Divergence
         if reply.index not in awaiting.got:
             divergence.not_seen.add(f"reply {label(reply.cls)}")
     if unsent:
-        how = f"the server left ({live.error})" if live.error else "the server closed the connection"
+        how = ("the session ended" if live.error in divergence.notes  # (a failed handshake)
+               else f"the server left ({live.error})" if live.error
+               else "the server closed the connection")
         divergence.note(f"{how} with {unsent} recorded client messages still to send")
