@@ -269,7 +269,7 @@ def test_ctrl_c_during_the_first_run_install_is_one_line(tmp_path):
     proc = Proc([str(tmp_path / "bin" / "ctistrip"), "x"], start_new_session=True)
     proc.wait_for(lambda p: "installing" in p.err, what="the install to begin")
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
-    assert proc.finish(timeout=60) == 0  # Ctrl-C ends a command with 0, as README says
+    assert proc.finish(timeout=60) == 0  # Ctrl-C is done, as README says
     assert "Traceback" not in proc.err
     assert proc.err.splitlines()[-1] == "ctipipe: first-run install interrupted; the next run installs again"
 

@@ -111,18 +111,4 @@ def test_a_host_that_does_not_resolve_is_status_1_everywhere(argv, tmp_path):
     assert result.returncode == 1, result.stderr
     assert result.stderr.count(b"\n") == 1 and b"cannot resolve" in result.stderr
 
-
-def test_ctrl_c_during_the_first_run_install_is_one_line_and_status_0(monkeypatch, capsys):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "_bootstrap", Path(__file__).parent.parent / "bin" / "_bootstrap.py")
-    bootstrap = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bootstrap)
-
-    def interrupted():
-        raise KeyboardInterrupt
-    monkeypatch.setattr(bootstrap, "_ensure_venv", interrupted)
-    with pytest.raises(SystemExit) as done:
-        bootstrap._ready()
-    assert done.value.code == 0
-    assert capsys.readouterr().err == "ctipipe: first-run install interrupted; the next run installs again\n"
+# (Ctrl-C during the first-run install: exit 0, tests/test_cli.py)
