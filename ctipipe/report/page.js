@@ -259,13 +259,11 @@
       sv('line', { class: 'lane', x1: LANE_S, x2: LANE_S, y1: 0, y2: height })];
     const many = S.length > 1;
     for (let i = first; i < last; i++) parts.push(drawRow(view[i], ys[i] - top, many));
-    for (let i = first; i < last; i++) {  // request -> reply links touching the drawn rows
-      const row = view[i], p = rowPair[row];
-      if (p < 0 || P.a[p] < 0) continue;
-      const other = row === P.q[p] ? P.a[p] : P.q[p];
-      const j = position[other];
-      if (j < 0 || (j >= first && j < last && row === P.a[p])) continue;  // drawn once
-      const y1 = ys[Math.min(i, j)] - top + ROW / 2, y2 = ys[Math.max(i, j)] - top + ROW / 2;
+    for (let p = 0; p < P.q.length; p++) {  // request -> reply links crossing the drawn rows
+      if (P.a[p] < 0) continue;
+      const i = position[P.q[p]], j = position[P.a[p]];
+      if (i < 0 || j < 0 || j < first || i >= last) continue;
+      const y1 = ys[i] - top + ROW / 2, y2 = ys[j] - top + ROW / 2;
       const x = LINK_X + P.col[p] * LINK_STEP;
       parts.push(sv('path', { class: 'link', d: 'M' + LANE_S + ' ' + y1 + 'H' + x + 'V' + y2 + 'H' + LANE_S }));
     }
