@@ -184,10 +184,12 @@ class Report:
     def _message_text(self, record: dict, line: bytes, message: object) -> bytes:
         """The message's JSON text: as it came on the wire when nothing is
         masked in it (the record's own bytes), encoded anew otherwise."""
-        if (self.secrets and type(message) in (dict, list)
-                and any(hint in line for hint in self.hints)):
-            if strip.mask_secrets(message, self.secrets):
-                return _dumps(message)
+        if self.secrets and type(message) in (dict, list):
+            for hint in self.hints:
+                if hint in line:
+                    if strip.mask_secrets(message, self.secrets):
+                        return _dumps(message)
+                    break
         if len(record) == 5 and next(reversed(record)) == "msg":
             start = line.find(b',"msg":')
             end = line.rstrip().rfind(b"}")
