@@ -204,7 +204,7 @@ def _run(args, inputs: list[_Input], out: _Output) -> int:
 
 
 def _start(ts: float | None, args, ports: frozenset[int]) -> bytes:
-    import time
+    """The start record: at the capture's first packet (now, for a capture without one)."""
     fields = {"stream": 1, "producer": f"{PROG} {__version__}", "files": args.files,
               "ports": sorted(ports)}
     if args.server:

@@ -90,10 +90,6 @@ class Sessions:
         self.count = 0
         self.last_ts = 0.0
 
-    def wants(self, segment: packets.Segment) -> bool:
-        """Is this segment on a connection to the CTI server?"""
-        return (segment.dport in self.ports or segment.sport in self.ports)
-
     def packet(self, ts: float, seg: packets.Segment, out: list[bytes]) -> None:
         """Append to `out` the records one segment makes (none for other traffic)."""
         self.last_ts = ts
