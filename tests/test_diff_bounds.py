@@ -210,7 +210,8 @@ def test_nan_infinity_and_null_are_not_equal(tmp_path, capsys, a, b):
 
 
 @pytest.mark.parametrize("a,b", [(2 ** 64 + 1, 2 ** 64 + 2), (-(2 ** 70), -(2 ** 70) - 1),
-                                 (10 ** 30, 10 ** 30 + 1), (2 ** 64 + 1, float(2 ** 64))])
+                                 (10 ** 30, 10 ** 30 + 1), (2 ** 64 + 1, float(2 ** 64)),
+                                 (-(10 ** 19) + 1, -(10 ** 19) + 2)])
 def test_different_integers_beyond_64_bits_are_different(tmp_path, capsys, a, b):
     one = _tagged(tmp_path / "a.jsonl", {"class": "x", "v": a})
     two = _tagged(tmp_path / "b.jsonl", {"class": "x", "v": b})

@@ -73,8 +73,9 @@ def write(path: Path, records: list[dict]) -> None:
                                  separators=(",", ":")) + "\n")
 
 
-def measure(a: Path, b: Path, folder: str) -> tuple[float, float, str]:
-    """Seconds, peak resident MB, and what ctidiff counted, for one run."""
+def measure(a: Path, b: Path, folder: str) -> tuple[float, float, str, float]:
+    """Seconds, peak resident MB, what ctidiff counted, and CPU seconds (user and
+    system: on a busy machine the wall time says more about the others), for one run."""
     with open(Path(folder) / "out", "w+b") as out, open(Path(folder) / "err", "w+b") as err:
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-P", "-m", "ctipipe", "ctidiff", str(a), str(b), "--json"],
@@ -89,7 +90,7 @@ def measure(a: Path, b: Path, folder: str) -> tuple[float, float, str]:
             raise SystemExit(f"ctidiff failed: {err.read().decode()}")
         lines = out.read().splitlines()
     summary = json.loads(lines[-1]) if lines else {}
-    return elapsed, usage.ru_maxrss / 1024, json.dumps(summary.get("sides"))
+    return elapsed, usage.ru_maxrss / 1024, json.dumps(summary.get("sides")), usage.ru_utime + usage.ru_stime
 
 
 # The worst cases: this many distinct messages, repeated in a random order.
@@ -173,32 +174,32 @@ def main() -> None:
         write(folder / "a.jsonl", a)
         write(folder / "b.jsonl", b)
         return
-    print(f"{'messages a side':>16} {'differences made':>30} {'seconds':>8} {'peak MB':>8}")
+    print(f"{'messages a side':>16} {'differences made':>30} {'seconds':>8} {'cpu s':>6} {'peak MB':>8}")
     with tempfile.TemporaryDirectory() as folder:
         for size in args.sizes:
             made_text = subprocess.run([sys.executable, __file__, "--write", str(size), folder],
                                        capture_output=True, check=True, text=True).stdout.strip()
-            seconds, peak, sides = measure(Path(folder) / "a.jsonl", Path(folder) / "b.jsonl", folder)
-            print(f"{size:>16,} {made_text:>30} {seconds:>8.2f} {peak:>8.0f}")
+            seconds, peak, sides, cpu = measure(Path(folder) / "a.jsonl", Path(folder) / "b.jsonl", folder)
+            print(f"{size:>16,} {made_text:>30} {seconds:>8.2f} {cpu:>6.2f} {peak:>8.0f}")
             print(f"{'':>16} found: {sides}")
         worst = [(name, args.worst) for name in WORST if name.startswith("repeated")] if args.worst else []
         worst += [(name, 1_000_000) for name in WORST if name.startswith("1MB")]
         if worst or args.self_lines:
-            print(f"\n{'worst case':>24} {'size':>10} {'seconds':>8} {'peak MB':>8}  target")
+            print(f"\n{'worst case':>24} {'size':>10} {'seconds':>8} {'cpu s':>6} {'peak MB':>8}  target")
         for name, size in worst:
             subprocess.run([sys.executable, __file__, "--write-worst", name, str(size), folder], check=True)
-            seconds, peak, sides = measure(Path(folder) / "a.jsonl", Path(folder) / "b.jsonl", folder)
+            seconds, peak, sides, cpu = measure(Path(folder) / "a.jsonl", Path(folder) / "b.jsonl", folder)
             goal = (10, 500) if name.startswith("repeated") else (2, 500)
             met = seconds < goal[0] and peak < goal[1]
-            print(f"{name:>24} {size:>10,} {seconds:>8.2f} {peak:>8.0f}  < {goal[0]} s, "
+            print(f"{name:>24} {size:>10,} {seconds:>8.2f} {cpu:>6.2f} {peak:>8.0f}  < {goal[0]} s, "
                   f"< {goal[1]} MB: {'met' if met else 'NOT met'}")
             print(f"{'':>24} found: {sides}")
         if args.self_lines:
             subprocess.run([sys.executable, __file__, "--write", str(args.self_lines), folder],
                            capture_output=True, check=True)
             path = Path(folder) / "a.jsonl"
-            seconds, peak, _ = measure(path, path, folder)
-            print(f"{'a file with itself':>24} {args.self_lines:>10,} {seconds:>8.2f} {peak:>8.0f}  "
+            seconds, peak, _, cpu = measure(path, path, folder)
+            print(f"{'a file with itself':>24} {args.self_lines:>10,} {seconds:>8.2f} {cpu:>6.2f} {peak:>8.0f}  "
                   f"< 300 MB: {'met' if peak < 300 else 'NOT met'}")
 
 
