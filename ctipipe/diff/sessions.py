@@ -166,7 +166,8 @@ def _load_tagged(path, lines, conn, sides, ignore, kinds, first_lineno=1, offset
         capture.sides[side] = Messages()
     chosen = capture.sides
     seen: dict = {}  # the sessions of the file, in order
-    loads, exact, long_digits = orjson.loads, compare.loads, compare.long_digits
+    loads, exact = orjson.loads, compare.loads
+    digits_as_zeros, long_run = compare.DIGITS_AS_ZEROS, compare.LONG_RUN  # long_digits, inline
     too_deep, deep = compare.too_deep, compare.MAX_DEPTH
     content_key, signature, strip = compare.content_key, compare.signature, ignore.strip
     malformed = 0
@@ -178,7 +179,7 @@ def _load_tagged(path, lines, conn, sides, ignore, kinds, first_lineno=1, offset
         if not line:
             continue
         try:
-            record = exact(line) if long_digits(line) else loads(line)
+            record = exact(line) if long_run in line.translate(digits_as_zeros) else loads(line)
         except ValueError:  # orjson's JSONDecodeError included
             try:
                 record = exact(line)  # NaN, Infinity
