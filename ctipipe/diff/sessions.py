@@ -208,7 +208,9 @@ def _load_tagged(path, lines, conn, sides, ignore, kinds, first_lineno=1, offset
         if "msg" in record:
             message = record["msg"]
             start = line.find(b',"msg":') + 7  # as the relay writes it; else 6
-            if line.count(b"[") + line.count(b"{") > deep and too_deep(message, line):
+            # deeper than MAX_DEPTH takes two brackets a level: short lines are not counted
+            if len(line) > 2 * deep and line.count(b"[") + line.count(b"{") > deep \
+                    and too_deep(message, line):
                 raw, kind, key = 1, RAW_SIGNATURE, hash(line[start:])
             else:
                 kind = signature(message)  # before strip, which may change the message
