@@ -59,3 +59,131 @@ def test_pieces_of_a_long_line_hold_at_most_a_piece_once_escaped():
     assert all(len(json.dumps(r["raw"])) <= (1 << 20) + 2 for r in records)
     assert sum(r["size"] for r in records) == (3 << 20) + 1
     assert "".join(r["raw"] for r in records) == "\x01" * (3 << 20)
+
+
+# --- the bound on sessions in their handshakes (in-process) -----------------------
+
+async def test_new_clients_wait_while_the_handshake_bound_is_reached():
+    import trio
+    import trio.testing
+
+    from ctipipe.relay import limits
+
+    said: list[str] = []
+    sessions = limits.Sessions(said.append, limit=2)
+    accepted: list = []
+    changed = trio.Event()
+
+    def start(stream) -> None:
+        nonlocal changed
+        accepted.append(stream)
+        sessions.entered(len(accepted))
+        changed.set()
+        changed = trio.Event()
+
+    async def wait_accepted(count: int) -> None:
+        while len(accepted) < count:
+            await changed.wait()
+
+    with trio.fail_after(WAIT):
+        listeners = await trio.open_tcp_listeners(0, host=LOCALHOST)
+        port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(limits.serve, listeners, sessions, start)
+            clients = [await trio.open_tcp_stream(LOCALHOST, port) for _ in range(3)]
+            await wait_accepted(2)
+            await trio.testing.wait_all_tasks_blocked(0.2)
+            assert len(accepted) == 2  # the third waits in the accept queue
+            assert said == ["2 sessions have not finished their handshakes: new clients wait "
+                            "to be accepted until one has (once since the start)"]
+            sessions.past(1)  # one is done: the third is taken
+            await wait_accepted(3)
+            nursery.cancel_scope.cancel()
+        for stream in clients + accepted:
+            await stream.aclose()
+
+
+def test_memory_is_given_back_once_the_sessions_fall(monkeypatch):
+    from ctipipe.relay import limits
+
+    calls: list[int] = []
+    monkeypatch.setattr(limits, "give_back_memory", lambda: calls.append(1))
+    sessions = limits.Sessions(lambda message: None, limit=10)
+    for conn in range(1, 101):
+        sessions.entered(conn)
+        sessions.past(conn)
+    for conn in range(1, 50):
+        sessions.left(conn)
+    assert calls == []
+    sessions.left(50)  # half of the peak of 100
+    assert calls == [1]
+    for conn in range(51, 101):
+        sessions.left(conn)
+    assert calls == [1, 1]  # at 50 and at 25; below TRIM_AFTER_SESSIONS, no more
+
+
+def test_giving_memory_back_is_harmless():
+    from ctipipe.relay import limits
+    limits.give_back_memory()
+    limits.give_back_memory()
+
+
+# --- the relay process's memory (heavy) -------------------------------------------
+
+def peak_mb(pid: int, field: str = "VmHWM") -> float:
+    """The process's peak (VmHWM) or current (VmRSS) resident memory, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for {pid}")
+
+
+@pytest.mark.heavy
+def test_a_15_mib_line_of_control_bytes_stays_under_100_mb(server):
+    """90 MiB once escaped; measured 238 MB before its pieces went out as they came."""
+    import subprocess
+    relay = Relay(server.port, stdout=subprocess.DEVNULL)
+    client = relay.connect()
+    upstream = server.accept()
+    sink = threading.Thread(target=recv_all, args=(upstream,), daemon=True)
+    sink.start()
+    client.sendall(b"\x01" * (15 << 20) + b"\n")
+    client.close()
+    sink.join(60)
+    upstream.close()
+    relay.wait_for(lambda p: "closed by" in p.err, timeout=60, what="the session's close")
+    peak = peak_mb(relay.pid)
+    relay.signal(signal.SIGTERM)
+    assert relay.finish(timeout=30) == 0
+    assert peak <= 100, f"relay peak RSS {peak:.1f} MB"
+
+
+@pytest.mark.heavy
+def test_parked_tls_clients_are_bounded_and_their_memory_given_back():
+    """1,000 --tls clients that connect and never begin their handshake: at most
+    MAX_HANDSHAKES of them are taken in at once, and once they leave the relay
+    gives the memory back (measured before: 83 MB, and 83 MB after they left)."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent / "bench"))
+    import memory_bench
+    from ctipipe.relay import certs
+
+    cert, key, _ = certs.relay_certificate()
+    tls_server = memory_bench.Server("tls", str(cert), str(key))
+    try:
+        relay = Relay(tls_server.port, "--loop", "--tls")
+        parked = [relay.connect() for _ in range(1000)]
+        relay.wait_for(lambda p: "have not finished their handshakes" in p.err, timeout=30,
+                       what="the bound to be reached")
+        peak = peak_mb(relay.pid)
+        for sock in parked:
+            sock.close()
+        relay.wait_for(lambda p: p.out.count(b'"event":"close"') == 1000, timeout=50,
+                       what="every session to end")
+        after = peak_mb(relay.pid, "VmRSS")
+        relay.signal(signal.SIGTERM)
+        assert relay.finish(timeout=30) == 0
+    finally:
+        tls_server.close()
+    assert peak <= 75, f"relay peak RSS {peak:.1f} MB with 1,000 parked clients"
+    assert after <= 50, f"relay RSS {after:.1f} MB once they left"

@@ -23,7 +23,7 @@ from ctipipe import __version__
 from ctipipe.core import cli, descriptors, neterrors, stream
 from ctipipe.core.notices import Notices
 from ctipipe.relay import certs as tls
-from ctipipe.relay import intercept, pumps
+from ctipipe.relay import intercept, limits, pumps
 from ctipipe.relay.session import Session, client_left, unexpected
 from ctipipe.relay.tap import Tap
 
@@ -102,6 +102,10 @@ class Relay:
         self.notices = notices
         self.tls = tls_options  # None: bytes only, no STARTTLS watching
         self.sessions = 0
+        # Live sessions, and those in their handshakes (bounded: limits.py).
+        self.handshakes = limits.Sessions(notices.say)
+        if tls_options is not None:
+            tls_options.sessions = self.handshakes  # (TLS handshakes are counted too)
 
     def log(self, message: str) -> None:
         if self.verbose:
@@ -142,27 +146,36 @@ class Relay:
                 self.notices.say(note)
         async with trio.open_nursery() as sessions:
             if self.loop:
-                await trio.serve_listeners(self._session, listeners, handler_nursery=sessions)
+                def start(client: trio.SocketStream) -> None:
+                    self.sessions += 1
+                    self.handshakes.entered(self.sessions)
+                    sessions.start_soon(self._session, client, self.sessions)
+                await limits.serve(listeners, self.handshakes, start)
             else:
                 client = await _accept_one(listeners)
                 for listener in listeners:
                     await listener.aclose()
                 await self._session(client)
 
-    async def _session(self, client: trio.SocketStream) -> None:
+    async def _session(self, client: trio.SocketStream, conn: int | None = None) -> None:
         """One session: accept -> connect -> `open` -> two pumps -> `close`.
 
         Whatever goes wrong ends this session only: its `close` (or, before it
-        opened, an `error` record) and one line on standard error.
+        opened, an `error` record) and one line on standard error. `conn` is
+        given when the session was counted as it was accepted (with --loop).
         """
-        self.sessions += 1
-        conn = self.sessions
+        if conn is None:
+            self.sessions += 1
+            conn = self.sessions
+            self.handshakes.entered(conn)
         peer = None
         try:
             _keepalive(client.socket)
             peer = neterrors.name(client.socket.getpeername())
             server = await self._connect(conn, client, peer)
             if server is not None:
+                if self.tls is None or not self.tls.implicit or self.tls.starttls == "pass":
+                    self.handshakes.past(conn)  # (with --tls, once TLS is done: intercept.py)
                 await self._relay(conn, client, peer, server)
         except cli.CommandError:
             raise
@@ -177,6 +190,9 @@ class Relay:
             fields = {"error": message} if peer is None else {"error": message, "client": peer}
             self.tap.event(stream.event_record(time.time(), conn, "error", **fields))
             self.notices.say(f"session {conn}: {message}")
+        finally:
+            self.handshakes.left(conn)
+            await _close(client)  # (whatever happened, as trio.serve_listeners did)
 
     async def _connect(self, conn: int, client: trio.SocketStream,
                        peer: str) -> trio.SocketStream | None:

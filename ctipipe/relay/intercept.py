@@ -32,6 +32,11 @@ from ctipipe.core import stream
 from ctipipe.relay import certs, pumps
 from ctipipe.relay.session import HANDSHAKE_TIMEOUT, Session
 
+# A peer that has sent nothing at all of its handshake is given up on sooner:
+# a real client begins at once, and one that connects and waits holds a
+# place among the sessions in their handshakes (limits.MAX_HANDSHAKES).
+SILENT_HANDSHAKE_TIMEOUT = 10.0
+
 
 @dataclass
 class Options:
@@ -46,6 +51,8 @@ class Options:
     notes: tuple = ()
     # The relay's own certificate (PEM file) as clients see it, for the `tls` event.
     cert: str | None = None
+    # The relay's sessions in their handshakes (limits.Sessions), None: not counted.
+    sessions: object = None
     _shown: dict = field(default_factory=dict)
 
 
@@ -84,11 +91,15 @@ async def _intercepted(session: Session, options: Options, how: str, say) -> Non
     implicit = how == "implicit"  # a plain port or client is the likely mistake
     client = pumps.Leg(session.client, options.client_context, True, note_first=implicit)
     server = pumps.Leg(session.server, options.server_context, False, note_first=implicit)
+    if options.sessions is not None:
+        options.sessions.handshaking(session.conn)
     async with trio.open_nursery() as handshakes:
         session.scope = handshakes.cancel_scope
         for leg in (client, server):
             leg.direction.state = "handshake"
             handshakes.start_soon(_handshake, session, leg)
+    if options.sessions is not None:
+        options.sessions.past(session.conn)
     if session.error is not None:
         return
     client.direction.state = server.direction.state = "tls"
@@ -119,10 +130,20 @@ def _relay_certificate(options: Options) -> bytes | None:
 
 
 async def _handshake(session: Session, leg: pumps.Leg) -> None:
+    """One leg's handshake, given up on when the peer sends nothing of it within
+    SILENT_HANDSHAKE_TIMEOUT, or has not completed it within HANDSHAKE_TIMEOUT."""
+    started = trio.current_time()
     try:
-        with trio.fail_after(HANDSHAKE_TIMEOUT):
-            await leg.handshake()
-    except (trio.TooSlowError, OSError) as error:  # ssl.SSLError is an OSError
+        with trio.fail_after(min(SILENT_HANDSHAKE_TIMEOUT, HANDSHAKE_TIMEOUT)) as deadline:
+            def heard() -> None:
+                deadline.deadline = started + HANDSHAKE_TIMEOUT
+            await leg.handshake(heard)
+    except trio.TooSlowError:
+        silent = deadline.deadline < started + HANDSHAKE_TIMEOUT
+        session.fail(leg.direction.side, trio.TooSlowError(
+            f"sent nothing of its TLS handshake within {SILENT_HANDSHAKE_TIMEOUT:g} s")
+            if silent else trio.TooSlowError())
+    except OSError as error:  # ssl.SSLError is an OSError
         session.fail(leg.direction.side, error)
 
 

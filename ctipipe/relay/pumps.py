@@ -244,8 +244,9 @@ class Leg:
             self.eof = True
             self.incoming.write_eof()
 
-    async def handshake(self) -> None:
-        """The leg's handshake; raises what it failed on (trio.TooSlowError past the deadline)."""
+    async def handshake(self, heard=None) -> None:
+        """The leg's handshake; raises what it failed on (trio.TooSlowError past the
+        deadline). `heard()` is called once, when the peer's first bytes come."""
         sock = self.sock
         while True:
             try:
@@ -259,6 +260,9 @@ class Leg:
                     except BlockingIOError:
                         await wait_readable(sock)
                 self.received(data)
+                if heard is not None:
+                    heard()
+                    heard = None
                 continue
             await self.flush()
             return

@@ -120,7 +120,8 @@ class Session:
 def _handshake_failure(side: str, cause: BaseException) -> str:
     """One line naming the leg and why its handshake failed."""
     if isinstance(cause, trio.TooSlowError):
-        return f"the {side} did not complete its TLS handshake within {HANDSHAKE_TIMEOUT:g} s"
+        return f"the {side} " + (str(cause) or f"did not complete its TLS handshake within "
+                                               f"{HANDSHAKE_TIMEOUT:g} s")
     if side == "server" and isinstance(cause, ssl.SSLCertVerificationError):
         return (f"the server's certificate did not verify against --server-ca: "
                 f"{cause.verify_message}")
