@@ -187,3 +187,27 @@ def test_parked_tls_clients_are_bounded_and_their_memory_given_back():
         tls_server.close()
     assert peak <= 75, f"relay peak RSS {peak:.1f} MB with 1,000 parked clients"
     assert after <= 50, f"relay RSS {after:.1f} MB once they left"
+
+
+# --- a TLS peer that sends nothing is given up sooner (in-process, virtual time) --
+
+@pytest.mark.parametrize("sends,after,heard", [(b"", 10.0, False),
+                                              (b"\x16\x03\x01\x00\x50", 30.0, True)])
+async def test_a_silent_tls_peer_is_given_up_sooner(autojump_clock, sends, after, heard):
+    """Nothing at all: 10 s. The start of a ClientHello, then nothing: 30 s."""
+    import trio
+
+    from ctipipe.relay import certs, intercept
+
+    cert, key, _ = certs.relay_certificate()
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.sendall(sends)
+    leg = intercept._Leg("client", ours, certs.client_leg_context(cert, key), True)
+    started = trio.current_time()
+    with pytest.raises(trio.TooSlowError):
+        await leg.handshake()
+    assert trio.current_time() - started == pytest.approx(after)
+    assert leg.heard is heard
+    ours.close()
+    theirs.close()
