@@ -108,6 +108,52 @@ def host(text: str) -> str:
     return text
 
 
+class Host(str):
+    """A server's HOST given with its port (HOST:PORT)."""
+    port: int
+
+
+def server_host(text: str) -> str:
+    """argparse type of the server to connect to: HOST, HOST:PORT, [IPv6] or
+    [IPv6]:PORT (a bare IPv6 address has several colons). A HOST of digits
+    only is a port typed in its place (`ctispy 5003` would relay to 0.0.19.139):
+    refused. Call `take_port` after parsing to apply a port given with HOST."""
+    name, port = text, None
+    if text.startswith("["):
+        inside, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise argparse.ArgumentTypeError(f"not a host: {text!r} (an IPv6 address with a "
+                                             f"port is written [ADDR]:PORT)")
+        name, port = inside, rest[1:] or None
+    elif text.count(":") == 1:
+        name, port = text.split(":")
+    if text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text} looks like a port: use --port {text} "
+                                         f"(and give the server's HOST)")
+    if not name or name.isdigit():
+        raise argparse.ArgumentTypeError(f"not a host: {text!r} (HOST or HOST:PORT)")
+    if port is None:
+        return host(name)
+    result = Host(host(name))
+    result.port = server_port(port)
+    return result
+
+
+def take_port(parser: argparse.ArgumentParser, args: argparse.Namespace, host_dest: str,
+              port_dest: str = "port", default: int | None = 5003) -> None:
+    """Apply the port given with HOST (HOST:PORT) to args' port; one that
+    disagrees with --port is a usage error."""
+    host_value = getattr(args, host_dest)
+    given = getattr(host_value, "port", None)
+    if given is None:
+        return
+    port_value = getattr(args, port_dest)
+    if port_value not in (None, default, given):
+        parser.error(f"the port is given twice: {host_value}:{given} and --port {port_value}")
+    setattr(args, port_dest, given)
+    setattr(args, host_dest, str(host_value))
+
+
 def leaves(error: BaseException) -> list[BaseException]:
     """The real errors inside (possibly nested) exception groups."""
     if isinstance(error, BaseExceptionGroup):

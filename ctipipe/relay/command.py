@@ -23,7 +23,7 @@ from ctipipe import __version__
 from ctipipe.core import cli, descriptors, neterrors, stream
 from ctipipe.core.notices import Notices
 from ctipipe.relay import certs as tls
-from ctipipe.relay import intercept, limits, pumps
+from ctipipe.relay import intercept, limits, loops, pumps
 from ctipipe.relay.session import Session, client_left, unexpected
 from ctipipe.relay.tap import Tap
 
@@ -44,11 +44,13 @@ def check_relay_options(parser: argparse.ArgumentParser, args: argparse.Namespac
     """What argparse cannot check alone; the wrappers call it too, before anything listens."""
     if (args.cert is None) != (args.key is None):
         parser.error("--cert and --key go together")
+    cli.take_port(parser, args, "host")
 
 
 def add_relay_options(parser: argparse.ArgumentParser, *, raw: bool = True) -> None:
     """The relay's options, shared by ctirelay and the classic wrappers."""
-    parser.add_argument("host", type=cli.host, metavar="HOST", help="the CTI server to relay to")
+    parser.add_argument("host", type=cli.server_host, metavar="HOST",
+                        help="the CTI server to relay to (HOST:PORT sets --port too)")
     parser.add_argument("--port", type=cli.server_port, default=5003, help="the server's port (default 5003)")
     parser.add_argument("--listen-addr", type=cli.host, metavar="ADDR", default=None,
                         help="listen on this address only (default: every address)")
@@ -104,6 +106,7 @@ class Relay:
         self.sessions = 0
         # Live sessions, and those in their handshakes (bounded: limits.py).
         self.handshakes = limits.Sessions(notices.say)
+        self.loopback = loops.Loopback()  # a session whose server connection comes back
         if tls_options is not None:
             tls_options.sessions = self.handshakes  # (TLS handshakes are counted too)
 
@@ -124,7 +127,7 @@ class Relay:
         """
         target = neterrors.join(self.host, self.port)
         try:
-            await trio.socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            infos = await trio.socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
         except socket.gaierror as error:
             raise cli.CommandError(f"cannot resolve {self.host}: {error.strerror}") from None
         try:
@@ -136,6 +139,12 @@ class Relay:
                     errno.EADDRNOTAVAIL: " (not an address of this machine)"}.get(error.errno, "")
             raise cli.CommandError(f"cannot listen on {where}: {error.strerror}{hint}") from None
         bound = [neterrors.name(listener.socket.getsockname()) for listener in listeners]
+        if loops.points_at_itself([info[4][:2] for info in infos],
+                                  [listener.socket.getsockname()[:2] for listener in listeners]):
+            for listener in listeners:
+                await listener.aclose()
+            raise cli.CommandError(f"{target} is this relay itself (it listens on "
+                                   f"{' '.join(bound)}): give the CTI server's HOST and --port")
         self.tap.event(stream.event_record(time.time(), None, "start", stream=1,
                                            producer=f"{PROG} {__version__}", listen=bound,
                                            server=target))
@@ -172,6 +181,12 @@ class Relay:
         try:
             _keepalive(client.socket)
             peer = neterrors.name(client.socket.getpeername())
+            looped = await self.loopback.came_back(client.socket.getpeername(),
+                                                   client.socket.getsockname())
+            if looped is not None:  # session `looped`'s own server connection came back
+                self._loop_found(conn, peer, f"session {looped}'s connection to ")
+                await _abort(client)
+                return
             server = await self._connect(conn, client, peer)
             if server is not None:
                 if self.tls is None or not self.tls.implicit or self.tls.starttls == "pass":
@@ -192,12 +207,14 @@ class Relay:
             self.notices.say(f"session {conn}: {message}")
         finally:
             self.handshakes.left(conn)
+            self.loopback.ended(conn)
             await _close(client)  # (whatever happened, as trio.serve_listeners did)
 
     async def _connect(self, conn: int, client: trio.SocketStream,
                        peer: str) -> trio.SocketStream | None:
         """The server connection for this client, or None (client closed, `error` written)."""
         target = neterrors.join(self.host, self.port)
+        self.loopback.connecting(conn)
         try:
             with trio.fail_after(self.connect_timeout):
                 server = await trio.open_tcp_stream(self.host, self.port)
@@ -215,8 +232,16 @@ class Relay:
                 raise cli.CommandError(message) from None
             self.notices.say(f"session {conn}: {message}; client {peer} disconnected")
             return None
+        self.loopback.connected(conn, server.socket.getsockname(), server.socket.getpeername())
         _keepalive(server.socket)
         return server
+
+    def _loop_found(self, conn: int, peer: str, whose: str) -> None:
+        """A session whose server connection came back to the relay: an `error` record."""
+        message = (f"{whose}{neterrors.join(self.host, self.port)} came back to this relay "
+                   f"(a loop: HOST and --port lead back here); ended")
+        self.tap.event(stream.event_record(time.time(), conn, "error", error=message, client=peer))
+        self.notices.say(f"session {conn}: {message}")
 
     async def _relay(self, conn: int, client: trio.SocketStream, peer: str,
                      server: trio.SocketStream) -> None:

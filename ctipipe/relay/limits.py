@@ -14,6 +14,7 @@ The interface, for the relay:
 from __future__ import annotations
 
 import errno
+import gc
 import os
 
 import trio
@@ -125,6 +126,7 @@ def give_back_memory() -> None:
     global _trim
     if _trim is None:
         _trim = _find_malloc_trim()
+    gc.collect()  # the finished sessions' cycles (tasks, tracebacks) first
     _trim()
 
 

@@ -107,7 +107,8 @@ def _parser() -> cli.Parser:
                       help="the certificate to present over STARTTLS (default: the relay's own)")
     mock.add_argument("--key", metavar="FILE", default=None, help="the private key of --cert")
     crowd = parser.add_argument_group("as clients (--to HOST)")
-    crowd.add_argument("--to", type=cli.host, metavar="HOST", default=None, help="play the client side against HOST")
+    crowd.add_argument("--to", type=cli.server_host, metavar="HOST", default=None,
+                       help="play the client side against HOST (HOST:PORT sets --port too)")
     crowd.add_argument("--port", type=cli.server_port, default=None, help="the server's port (default 5003)")
     crowd.add_argument("--clients", type=_count, default=None, metavar="N",
                        help="N sessions at once (default 1)")
@@ -127,6 +128,7 @@ _CROWD_ONLY = ("port", "clients", "ramp", "password", "server_ca")
 
 
 def _check(parser: cli.Parser, args: argparse.Namespace) -> None:
+    cli.take_port(parser, args, "to", default=None)
     given = lambda name: getattr(args, name) not in (None, False)
     if args.to is None:
         wrong = [name for name in _CROWD_ONLY if given(name)]
