@@ -159,6 +159,7 @@ def run_pipeline(prog: str, stages: list[list[str]]) -> int:
     relay_proc = procs[0]
     names = [argv[0] for argv in stages]
     last_sent = None
+    sink_failed = 0  # the status of a stage after the relay that failed and said why
     while True:
         if pending and relay_proc.poll() is None:
             # A relay still starting ignores SIGINT until it can act on it:
@@ -172,6 +173,18 @@ def run_pipeline(prog: str, stages: list[list[str]]) -> int:
         # as asked (one still starting has the default action for SIGTERM).
         stopped = {-signum for signum in pending}
         failed = [i for i, code in enumerate(states) if code not in (None, 0) and code not in stopped]
+        if not sink_failed and failed and failed[0] > 0 and states[failed[0]] in (
+                cli.Exit.ERROR, cli.Exit.USAGE) and states[0] is None:
+            # A stage after the relay failed and said why (a full disk): the
+            # sessions must not be cut for it. The relay finds its output
+            # closed and goes on relaying, unrecorded, until they end.
+            sink_failed = states[failed[0]]
+            cli.report(prog, f"{names[failed[0]]} failed: nothing more is recorded; the relay "
+                             f"goes on until its sessions end"
+                             + (" (Ctrl-C to stop it)" if "--loop" in stages[0] else ""))
+        if sink_failed:
+            failed = [i for i in failed if i == 0 and states[0] not in (cli.Exit.ERROR,)
+                      or i > 0 and states[i] not in (cli.Exit.ERROR, cli.Exit.USAGE)]
         if failed:
             i = failed[0]
             _stop_all(procs)
@@ -183,7 +196,7 @@ def run_pipeline(prog: str, stages: list[list[str]]) -> int:
                              f"stopping the pipeline")
             return cli.Exit.STAGE_FAILED
         if all(code is not None for code in states):
-            return cli.Exit.OK
+            return sink_failed or cli.Exit.OK
         time.sleep(POLL_INTERVAL)
 
 

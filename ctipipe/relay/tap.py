@@ -233,8 +233,8 @@ class Tap:
 
     def _report_failure(self, error: OSError) -> None:
         why = "closed" if isinstance(error, BrokenPipeError) else error.strerror
-        self.notify(f"standard output {why}: records were not written after that; "
-                    f"the sessions went on being relayed")
+        self.notify(f"standard output {why}: nothing more is written; the sessions go on "
+                    f"being relayed until they end")
 
 
 class _Writer:
