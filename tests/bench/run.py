@@ -8,7 +8,7 @@ drift hits them all alike; the table shows medians and per-repetition ratios.
 The full run ends with the STARTTLS rows (tls_bench.py), then each of PARTS, a
 script of its own (PART_bench.py): ctireplay as a load, ctidiff on large
 sessions, cticheck on 1,000,000 messages, ctireport's page, ctipcap on a 1 GB
-capture; --only runs one part.
+capture, the relay's memory under what peers can do; --only runs one part.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ import messages  # noqa: E402
 import tls_bench  # noqa: E402
 
 # The parts after the relay and TLS rows, each tests/bench/PART_bench.py.
-PARTS = ("replay", "diff", "check", "report", "pcap")
+PARTS = ("replay", "diff", "check", "report", "pcap", "memory")
 
 PYTHON = sys.executable
 CLASSIC_MSGS = 10_000  # the classic ctispy, measured by the issue on this kind of machine
