@@ -558,3 +558,23 @@ def test_pairing_knows_what_the_protocol_never_answers():
     # no offer made: the client's starttls is not answered either
     assert _outcomes([("client", {"class": "starttls", "commandid": 1, "status": True})]) == [
         ("starttls", None, False)]
+
+
+def test_ctistat_shows_what_the_protocol_never_answers_as_no_reply_expected():
+    from ctipipe.stages import stats
+    records = stream([("server", OFFER), ("client", {"class": "starttls", "commandid": 1,
+                                                     "status": True}),
+                      ("server", ECHO), ("event", TLS)] + LOGIN
+                     + [("client", {"class": "starttls", "commandid": 5, "status": True}),
+                        ("client", {"class": "logout", "commandid": 6, "stopper": "disconnect"}),
+                        ("client", GETLIST)])
+    stat = stats.Stat(False, True)
+    out = [stat.handle(r, orjson.dumps(r)) for r in records]
+    [summary] = [orjson.loads(line) for line in out if line]
+    rows = {name: (row["no_reply"], row["no_reply_expected"])
+            for name, row in summary["latency"].items()}
+    assert rows["logout"] == (0, 1) and rows["starttls"] == (0, 1)  # the second starttls
+    assert rows["getlist"] == (1, 0)  # the server should have answered this one
+    assert rows["login_id"] == (0, 0)
+    text = stats.format_messages(summary)
+    assert any(line.endswith("no reply no reply expected") for line in text.splitlines())

@@ -130,9 +130,11 @@ def test_nearest_rank(values, fraction, rank):
 
 def test_latency_row_rounds_to_the_microsecond():
     assert latency_row([2.00049, 1.0, 3.0], 2) == {
-        "count": 3, "median_ms": 2.0, "p95_ms": 3.0, "p99_ms": 3.0, "max_ms": 3.0, "no_reply": 2}
+        "count": 3, "median_ms": 2.0, "p95_ms": 3.0, "p99_ms": 3.0, "max_ms": 3.0, "no_reply": 2,
+        "no_reply_expected": 0}
     assert latency_row([], 1) == {"count": 0, "median_ms": None, "p95_ms": None,
-                                  "p99_ms": None, "max_ms": None, "no_reply": 1}
+                                  "p99_ms": None, "max_ms": None, "no_reply": 1,
+                                  "no_reply_expected": 0}
 
 
 @pytest.mark.parametrize("message", [

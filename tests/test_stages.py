@@ -271,7 +271,9 @@ def test_stat_latency_pairs_commandid_with_replyid():
     assert getlist["median_ms"] == pytest.approx(50, abs=0.01)
     assert getlist["p95_ms"] == pytest.approx(95, abs=0.01)
     assert getlist["max_ms"] == pytest.approx(100, abs=0.01)
-    assert summary["latency"]["ipbxcommand"]["no_reply"] == 1
+    # ipbxcommand gets no reply by design (core/protocol.py): not a missing one
+    assert summary["latency"]["ipbxcommand"]["no_reply"] == 0
+    assert summary["latency"]["ipbxcommand"]["no_reply_expected"] == 1
 
 
 # --- ctisplit ------------------------------------------------------------------------
@@ -547,7 +549,8 @@ def test_stat_a_login_reply_of_another_class_answers_nothing():
     [summary] = [json.loads(line) for line in
                  run("ctistat", "--json", data=login_2x(replies)).stdout.splitlines()]
     assert summary["latency"]["login_id"] == {"count": 0, "median_ms": None, "p95_ms": None,
-                                              "p99_ms": None, "max_ms": None, "no_reply": 1}
+                                              "p99_ms": None, "max_ms": None, "no_reply": 1,
+                                              "no_reply_expected": 0}
 
 
 @pytest.mark.parametrize("data", [b"", b'{"ts":1.0,"event":"start","stream":1,"producer":"x"}\n'])

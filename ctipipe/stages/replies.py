@@ -195,9 +195,10 @@ def nearest_rank(values: list[float], fraction: float) -> float | None:
     return values[index]
 
 
-def latency_row(values_ms: list[float], no_reply: int) -> dict:
+def latency_row(values_ms: list[float], no_reply: int, no_reply_expected: int = 0) -> dict:
     """A class's latency figures in ms, rounded to the microsecond: count,
-    median, p95, p99, max, and the number of requests without a reply."""
+    median, p95, p99, max, the number of requests without a reply, and of
+    those the protocol never answers (Outcome.expected False)."""
     values = sorted(values_ms)
 
     def rounded(value: float | None) -> float | None:
@@ -208,4 +209,5 @@ def latency_row(values_ms: list[float], no_reply: int) -> dict:
             "p95_ms": rounded(nearest_rank(values, 0.95)),
             "p99_ms": rounded(nearest_rank(values, 0.99)),
             "max_ms": rounded(values[-1] if values else None),
-            "no_reply": no_reply}
+            "no_reply": no_reply,
+            "no_reply_expected": no_reply_expected}

@@ -51,6 +51,7 @@ class _Session:
         self.pairing = replies.Pairing()
         self.latency: dict[str, list[float]] = collections.defaultdict(list)
         self.unanswered: collections.Counter = collections.Counter()
+        self.not_expected: collections.Counter = collections.Counter()  # no reply by design
         self.lost = 0
         self.error: object = None  # an `error` event of this session
         self.seen = {"client": 0, "server": 0}  # data records per side
@@ -78,7 +79,7 @@ class _Session:
             return
         if side == "client":
             for outcome in self.pairing.request(message, ts, message):
-                self.unanswered[outcome.request.name] += 1
+                self._unanswered(outcome)
                 if self.outcomes is not None:
                     self.outcomes.append(outcome)
         else:
@@ -87,6 +88,12 @@ class _Session:
                 self.latency[outcome.request.name].append(outcome.latency_ms)
                 if self.outcomes is not None:
                     self.outcomes.append(outcome)
+
+    def _unanswered(self, outcome: replies.Outcome) -> None:
+        """A request without a reply: a fault, or what the protocol does
+        (logout, the client's second starttls: core/protocol.py)."""
+        counter = self.unanswered if outcome.expected else self.not_expected
+        counter[outcome.request.name] += 1
 
     def absent_side(self) -> str | None:
         """The side a one-sided capture left out (ctisplit --jsonl's client
@@ -107,11 +114,12 @@ class _Session:
         for outcome in self.pairing.end():
             if absent == "server":
                 continue
-            self.unanswered[outcome.request.name] += 1
+            self._unanswered(outcome)
             if self.outcomes is not None:
                 self.outcomes.append(outcome)
         if absent == "server":
             self.unanswered.clear()
+            self.not_expected.clear()
 
     def summary(self, ended: str = "input ended") -> dict:
         """The session's figures; `ended` says how, when no close record came."""
@@ -121,10 +129,11 @@ class _Session:
             duration = (self.last_ts - self.first_ts) if self.first_ts is not None else 0.0
         sent = close.get("bytes") if isinstance(close.get("bytes"), dict) else self.bytes
         reads = close.get("reads") if isinstance(close.get("reads"), dict) else None
-        unanswered = self.unanswered
+        unanswered, not_expected = self.unanswered, self.not_expected
         latency = {}
-        for name in sorted(set(self.latency) | set(unanswered)):
-            latency[name] = replies.latency_row(self.latency.get(name, []), unanswered.get(name, 0))
+        for name in sorted(set(self.latency) | set(unanswered) | set(not_expected)):
+            latency[name] = replies.latency_row(self.latency.get(name, []), unanswered.get(name, 0),
+                                                not_expected.get(name, 0))
         result = {
             "conn": self.conn,
             "client": (self.open or {}).get("client"),
@@ -189,6 +198,7 @@ class _Totals:
         self.bytes = {"client": 0, "server": 0}
         self.latency: dict[str, array.array] = collections.defaultdict(lambda: array.array("d"))
         self.unanswered = collections.Counter()
+        self.not_expected = collections.Counter()
         self.lost = 0
         self.with_error = 0
         self.with_gap = 0
@@ -205,14 +215,17 @@ class _Totals:
         for name, values in session.latency.items():
             self.latency[name].extend(values)
         self.unanswered.update(session.unanswered)
+        self.not_expected.update(session.not_expected)
         self.lost += session.lost
         self.with_gap += bool(session.lost)
         self.with_error += "error" in summary
         self.one_sided += "absent" in summary
 
     def summary(self, not_relayed: int) -> dict:
-        latency = {name: replies.latency_row(self.latency.get(name, []), self.unanswered.get(name, 0))
-                   for name in sorted(set(self.latency) | set(self.unanswered))}
+        latency = {name: replies.latency_row(self.latency.get(name, []), self.unanswered.get(name, 0),
+                                             self.not_expected.get(name, 0))
+                   for name in sorted(set(self.latency) | set(self.unanswered)
+                                      | set(self.not_expected))}
         outcomes = self.outcomes + collections.Counter({"not relayed": not_relayed})
         return {"sessions": self.sessions + not_relayed,
                 "completed": self.completed,
@@ -429,11 +442,11 @@ def format_messages(summary: dict) -> str:
 
 def _latency_table(latency: dict) -> list[str]:
     lines = [f"{'class':<24} {'count':>7} {'median':>9} {'p95':>9} {'p99':>9} {'max':>9} "
-             f"{'no reply':>9}"]
+             f"{'no reply':>9} {'no reply expected':>17}"]
     for name, row in latency.items():
         cells = [_ms(row[key]) for key in ("median_ms", "p95_ms", "p99_ms", "max_ms")]
         lines.append(f"{name:<24} {row['count']:>7} {cells[0]:>9} {cells[1]:>9} {cells[2]:>9} "
-                     f"{cells[3]:>9} {row['no_reply']:>9}")
+                     f"{cells[3]:>9} {row['no_reply']:>9} {row['no_reply_expected']:>17}")
     return lines
 
 
