@@ -36,7 +36,8 @@ RULES = (
     # --- framing
     Rule("F1", ALL, "every line is one JSON object with a string `class`: an empty line, "
          "invalid JSON, an array, a scalar or a missing class", CLOSES,
-         "PROTOCOL.md §1.2, rule 1"),
+         "PROTOCOL.md §1.2, rule 1 (and the good lines read in the same recv are lost with it "
+         "[inferred]: not checked, the stream does not keep the reads' boundaries)"),
     Rule("F2", ALL, "every server message carries a numeric `timenow`", NOTHING,
          "§1.2, rule 2"),
     # --- STARTTLS
@@ -59,11 +60,13 @@ RULES = (
          "since 17.17 accept xivoversion, wazo-17.16 closed on it)"),
     Rule("L3", ALL, "login_pass carries `password` in clear in 2.x, `hashedpassword` "
          "(40 lowercase hex digits of SHA1(\"sessionid:password\")) in 1.2", CLOSES,
-         "§1.6, §1.7, rule 7 (1.2 refused it with missing:hashedpassword)"),
+         "§1.6, §1.7, rule 7 (1.2 refused it with missing:hashedpassword, then closed the "
+         "connection in the same turn, so the error probably never left [inferred])"),
     Rule("L4", ALL, "login_capas carries `capaid` (an int, or a string int() reads) equal to "
          "capalist[0] of the login_pass reply, and `state`; `lastconnwins` and `loginkind` are "
          "required in 1.2 and obsolete (ignored) in 2.x", CLOSES,
-         "§1.6, §1.7, rule 8 (a wrong id is refused: wrong cti_profile_id)"),
+         "§1.6, §1.7, rule 8 (a wrong id is refused: wrong cti_profile_id; in 1.2 the "
+         "socket then closed, the error probably lost [inferred])"),
     Rule("L5", ALL, "the server's login_id success holds a `sessionid` of 10 distinct "
          "[A-Za-z0-9] characters and the version under the key of its protocol", NOTHING,
          "§1.6, rule 9"),
@@ -77,7 +80,8 @@ RULES = (
     Rule("M1", ALL, "a request carries the fields its class (and function or command) "
          "requires", CLOSES, "§2.1, rules 14, 15, 18, 19"),
     Rule("M2", ALL, "a field holds what the server can convert: int() for ints, UUID strings, "
-         "alphanumeric strings, 2-item pairs", CLOSES, "§2.1, rules 14, 16, 17"),
+         "alphanumeric strings, 2-item pairs", CLOSES, "§2.1, rules 14, 16, 17 (getlist "
+         "updateconfig of an unknown list closing it is [inferred]: a KeyError in the lookup)"),
     Rule("M3", ALL, "the class is one the server of that version understands", IGNORES,
          "§1.2, §2.1 (removed and renamed classes)"),
     Rule("M4", ALL, "getlist `function`, ipbxcommand `command`, featuresput `function` and "

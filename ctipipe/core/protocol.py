@@ -27,7 +27,7 @@ LEGACY_REPLYID = frozenset(("getipbxlist", "keepalive", "faxsend", "getqueuessta
 # they act and say nothing, or the effect comes later as a broadcast
 # (`getlist` updates, `meetme_update`, ...) that answers no request.
 NO_REPLY_CLASSES = frozenset((
-    "logout",  # sets the presence `disconnected`; the socket stays open
+    "logout",  # sets the presence `disconnected`; the socket stays open [inferred]
     "availstate",  # a later broadcast getlist updatestatus users
     "featuresput",  # a broadcast getlist updateconfig users once the bus event comes
     "ipbxcommand",  # nothing on success; errors come as ipbxcommand error_string
