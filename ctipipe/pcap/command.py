@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import stat
+import time
 
 from ctipipe import __version__
 from ctipipe.core import cli, stream
