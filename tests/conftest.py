@@ -37,3 +37,17 @@ def server():
 def no_process_outlives_its_test():
     yield
     kill_started()
+
+
+# System tools some tests need (Debian's packages); .ci/run installs them. Without
+# them those tests are skipped, and the run ends with one line saying how to get them.
+SYSTEM_TOOLS = {"chromium": "chromium", "chromedriver": "chromium-driver",
+                "tcpdump": "tcpdump", "tshark": "tshark", "dumpcap": "tshark"}
+
+
+def pytest_terminal_summary(terminalreporter):
+    missing = sorted({package for tool, package in SYSTEM_TOOLS.items()
+                      if not shutil.which(tool)})
+    if missing:
+        terminalreporter.write_line(
+            f"system tools missing, their tests skipped: apt-get install {' '.join(missing)}")
