@@ -61,6 +61,7 @@ class Report:
         self.pair_request: list[int] = []
         self.pair_reply: list[int] = []
         self.pair_ms: list[float | None] = []
+        self.pair_expected: list[bool] = []  # False: no reply by design (logout), as ctistat says
         self.sessions: list[dict] = []
         self.by_conn: dict[object, int] = {}  # conn key -> index in sessions, while open
         self.pairings: dict[int, replies.Pairing] = {}
@@ -180,6 +181,7 @@ class Report:
         self.pair_request.append(outcome.request.ref)
         self.pair_reply.append(-1 if outcome.reply_ref is None else outcome.reply_ref)
         self.pair_ms.append(outcome.latency_ms)
+        self.pair_expected.append(outcome.expected)
 
     def _message_text(self, record: dict, line: bytes, message: object) -> bytes:
         """The message's JSON text: as it came on the wire when nothing is
@@ -282,6 +284,7 @@ class Report:
             "pairs": {"q": [self.pair_request[i] for i in order],
                       "a": [self.pair_reply[i] for i in order],
                       "ms": [self.pair_ms[i] for i in order],
+                      "e": [self.pair_expected[i] for i in order],
                       "col": columns},
         }
         text = orjson.dumps(head)

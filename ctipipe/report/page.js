@@ -293,7 +293,7 @@
     if (p >= 0 && row === P.a[p]) {
       g.append(sv('text', { x: LATENCY_X, y: 15, class: 'late' }, fixed3(P.ms[p]) + ' ms'));
     } else if (p >= 0 && P.a[p] < 0) {
-      g.append(sv('text', { x: LATENCY_X, y: 15, class: 'noreply' }, 'no reply'));
+      g.append(sv('text', { x: LATENCY_X, y: 15, class: 'noreply' }, P.e[p] ? 'no reply' : 'no reply expected'));
     }
     g.append(sv('text', { x: WIDTH - 4, y: 15, 'text-anchor': 'end', class: 'muted' }, R.z[row] + ' B'));
     return g;
@@ -326,7 +326,7 @@
     const parts = [el('div', { class: 'sub' }, head)];
     if (p >= 0) {
       const other = row === P.q[p] ? P.a[p] : P.q[p];
-      const text = other < 0 ? 'no reply' : (row === P.q[p] ? 'its reply' : 'its request') + ' after ' + fixed3(P.ms[p]) + ' ms';
+      const text = other < 0 ? (P.e[p] ? 'no reply' : 'no reply expected') : (row === P.q[p] ? 'its reply' : 'its request') + ' after ' + fixed3(P.ms[p]) + ' ms';
       const go = el('button', { type: 'button' }, other < 0 ? 'no reply' : 'go to ' + (row === P.q[p] ? 'reply' : 'request'));
       if (other < 0) go.disabled = true; else go.onclick = () => select(other, true);
       parts.push(el('div', {}, text), go);
@@ -349,7 +349,7 @@
     for (const p of pairs) {
       const c = R.c[P.q[p]];
       if (!byClass.has(c)) byClass.set(c, { values: [], none: [] });
-      if (P.a[p] < 0) byClass.get(c).none.push(p); else byClass.get(c).values.push(P.ms[p]);
+      if (P.a[p] >= 0) byClass.get(c).values.push(P.ms[p]); else if (P.e[p]) byClass.get(c).none.push(p);
     }
     const classes = [...byClass.keys()].sort((a, b) => (D.classes[a] < D.classes[b] ? -1 : D.classes[a] > D.classes[b] ? 1 : 0));
     const body = $('latency-table').tBodies[0];
@@ -366,7 +366,7 @@
       tr.onclick = () => { state.cls = c; $('f-class').value = String(c); applyFilter(); };
       return tr;
     }));
-    const list = $('unanswered'), none = pairs.filter((p) => P.a[p] < 0);
+    const list = $('unanswered'), none = pairs.filter((p) => P.a[p] < 0 && P.e[p]);
     list.replaceChildren(...none.slice(0, MAX_LISTED).map((p) => {
       const row = P.q[p], s = S[R.s[row]];
       const li = el('li', {}, 'session ' + s.conn + ' +' + (R.t[row] - s.start).toFixed(6) + ' s: ' + shown(D.labels[R.l[row]]));
