@@ -62,6 +62,39 @@ def test_pairs_are_ctistats():
         round(s["latency"] * 1000, 3) for s in samples if s["latency"] is not None)
 
 
+def test_a_logout_gets_no_reply_expected():
+    # the protocol never answers a logout: its pair says so; an unanswered getlist is a fault
+    lines = [{"ts": 1.0, "conn": 1, "event": "open", "client": "10.0.0.1:4000", "server": "xivo:5003"},
+             {"ts": 1.1, "conn": 1, "from": "client", "size": 40,
+              "msg": {"class": "getlist", "function": "listid", "listname": "users", "commandid": 1}},
+             {"ts": 1.2, "conn": 1, "from": "client", "size": 40,
+              "msg": {"class": "logout", "stopper": "disconnect", "commandid": 2}},
+             {"ts": 1.3, "conn": 1, "event": "close", "by": "client"}]
+    doc = document(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    pairs = doc["pairs"]
+    shown = {doc["classes"][doc["rows"]["c"][q]]: (a, expected)
+             for q, a, expected in zip(pairs["q"], pairs["a"], pairs["e"])}
+    assert shown == {"getlist": (-1, True), "logout": (-1, False)}
+
+
+def test_no_reply_and_no_reply_expected_are_ctistats():
+    from test_stat_samples import feed
+    from ctipipe.stages import stats
+    data = DEMO.read_bytes()
+    [summary] = [json.loads(line) for line in
+                 feed(stats.Stat(as_json=True), [orjson.loads(line) for line in data.splitlines()]).splitlines()]
+    doc = document(data)
+    pairs = doc["pairs"]
+    mine = {}
+    for q, a, expected in zip(pairs["q"], pairs["a"], pairs["e"]):
+        counts = mine.setdefault(doc["classes"][doc["rows"]["c"][q]], [0, 0])
+        if a < 0:
+            counts[0 if expected else 1] += 1
+    assert mine == {name: [row["no_reply"], row["no_reply_expected"]]
+                    for name, row in summary["latency"].items()}
+    assert mine["logout"] == [0, 1] and mine["starttls"] == [0, 1]  # the demo's second starttls
+
+
 def test_labels_name_function_and_listname():
     line = orjson.dumps({"ts": 1.0, "conn": 1, "from": "client", "size": 5, "msg": {
         "class": "getlist", "function": "updateconfig", "listname": "users", "commandid": 1}})

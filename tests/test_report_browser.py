@@ -140,8 +140,33 @@ def test_the_demo_session(browser, tmp_path):
             (tr) => [...tr.cells].map((td) => td.textContent));""")
     cell = lambda v: "-" if v is None else f"{v:.3f}"
     assert table == [[name, str(row["count"]), cell(row["median_ms"]), cell(row["p95_ms"]),
-                      cell(row["p99_ms"]), cell(row["max_ms"]), str(row["no_reply"])]
+                      cell(row["p99_ms"]), cell(row["max_ms"]), str(row["no_reply"]),
+                      str(row["no_reply_expected"])]
                      for name, row in summary["latency"].items()]
+    assert browser.execute_script(
+        "return [...document.querySelectorAll('#latency-table th')].map((th) => th.textContent)"
+    )[-2:] == ["no reply", "no reply expected"]
+    # the demo's logout and second starttls are not answered by design: not listed as faults
+    assert sum(row["no_reply_expected"] for row in summary["latency"].values()) == 2
+    assert not any(row["no_reply"] for row in summary["latency"].values())
+    assert browser.find_element("id", "unanswered-note").text == (
+        "Every request got its reply, but for 2 that the protocol never answers (no reply expected).")
+    assert browser.execute_script("return document.querySelectorAll('#unanswered li').length") == 0
+    # the ladder and the message panel say so at the logout
+    logout = next(i for i, (kind, label) in enumerate(expected) if label == "logout")
+    browser.execute_script("const box = document.getElementById('ladder'); box.scrollTop = box.scrollHeight;")
+    from selenium.webdriver.support.ui import WebDriverWait
+    WebDriverWait(browser, WAIT).until(lambda d: any(r["row"] == logout for r in rows(d)))
+    [at_logout] = [r for r in rows(browser) if r["row"] == logout]
+    assert "no reply expected" in at_logout["texts"] and "no reply" not in at_logout["texts"]
+    assert browser.execute_script(f"""
+        const text = [...document.querySelectorAll('#ladder .row[data-row="{logout}"] text')]
+            .find((t) => t.textContent === 'no reply expected');
+        return [text.getAttribute('class'), getComputedStyle(text).fill];""") == ["muted", "rgb(119, 119, 119)"]
+    browser.execute_script(f"document.querySelector('#ladder .row[data-row=\"{logout}\"] .bg')"
+                           f".dispatchEvent(new MouseEvent('click', {{bubbles: true}}))")
+    assert "no reply expected" in browser.find_element("id", "detail").text
+    browser.execute_script("document.getElementById('ladder').scrollTop = 0")
 
     # the filter narrows the ladder and the table together
     getlist = browser.execute_script(
@@ -217,6 +242,25 @@ def test_100000_messages_keep_few_row_elements_and_reach_the_last(browser, tmp_p
     browser.execute_script("const s = document.getElementById('f-scale'); s.value = '100';"
                            "s.dispatchEvent(new Event('change'));")
     assert 0 < len(rows(browser)) < 100
+
+
+def test_only_requests_that_expect_a_reply_are_listed_without_one(browser, tmp_path):
+    lines = [{"ts": 1.0, "conn": 1, "event": "open", "client": "10.0.0.1:4000", "server": "xivo:5003"},
+             {"ts": 1.1, "conn": 1, "from": "client", "size": 40,
+              "msg": {"class": "getlist", "function": "listid", "listname": "users", "commandid": 1}},
+             {"ts": 1.2, "conn": 1, "from": "client", "size": 40,
+              "msg": {"class": "logout", "stopper": "disconnect", "commandid": 2}},
+             {"ts": 1.3, "conn": 1, "event": "close", "by": "client"}]
+    path = write_report(tmp_path, b"".join(orjson.dumps(r) + b"\n" for r in lines))
+    open_page(browser, path)
+    assert_quiet(browser)
+    assert [r["texts"][1:3] for r in rows(browser) if r["kind"] == "client"] == [
+        ["getlist · listid · users", "no reply"], ["logout", "no reply expected"]]
+    assert browser.find_element("id", "unanswered-note").text == (
+        "1 request without a reply, not counting 1 that the protocol never answers (no reply expected):")
+    assert browser.execute_script(
+        "return [...document.querySelectorAll('#unanswered li')].map((li) => li.textContent)"
+    ) == ["session 1 +0.100000 s: getlist · listid · users"]
 
 
 HOSTILE = [

@@ -1,6 +1,7 @@
 """What the report page shows, gathered from a tagged stream: one row per
-message or event, the request/reply pairs (stages/replies.py, as ctistat),
-the sessions and their ends. Pure: records in, one JSON document out.
+message or event, the request/reply pairs (stages/replies.py, as ctistat,
+with whether the protocol answers the request at all), the sessions and their
+ends. Pure: records in, one JSON document out.
 
 The rows are kept as columns of small numbers (a label table, a class table,
 times relative to the first record), and each row's body as JSON text, so

@@ -55,6 +55,8 @@
   const plural = (n, word) => n + ' ' + word + (n === 1 ? '' : 's');
   const classColor = (c) => PALETTE[c % PALETTE.length];
   const outcomeOf = (s) => (s.by === null ? 'open' : (s.by in OUTCOME_COLOR ? s.by : 'error'));
+  // what an unanswered request shows: the protocol never answers some (logout, a second starttls)
+  const noReply = (p) => (P.e[p] ? 'no reply' : 'no reply expected');
 
   // pair index of each row (request or reply), -1 for none
   const rowPair = new Int32Array(N).fill(-1);
@@ -293,7 +295,7 @@
     if (p >= 0 && row === P.a[p]) {
       g.append(sv('text', { x: LATENCY_X, y: 15, class: 'late' }, fixed3(P.ms[p]) + ' ms'));
     } else if (p >= 0 && P.a[p] < 0) {
-      g.append(sv('text', { x: LATENCY_X, y: 15, class: 'noreply' }, P.e[p] ? 'no reply' : 'no reply expected'));
+      g.append(sv('text', { x: LATENCY_X, y: 15, class: P.e[p] ? 'noreply' : 'muted' }, noReply(p)));
     }
     g.append(sv('text', { x: WIDTH - 4, y: 15, 'text-anchor': 'end', class: 'muted' }, R.z[row] + ' B'));
     return g;
@@ -326,8 +328,9 @@
     const parts = [el('div', { class: 'sub' }, head)];
     if (p >= 0) {
       const other = row === P.q[p] ? P.a[p] : P.q[p];
-      const text = other < 0 ? (P.e[p] ? 'no reply' : 'no reply expected') : (row === P.q[p] ? 'its reply' : 'its request') + ' after ' + fixed3(P.ms[p]) + ' ms';
-      const go = el('button', { type: 'button' }, other < 0 ? 'no reply' : 'go to ' + (row === P.q[p] ? 'reply' : 'request'));
+      const text = other >= 0 ? (row === P.q[p] ? 'its reply' : 'its request') + ' after ' + fixed3(P.ms[p]) + ' ms'
+        : P.e[p] ? 'no reply' : 'no reply expected: the protocol does not answer this request';
+      const go = el('button', { type: 'button' }, other < 0 ? noReply(p) : 'go to ' + (row === P.q[p] ? 'reply' : 'request'));
       if (other < 0) go.disabled = true; else go.onclick = () => select(other, true);
       parts.push(el('div', {}, text), go);
     }
@@ -348,8 +351,9 @@
     const pairs = chosenPairs(), byClass = new Map();
     for (const p of pairs) {
       const c = R.c[P.q[p]];
-      if (!byClass.has(c)) byClass.set(c, { values: [], none: [] });
-      if (P.a[p] >= 0) byClass.get(c).values.push(P.ms[p]); else if (P.e[p]) byClass.get(c).none.push(p);
+      if (!byClass.has(c)) byClass.set(c, { values: [], none: 0, moot: 0 });  // moot: no reply expected
+      const figures = byClass.get(c);
+      if (P.a[p] >= 0) figures.values.push(P.ms[p]); else if (P.e[p]) figures.none++; else figures.moot++;
     }
     const classes = [...byClass.keys()].sort((a, b) => (D.classes[a] < D.classes[b] ? -1 : D.classes[a] > D.classes[b] ? 1 : 0));
     const body = $('latency-table').tBodies[0];
@@ -362,19 +366,22 @@
       tr.append(name, el('td', {}, String(v.length)),
         ...[0.5, 0.95, 0.99].map((f) => el('td', {}, fixed3(round3(rank(v, f))))),
         el('td', {}, fixed3(v.length ? round3(v[v.length - 1]) : null)),
-        el('td', {}, String(byClass.get(c).none.length)));
+        el('td', {}, String(byClass.get(c).none)), el('td', {}, String(byClass.get(c).moot)));
       tr.onclick = () => { state.cls = c; $('f-class').value = String(c); applyFilter(); };
       return tr;
     }));
     const list = $('unanswered'), none = pairs.filter((p) => P.a[p] < 0 && P.e[p]);
+    const moot = pairs.filter((p) => P.a[p] < 0 && !P.e[p]).length;  // not listed: no fault
     list.replaceChildren(...none.slice(0, MAX_LISTED).map((p) => {
       const row = P.q[p], s = S[R.s[row]];
       const li = el('li', {}, 'session ' + s.conn + ' +' + (R.t[row] - s.start).toFixed(6) + ' s: ' + shown(D.labels[R.l[row]]));
       li.onclick = () => select(row, true);
       return li;
     }));
+    const others = moot + ' that the protocol never answers (no reply expected)';
     $('unanswered-note').textContent = none.length ? plural(none.length, 'request') + ' without a reply' +
-      (none.length > MAX_LISTED ? ' (the first ' + MAX_LISTED + ' listed)' : '') + ':' : 'Every request got its reply.';
+      (none.length > MAX_LISTED ? ' (the first ' + MAX_LISTED + ' listed)' : '') + (moot ? ', not counting ' + others : '') + ':'
+      : 'Every request got its reply' + (moot ? ', but for ' + others : '') + '.';
     scatter(pairs.filter((p) => P.a[p] >= 0));
     cdf(classes.map((c) => [c, byClass.get(c).values]).filter((x) => x[1].length));
   }

@@ -49,7 +49,7 @@ TEMPLATE = """<!DOCTYPE html>
 <div class="split"><div id="ladder"><div id="spacer"></div><svg id="ladder-svg"></svg></div>
 <div id="detail"><span class="muted">Click a message to see it.</span></div></div></section>
 <section><h2>Latency (request commandid to reply replyid, as ctistat)</h2>
-<table id="latency-table"><thead><tr><th>class</th><th>count</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>max ms</th><th>no reply</th></tr></thead><tbody></tbody></table>
+<table id="latency-table"><thead><tr><th>class</th><th>count</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>max ms</th><th>no reply</th><th>no reply expected</th></tr></thead><tbody></tbody></table>
 <div class="plots"><div><div class="plot-title">latency over time (ms, by request time)</div><canvas id="scatter" class="plot"></canvas></div>
 <div><div class="plot-title">distribution: share of replies within a latency (log scale)</div><canvas id="cdf" class="plot"></canvas></div></div>
 <p id="unanswered-note"></p><ul id="unanswered"></ul></section>
