@@ -6,7 +6,7 @@ import pytest
 
 from helpers import WAIT, command
 from ctipipe.core import cli
-from ctipipe.relay import command as relay
+from ctipipe import wrappers
 
 CASES = [
     # (text, host, port given with it)
@@ -44,10 +44,11 @@ def test_server_host_refuses(text, says):
 
 
 def relay_args(*argv: str) -> argparse.Namespace:
-    parser = cli.Parser("ctirelay")
-    relay.add_relay_options(parser)
+    parser = cli.Parser("ctispy")
+    actions = wrappers.add_relay_options(parser)
     args = parser.parse_args(list(argv))
-    relay.check_relay_options(parser, args)
+    wrappers.check_relay_options(parser, args)
+    args.relay_argv = wrappers.relay_argv(actions, args)
     return args
 
 
@@ -60,7 +61,9 @@ def relay_args(*argv: str) -> argparse.Namespace:
 def test_relay_takes_the_port_given_with_host(argv, host, port):
     args = relay_args(*argv)
     assert (args.host, args.port) == (host, port)
-    assert type(args.host) is str  # a plain name, as the wrappers pass it on
+    assert type(args.host) is str and args.relay_argv[0] == host
+    assert (["--port", str(port)] in [args.relay_argv[i:i + 2] for i in range(len(args.relay_argv))]
+            or port == 5003)  # (the relay's own default is not repeated)
 
 
 def test_two_different_ports_are_refused(capsys):
