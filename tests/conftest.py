@@ -1,6 +1,7 @@
 import atexit
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -37,6 +38,17 @@ def server():
 def no_process_outlives_its_test():
     yield
     kill_started()
+
+
+@pytest.fixture(autouse=True)
+def default_stop_signals():
+    """A command run in-process ends by ignoring SIGINT and SIGTERM (a late
+    signal must not change its status): give them back their default actions,
+    or every process a later test starts would inherit them ignored (a demo
+    server that SIGTERM no longer stops, a ctidiff that Ctrl-C cannot end)."""
+    yield
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 # System tools some tests need (Debian's packages); .ci/run installs them. Without
