@@ -56,7 +56,7 @@ def _ready() -> None:
     except KeyboardInterrupt:
         print("ctipipe: first-run install interrupted; the next run installs again",
               file=sys.stderr, flush=True)
-        sys.exit(0)
+        sys.exit(130)  # the command never ran: not 0, which says "done" (ctidiff: "equal")
 
 
 def run(command: str) -> None:

@@ -4,8 +4,8 @@ import sys
 
 try:
     from ctipipe.commands import COMMANDS, run
-except KeyboardInterrupt:  # Ctrl-C while Python starts: nothing began, done (README)
-    sys.exit(0)
+except KeyboardInterrupt:  # Ctrl-C while Python starts: nothing ran (130, as SIGINT)
+    sys.exit(130)
 
 
 def main() -> int:

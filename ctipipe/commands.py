@@ -33,6 +33,11 @@ COMMANDS = {
     "cticheck": ("check.command", "main"),
 }
 
+# A Ctrl-C before a command has begun its work ends it as SIGINT ends any
+# program (a shell's 130): never 0, which would say "equal" for ctidiff and
+# "no finding" for cticheck about a comparison or a check that never ran.
+INTERRUPTED_EARLY = 130
+
 # Commands that may be a stage reading the relay through a pipe.
 STAGES = {"ctistrip", "ctiinclude", "ctiexclude", "ctipretty", "ctisplit", "ctistat", "cticheck",
           "ctireport"}
@@ -67,10 +72,10 @@ def _start(name: str) -> int:
             if default:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
         if noted:
-            return 0  # Ctrl-C before the command began: done, as below
+            return INTERRUPTED_EARLY  # Ctrl-C before the command began, as below
         return entry()
-    except KeyboardInterrupt:  # Ctrl-C before the command set its own rule: done
-        return 0
+    except KeyboardInterrupt:  # Ctrl-C before the command set its own rule
+        return INTERRUPTED_EARLY
 
 
 def run(name: str) -> int:
