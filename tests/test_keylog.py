@@ -126,3 +126,13 @@ def test_a_symbolic_link_stops_the_relay(tmp_path):
                         str(tmp_path / "keys.log")))
     assert proc.finish() == 1
     assert proc.err.count("\n") == 1 and "symbolic link" in proc.err
+
+
+def test_an_existing_key_log_others_can_read_is_narrowed_to_0600(tmp_path):
+    from ctipipe.relay import certs as certs_module
+    keys = tmp_path / "world.keys"
+    keys.write_text("CLIENT_RANDOM earlier\n")
+    os.chmod(keys, 0o644)
+    certs_module.open_keylog(keys)
+    assert os.stat(keys).st_mode & 0o777 == 0o600
+    assert keys.read_text() == "CLIENT_RANDOM earlier\n"  # appended to, never truncated

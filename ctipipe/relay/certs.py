@@ -187,7 +187,7 @@ def open_keylog(path: Path | str) -> str:
     """Make ready the NSS key log file (SSLKEYLOGFILE format) that the contexts
     append the secrets of every TLS session to, so that Wireshark can decrypt a
     capture of them: created mode 0600 (it holds keys), appended to when it
-    exists, refused when it is a symbolic link (the secrets could be sent
+    exists (narrowed to 0600 first if others could read it), refused when it is a symbolic link (the secrets could be sent
     anywhere). Python's SSLContext opens it by name afterwards, in append mode."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -197,8 +197,13 @@ def open_keylog(path: Path | str) -> str:
                if error.errno == errno.ELOOP else _why(error))
         raise CommandError(f"cannot write the TLS key log {path}: {why}") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise CommandError(f"cannot write the TLS key log {path}: not a regular file")
+        if info.st_mode & 0o077:
+            os.fchmod(fd, 0o600)  # an existing file others could read: narrowed, as ctisplit does
+    except OSError as error:
+        raise CommandError(f"cannot make the TLS key log {path} private: {_why(error)}") from None
     finally:
         os.close(fd)
     return str(path)
