@@ -210,3 +210,20 @@ def test_samples_refuse_what_they_cannot_give(args):
     result = subprocess.run(command("ctistat", *args), input=b"", capture_output=True, timeout=WAIT)
     assert result.returncode == 2
     assert result.stderr.count(b"\n") == 1 and result.stdout == b""
+
+
+def test_commandids_beyond_64_bits_are_compared_and_written_exactly():
+    # Read as floats, 123...890 and 123...891 were the same request: the reply
+    # was paired, and --samples wrote 1.2345678901234568e+29.
+    from ctipipe.stages.runner import Runner
+    lines = b"".join(orjson.dumps(record) + b"\n" for record in [
+        event(1.0, 1, "open", client="a:1", server="b:2"),
+        msg(1.0, 1, "client", {"class": "x", "commandid": 0}),
+        msg(1.1, 1, "server", {"class": "x", "replyid": 0}),
+        close(1.2, 1)]).replace(b'"commandid":0', b'"commandid":123456789012345678901234567890') \
+        .replace(b'"replyid":0', b'"replyid":123456789012345678901234567891')
+    runner = Runner(stats.Stat(samples="json"))
+    output = runner.feed(lines)[0] + runner.end()[0]
+    written = [json.loads(line) for line in output.splitlines() if line]
+    assert written == [{"conn": 1, "class": "x", "commandid": 123456789012345678901234567890,
+                        "request_ts": 1.0, "reply_ts": None, "latency": None}]

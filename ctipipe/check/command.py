@@ -49,6 +49,8 @@ def check_event(found: Located, ts: object) -> bytes:
 
 
 class Check(stage.Stage):
+    rewrites = True  # requests and replies paired by exact values (integers beyond 64 bits)
+
     def __init__(self, protocol_version: str, mode: str) -> None:
         self.checker = Checker(protocol_version)
         self.mode = mode  # "text", "json" or "annotate"

@@ -42,8 +42,10 @@ class Stage:
     malformed = 0  # input lines that were not records, counted by the runner
 
     # True for a stage that writes or shows messages anew (not only whole
-    # lines): its messages must hold integers beyond 64 bits exactly, which
-    # costs a look at every batch for long runs of digits.
+    # lines), or pairs them by their values (a commandid beyond 64 bits must
+    # not meet a different one as the same float): its messages must hold
+    # integers beyond 64 bits exactly, which costs a look at every batch for
+    # long runs of digits.
     rewrites = False
 
     # Set before finish() when input did not end but the stage was stopped

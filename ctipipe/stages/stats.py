@@ -240,6 +240,7 @@ class _Totals:
 
 
 class Stat(stage.Stage):
+    rewrites = True  # commandid and replyid compared, and written with --samples, exactly
     def __init__(self, network: bool = False, as_json: bool = False, samples: str | None = None,
                  totals: str = "auto") -> None:
         """`samples`: None, "json" or "csv" (one line per request instead of
@@ -328,7 +329,7 @@ class Stat(stage.Stage):
                 self.header_written = True
                 lines.insert(0, dict.fromkeys(SAMPLE_FIELDS, None))
             return safe_text(b"\n".join(_csv_line(sample) for sample in lines)) if lines else None
-        return safe_json(b"\n".join(orjson.dumps(sample) for sample in lines)) if lines else None
+        return safe_json(b"\n".join(stream.dumps(sample) for sample in lines)) if lines else None
 
     def _report_open(self) -> list[bytes]:
         """The statistics of the sessions still open, which then end."""
@@ -397,8 +398,8 @@ def _csv_line(sample: dict) -> bytes:
         elif type(value) is float and field.endswith("_ts"):
             cells.append(b"%.6f" % value)
         else:
-            cells.append(_csv_text(orjson.dumps(value).decode()) if type(value) in (dict, list)
-                         else orjson.dumps(value))
+            cells.append(_csv_text(stream.dumps(value).decode()) if type(value) in (dict, list)
+                         else stream.dumps(value))
     return b",".join(cells)
 
 
