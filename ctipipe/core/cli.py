@@ -48,6 +48,15 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
         self.exit(Exit.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """Options may stand between the words and FILEs
+        (`ctiinclude class=getlist --from server capture.jsonl`), as people type them.
+        (argparse cannot intermix a parser with sub-commands: those parse as usual.)"""
+        try:
+            return self.parse_intermixed_args(args, namespace)
+        except TypeError:
+            return super().parse_args(args, namespace)
+
 
 def _number(convert, low, high, what: str):
     """An argparse type: `convert` the text, then check low <= value <= high."""
