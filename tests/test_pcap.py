@@ -306,7 +306,11 @@ def test_implicit_tls_port(tmp_path, capfd):
 
 def test_port_and_server_options(tmp_path, capfd):
     data = pcap(simple_talk(server=("10.0.0.2", 6000)).packets)
-    assert len(ctipcap(tmp_path, capfd, data)[1]) == 1  # only the start: not port 5003
+    status, records, err = ctipcap(tmp_path, capfd, data)
+    # only the start: nothing on port 5003 or 5013, said in one line naming the port seen
+    assert len(records) == 1 and status == 2
+    assert err.count("\n") == 1 and "no TCP connection on port 5003 or 5013" in err
+    assert "6000 (" in err and "--port" in err
     assert len(data_records(ctipcap(tmp_path, capfd, data, "--port", "6000")[1])) == 2
     assert len(data_records(ctipcap(tmp_path, capfd, data, "--server", "10.0.0.2:6000")[1])) == 2
     assert len(data_records(ctipcap(tmp_path, capfd, data, "--server", "10.0.0.9:6000")[1])) == 0

@@ -135,6 +135,10 @@ def _addresses(host: str) -> frozenset[bytes]:
                      for family, _, _, _, info in found)
 
 
+# How many of a capture's other TCP ports are named when none is the server's.
+OTHER_PORTS_SAID = 5
+
+
 def _run(args, inputs: list[_Input], out: _Output) -> int:
     ports = set(args.port or ())
     hosts = None
@@ -147,6 +151,7 @@ def _run(args, inputs: list[_Input], out: _Output) -> int:
     sessions = Sessions(ports, hosts, MAX_LINE)
     skipped: dict[str, int] = {}
     unknown: dict[int, int] = {}
+    others: dict[int, int] = {}  # TCP packets on other ports, by the connection's lower port
     read_any = False  # a packet of a link type we read
     started = False
     decode, packet = packets.decode, sessions.packet
@@ -172,6 +177,9 @@ def _run(args, inputs: list[_Input], out: _Output) -> int:
                         read_any = True
                         if segment.dport in ports or segment.sport in ports:
                             packet(ts, segment, records)
+                        else:  # (the lower port of a connection is most likely its server's)
+                            port = min(segment.sport, segment.dport)
+                            others[port] = others.get(port, 0) + 1
                 left = parser.end()
                 if source.unzip is not None and source.unzip.end():
                     left = left or 1
@@ -201,6 +209,14 @@ def _run(args, inputs: list[_Input], out: _Output) -> int:
     if skipped.get(packets.CUT_HEADER):
         cli.report(PROG, f"{skipped[packets.CUT_HEADER]} packets were cut before the end of "
                          f"their TCP header (snap length too short) and skipped")
+    if not sessions.count and others:
+        # Nothing recognisable: most likely the CTI server listens on another port.
+        busiest = sorted(others.items(), key=lambda item: -item[1])[:OTHER_PORTS_SAID]
+        seen = ", ".join(f"{port} ({count} packets)" for port, count in busiest)
+        cli.report(PROG, f"no TCP connection on port {' or '.join(map(str, sorted(ports)))} "
+                         f"in the capture; its busiest TCP ports: {seen}: give the server's "
+                         f"with --port")
+        return cli.Exit.USAGE
     return cli.Exit.OK
 
 
