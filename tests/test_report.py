@@ -131,6 +131,7 @@ def test_redaction_finds_a_key_spelled_with_escapes_and_in_raw_lines():
     {"ts": 1.0, "conn": {}, "event": "open"},
     {"ts": 1.0, "conn": 1, "event": 5},
     {"ts": None, "event": "start"},
+    {"ts": 1.0, "conn": "1", "event": "check", "rule": "L3", "text": "x"},
 ])
 def test_records_of_a_wrong_shape_are_skipped_and_counted(record):
     ok = b'{"ts":1.0,"conn":1,"from":"client","size":1,"msg":{"class":"a"}}'
@@ -142,6 +143,62 @@ def test_only_one_session():
     doc = document((GOLDEN / "tls-login.jsonl").read_bytes(), only_session=2)
     assert [s["conn"] for s in doc["sessions"]] == [2]
     assert set(doc["rows"]["s"]) == {0}
+
+
+def annotated(data: bytes) -> bytes:
+    """The stream as `cticheck --annotate` passes it on (in-process)."""
+    from ctipipe.check.command import Check
+    check = Check("auto", "annotate")
+    out = [check.handle(orjson.loads(line), line) for line in data.splitlines()]
+    return b"".join(line + b"\n" for line in out if line) + (check.finish() or b"")
+
+
+def test_findings_are_rows_right_after_their_message_and_counted_by_rule():
+    from ctipipe.stages import pretty
+    data = annotated((DATA / "check-readme.jsonl").read_bytes())
+    doc = document(data)
+    rows, classes, labels = doc["rows"], doc["classes"], doc["labels"]
+    checks = [i for i, c in enumerate(rows["c"]) if classes[c] == "check"]
+    assert len(checks) == 4 and all(rows["k"][i] == model.EVENT for i in checks)
+    # right after the message it is about, in that message's session; about the whole
+    # session (L6, R1: what it left undone), right before its close
+    assert [labels[rows["l"][i - 1]] for i in checks[:2]] == ["login_pass", "answer"]
+    assert all(rows["t"][i] == rows["t"][i - 1] for i in checks[:2])
+    assert all(labels[rows["l"][i + 1]].startswith("close") for i in checks)
+    assert all(rows["s"][i - 1] == rows["s"][i] == rows["s"][i + 1] for i in checks)
+    # its text as ctipretty shows it, and the whole event in its body
+    events = [orjson.loads(line) for line in data.splitlines() if b'"event":"check"' in line]
+    assert [labels[rows["l"][i]] for i in checks] == [
+        f"check [{e['rule']}]: {pretty._check_text(e)}" for e in events]
+    assert labels[rows["l"][checks[0]]] == (
+        'check [L3]: client login_pass: protocol 2.3 expects "password", not "hashedpassword"; '
+        'the server closes the connection on this')
+    assert [doc["bodies"][i] for i in checks] == [
+        {key: value for key, value in e.items() if key not in ("ts", "conn")} for e in events]
+    # the overview's count, in cticheck's order of rules
+    assert doc["findings"] == [["L3", 1], ["L6", 1], ["M1", 1], ["R1", 1]]
+    assert document(data, only_session=2)["findings"] == [["M1", 1]]
+    assert document((DATA / "check-readme.jsonl").read_bytes())["findings"] == []
+
+
+def test_a_finding_after_its_sessions_last_record_stays_in_that_session():
+    # the README's session 4 (an unanswered getlist), cut before its close
+    lines = [orjson.loads(line) for line in (DATA / "check-readme.jsonl").read_bytes().splitlines()
+             if b'"conn":4' in line and b'"close"' not in line]
+    out = annotated(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    late = [orjson.loads(line) for line in out.splitlines()[len(lines):]]
+    assert [(e["event"], e["rule"], e["ts"]) for e in late] == [("check", "R1", 0.0)]  # no time of its own
+    doc = document(out)
+    assert doc["rows"]["t"][-2:] == [0.3, 0.3]  # shown at the session's last record
+    assert doc["span"] == 0.3 and doc["rows"]["s"] == [0] * len(doc["rows"]["t"])
+    # after a close: in the session that closed; of a session never seen: counted only
+    end = lines[-1]["ts"] + 1
+    closed = lines + [{"ts": end, "conn": 4, "event": "close", "by": "client"},
+                      {"ts": end, "conn": 4, "event": "check", "rule": "R1", "text": "late"},
+                      {"ts": end, "conn": 9, "event": "check", "rule": "R1", "text": "nowhere"}]
+    doc = document(b"".join(orjson.dumps(line) + b"\n" for line in closed))
+    assert [doc["labels"][label] for label in doc["rows"]["l"][-2:]] == ["close by client", "check [R1]: late"]
+    assert len(doc["sessions"]) == 1 and doc["findings"] == [["R1", 2]]
 
 
 def test_escape_for_script_keeps_the_values():

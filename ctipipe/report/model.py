@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import orjson
 
+from ctipipe.check import rules
 from ctipipe.stages import replies
 from ctipipe.stages import strip
 
@@ -18,7 +19,10 @@ from ctipipe.stages import strip
 CLIENT, SERVER, EVENT = 0, 1, 2
 
 # Events that become marked rows of the ladder (the others only feed the overview).
-ROW_EVENTS = frozenset(("open", "tls", "gap", "close", "error"))
+ROW_EVENTS = frozenset(("open", "tls", "gap", "close", "error", "check"))
+
+# The order in which the overview counts cticheck's findings: its own (rules.py).
+_RULE_ORDER = {rule.id: number for number, rule in enumerate(rules.RULES)}
 
 # Columns of request->reply links beside the ladder: more overlapping pairs
 # than this share the last one (a crowded ladder stays readable).
@@ -70,6 +74,9 @@ class Report:
         self.not_relayed: list[dict] = []
         self.skipped = 0
         self.last_ts: float | None = None
+        self.findings: dict[str, int] = {}  # cticheck's check events, by rule
+        self.last_of_conn: dict[int, int] = {}  # conn -> its latest session, for late findings
+        self.known_sessions = 0  # how many of self.sessions last_of_conn has seen
 
     # --- reading ---------------------------------------------------------------
 
@@ -217,6 +224,9 @@ class Report:
             return
         if event not in ROW_EVENTS:
             return
+        if event == "check":
+            self._check(record, ts)
+            return
         if event == "error" and record.get("conn") not in self.by_conn:
             if self.only_session is None or record.get("conn") == self.only_session:
                 self._rel(ts)
@@ -247,6 +257,34 @@ class Report:
                 session["bytes"] = record["bytes"]
             self._end(index)
             del self.by_conn[record["conn"]]
+
+    def _check(self, record: dict, ts: float) -> None:
+        """A finding of cticheck --annotate: a marked row right after the record it
+        follows (in its session, even one that has just closed), counted by rule."""
+        conn = record.get("conn")
+        if type(conn) is not int or isinstance(conn, bool):
+            raise Skipped("conn")
+        if self.only_session is not None and conn != self.only_session:
+            return
+        rule = record.get("rule")
+        rule = rule if type(rule) is str and rule else "?"
+        self.findings[rule] = self.findings.get(rule, 0) + 1
+        index = self.by_conn.get(conn)
+        if index is None:  # a finding after its session's close: the last session of that number
+            index = self._last_session(conn)
+            if index is None:  # no record of that session: counted, not shown
+                return
+        last = self.sessions[index]["last"]
+        if self._rel(ts) < last:  # after a session's last record (an end-of-input finding has ts 0)
+            ts = self.t0 + last
+        body = {key: value for key, value in record.items() if key not in ("ts", "conn")}
+        self._row(index, ts, EVENT, _check_label(rule, record), "check", 0, _dumps(body))
+
+    def _last_session(self, conn: int) -> int | None:
+        for index in range(self.known_sessions, len(self.sessions)):  # opened since the last call
+            self.last_of_conn[self.sessions[index]["conn"]] = index
+        self.known_sessions = len(self.sessions)
+        return self.last_of_conn.get(conn)
 
     def _end(self, index: int) -> None:
         for outcome in self.pairings.pop(index).end():
@@ -280,6 +318,8 @@ class Report:
             "classes": list(self.classes),
             "sessions": self.sessions,
             "not_relayed": self.not_relayed,
+            "findings": sorted(self.findings.items(),
+                               key=lambda item: (_RULE_ORDER.get(item[0], len(_RULE_ORDER)), item[0])),
             "rows": {"t": self.ts, "s": self.sess, "k": self.kind, "l": self.label,
                      "c": self.cls, "z": self.size},
             "pairs": {"q": [self.pair_request[i] for i in order],
@@ -322,6 +362,18 @@ def _event_label(event: str, record: dict) -> str:
             text += f": {record.get('error')}"
         return text
     return f"error: {record.get('error')}"
+
+
+def _check_label(rule: str, record: dict) -> str:
+    """A finding's row, as ctipretty shows it: `check [L3]: client login_pass:
+    protocol 2.3 expects "password", not "hashedpassword"; the server closes the
+    connection on this`."""
+    where = " ".join(str(record.get(key)) for key in ("side", "class") if record.get(key))
+    text = record.get("text")
+    text = f"{where}: {text}" if where else str(text)
+    if record.get("server"):
+        text += f"; {record.get('server')}"
+    return f"check [{rule}]: {text}"
 
 
 def _dumps(value: object) -> bytes:
