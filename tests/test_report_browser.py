@@ -263,6 +263,21 @@ def test_only_requests_that_expect_a_reply_are_listed_without_one(browser, tmp_p
     ) == ["session 1 +0.100000 s: getlist · listid · users"]
 
 
+def test_a_finding_of_cticheck_is_a_marked_row_after_its_message(browser, tmp_path):
+    from test_report import annotated
+    path = write_report(tmp_path, annotated((DATA / "check-readme.jsonl").read_bytes()))
+    open_page(browser, path)
+    assert_quiet(browser)
+    shown = rows(browser)
+    login = next(i for i, r in enumerate(shown) if "login_pass" in r["texts"])
+    assert shown[login + 1]["texts"][2].startswith(
+        'check [L3]: client login_pass: protocol 2.3 expects "password", not "hashedpassword"; ')
+    assert browser.execute_script("return [...document.querySelectorAll('#ladder .row.check')]"
+                                  ".map((g) => +g.dataset.row)")[0] == shown[login + 1]["row"]
+    assert "4 protocol findings (cticheck): L3 1, L6 1, M1 1, R1 1" in browser.find_element("id", "facts").text
+    screenshot(browser, tmp_path, "findings.png")
+
+
 HOSTILE = [
     "</script><script>window.__pwned = 1</script>",
     "<img src=x onerror=\"window.__pwned = 2\">",

@@ -12,6 +12,7 @@
   const MAX_HEIGHT = 15e6;   // px: browsers cap an element's height (Firefox near 17.9M)
   const LANE_C = 215, LANE_S = 575, LINK_X = 595, LINK_STEP = 10, LATENCY_X = 660, WIDTH = 840;
   const MAX_LISTED = 500;    // unanswered requests listed
+  const CHECK_X = 150, CHECK_CHARS = 93;  // a finding's text on its row: from here, this many characters
   const BINS = 120;          // rate plot bins, at most (fewer for few rows: one per 4 rows)
   const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2',
     '#7f7f7f', '#bcbd22', '#17becf'];
@@ -57,6 +58,7 @@
   const outcomeOf = (s) => (s.by === null ? 'open' : (s.by in OUTCOME_COLOR ? s.by : 'error'));
   // what an unanswered request shows: the protocol never answers some (logout, a second starttls)
   const noReply = (p) => (P.e[p] ? 'no reply' : 'no reply expected');
+  const CHECK = D.classes.indexOf('check');  // the class of cticheck's findings (check events), -1 if none
 
   // pair index of each row (request or reply), -1 for none
   const rowPair = new Int32Array(N).fill(-1);
@@ -176,6 +178,11 @@
     const busiest = D.classes.map((name, c) => [counts[c], name]).filter((x) => x[0])
       .sort((a, b) => b[0] - a[0]).slice(0, 8);
     fact('busiest classes', busiest.map((x) => shown(x[1]) + ' ' + x[0]).join(', '));
+    if (D.findings.length) {
+      const count = D.findings.reduce((sum, f) => sum + f[1], 0);
+      fact('findings', plural(count, 'protocol finding') + ' (cticheck): ' +
+        D.findings.map((f) => shown(f[0]) + ' ' + f[1]).join(', '));
+    }
     if (D.skipped) fact('skipped', plural(D.skipped, 'record') + ' of a wrong shape');
   }
 
@@ -274,7 +281,8 @@
 
   function drawRow(row, y, many) {
     const kind = R.k[row], s = S[R.s[row]];
-    const g = sv('g', { class: 'row ' + KIND[kind] + (row === state.selected ? ' selected' : ''),
+    const check = kind === 2 && R.c[row] === CHECK;
+    const g = sv('g', { class: 'row ' + KIND[kind] + (check ? ' check' : '') + (row === state.selected ? ' selected' : ''),
       transform: 'translate(0 ' + y + ')' });
     g.dataset.row = row;
     g.append(sv('rect', { class: 'bg', x: 0, y: 0, width: WIDTH, height: ROW, fill: 'transparent' }));
@@ -282,6 +290,12 @@
     g.append(sv('text', { x: 4, y: 15 }, '+' + (R.t[row] - (state.sess >= 0 ? s.start : 0)).toFixed(6)));
     if (many) g.append(sv('text', { x: 100, y: 15, class: 'muted' }, '#' + s.conn));
     const label = shown(D.labels[R.l[row]]);
+    if (check) {  // a finding of cticheck, about the row before it: marked, left-aligned, the whole text on hover
+      g.append(sv('rect', { class: 'mark', x: 0, y: 0, width: 3, height: ROW }),
+        sv('text', { x: CHECK_X, y: 15 }, label.length > CHECK_CHARS ? label.slice(0, CHECK_CHARS - 1) + '…' : label),
+        sv('title', {}, label));
+      return g;
+    }
     if (kind === 2) {
       g.append(sv('text', { x: (LANE_C + LANE_S) / 2, y: 15, 'text-anchor': 'middle' }, '— ' + label + ' —'));
       return g;
