@@ -41,7 +41,7 @@ def test_a_lock_planted_as_a_link_truncates_nothing(tmp_path):
     folder = tmp_path / "ctipipe"
     folder.mkdir(mode=0o700)
     (folder / ".lock").symlink_to(victim)
-    with pytest.raises(CommandError, match="cannot keep the relay's certificate"):
+    with pytest.raises(CommandError, match=r"lock file .*\.lock is a symbolic link: remove it"):
         certs.relay_certificate(folder)
     assert victim.read_text() == "precious"
 

@@ -98,8 +98,14 @@ def relay_certificate(directory: Path | None = None, *, name: str = "relay",
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         _refuse_unsafe(directory, "folder")
         # O_NOFOLLOW and no O_TRUNC: a link planted as .lock truncates nothing.
-        fd = os.open(directory / ".lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
+        try:
+            fd = os.open(directory / ".lock",
+                         os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise CommandError(f"the relay's lock file {directory / '.lock'} is a symbolic "
+                                   f"link: remove it and run again") from None
+            raise
         with open(fd, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if _trusted(cert, key):
