@@ -73,6 +73,22 @@ def test_redact_masks_credentials_in_lines_that_are_not_json_and_in_raw_chunks()
     assert result.stderr.count(b"--raw chunks") == 1  # said once: a split credential is not found
 
 
+def test_redact_masks_raw_and_raw_b64_of_one_record():
+    line = (b'{"ts":1.0,"conn":1,"from":"client","size":9,"raw":"{\\"token\\":\\"t1\\"}",'
+            b'"raw_b64":"' + base64.b64encode(b'{"password":"p2"}') + b'"}')
+    out = orjson.loads(Strip([], {"token", "password"}).handle(orjson.loads(line), line))
+    assert out["raw"] == '{"token":"***"}'
+    assert base64.b64decode(out["raw_b64"]) == b'{"password":"***"}'
+
+
+@pytest.mark.parametrize("key", [b"a\\/b", b"a\\u002fb", b"a/b"])
+def test_redact_field_finds_a_name_spelled_with_any_escape(key):
+    # a line is walked only when it holds a hint; a name with "/" may be spelled "\/"
+    line = b'{"ts":1.0,"conn":1,"from":"client","size":9,"msg":{"' + key + b'":"s3cret"}}'
+    out = Strip([], {"a/b"}).handle(orjson.loads(line), line)
+    assert b"s3cret" not in out and orjson.loads(out)["msg"] == {"a/b": "***"}
+
+
 def test_ctistrip_reads_a_file_given_among_its_fields(tmp_path):
     # (it was refused as "looks like a file"; filters now read FILEs as the sinks do)
     saved = tmp_path / "session.jsonl"

@@ -32,7 +32,8 @@ class Strip(stage.Stage):
 
     rewrites = True  # messages are encoded anew: integers beyond 64 bits kept exact
 
-    def __init__(self, fields: list[str], secrets: set[str]) -> None:
+    def __init__(self, fields: list[str], secrets: set[str], prog: str = PROG) -> None:
+        self.prog = prog  # who says the warning about --raw chunks (ctireport uses Strip too)
         self.paths = [paths.field_path(field) for field in fields]
         # fields at the top of the message (timenow), removed without a walk
         self.top = [path[0] for path in self.paths if len(path) == 1]
@@ -49,8 +50,8 @@ class Strip(stage.Stage):
             return self._mask_raw(record, line) if self.in_text is not None else line
         if self.hint is not None and self.hint.search(line) is not None:
             record, changed = self._every_key_masked(record, line)
-        else:
-            changed = bool(self.secrets) and mask_secrets(record["msg"], self.secrets)
+        else:  # no credential's name in the line, nor an escape that could spell one
+            changed = False
         message = record["msg"]
         if type(message) is dict:
             for key in self.top:
@@ -89,20 +90,25 @@ class Strip(stage.Stage):
         """Mask `"password":"..."` pairs in a line that was not JSON (or a --raw chunk)."""
         if record.get("chunk") and not self.warned_chunks:
             self.warned_chunks = True
-            cli.report(PROG, "--redact on --raw chunks: a credential split across two reads "
+            cli.report(self.prog, "--redact on --raw chunks: a credential split across two reads "
                              "cannot be found and stays as it was; check such captures")
+        changed = False
         if type(record.get("raw")) is str:
-            masked = self.in_text.sub(masked_pair, record["raw"].encode("utf-8", "surrogatepass"))
-            if masked == record["raw"].encode("utf-8", "surrogatepass"):
-                return line
-            record["raw"] = masked.decode("utf-8", "surrogatepass")
-        elif type(record.get("raw_b64")) is str:
-            data = stream.content_bytes(record)
+            text = record["raw"].encode("utf-8", "surrogatepass")
+            masked = self.in_text.sub(masked_pair, text)
+            if masked != text:
+                record["raw"] = masked.decode("utf-8", "surrogatepass")
+                changed = True
+        if type(record.get("raw_b64")) is str:  # both, when a record has both
+            try:
+                data = base64.b64decode(record["raw_b64"], validate=True)
+            except ValueError:
+                data = None
             masked = self.in_text.sub(masked_pair, data) if data is not None else None
-            if masked is None or masked == data:
-                return line
-            record["raw_b64"] = base64.b64encode(masked).decode()
-        else:
+            if masked is not None and masked != data:
+                record["raw_b64"] = base64.b64encode(masked).decode()
+                changed = True
+        if not changed:
             return line
         return stream.encode(record)
 
@@ -115,8 +121,13 @@ def secret_pattern(secrets: set[str]) -> re.Pattern:
 
 def _hint_pattern(secrets: set[str]) -> re.Pattern:
     """Text in a line that the decoded message may not show: a credential's
-    name (one of two equal keys is lost when decoded) or an escape."""
-    return re.compile(b"|".join(re.escape(name.encode()) for name in sorted(secrets)) + rb"|\\u")
+    name (one of two equal keys is lost when decoded) or an escape. A line
+    without any cannot hold a credential: a letter is escaped only as \\u,
+    and a name with a character of a shorter escape (`/`, a quote, a
+    backslash, a control character) makes any backslash a hint."""
+    shorter = any(char in '"\\/' or char < " " for name in secrets for char in name)
+    return re.compile(b"|".join(re.escape(name.encode()) for name in sorted(secrets))
+                      + (rb"|\\" if shorter else rb"|\\u"))
 
 
 def masked_pair(match: re.Match) -> bytes:
@@ -124,8 +135,10 @@ def masked_pair(match: re.Match) -> bytes:
     return match.group(1) + b'"' + MASK.encode() + b'"'
 
 def mask_secrets(value: object, secrets: set[str]) -> bool:
-    """The --redact rule (ctireport uses it too): replace credential values at any depth (a loop, not recursion: a
-    message may be 1023 levels deep); True if one was found."""
+    """Replace credential values at any depth of a decoded message (a loop,
+    not recursion: a message may be 1023 levels deep); True if one was found.
+    Where the line is at hand, Strip's own rule also masks the duplicate keys
+    that decoding loses."""
     found = False
     stack = [value]
     while stack:
