@@ -300,3 +300,56 @@ def test_standard_output_and_skipped_records():
     assert len(lines) == 2 and lines[0].startswith("ctireport: line 57: not JSON")
     assert lines[1] == "ctireport: 1 record whose keys had the wrong type skipped"
     assert embedded(result.stdout)["skipped"] == 1
+
+
+# --- credentials: ctistrip --redact's rule, and nothing of them in the page ---------------
+
+HEAD = b'{"ts":1.0,"conn":1,"from":"client","size":20,'
+LEAKS = {  # the secret -> its record, as ctistrip --redact masks it
+    b"LEAKP": HEAD + b'"msg":{"class":"login_pass","password":"LEAKP"}}',
+    b"LEAKB": HEAD + b'"msg":{"password":"LEAKB","password":"***"}}',
+    b"LEAKN": HEAD + b'"msg":{"class":"x","a":[{"b":{"token":"LEAKN","token":"***"}}]}}',
+    b"LEAKH": HEAD + b'"msg":{"p\\u0061ssword":"LEAKH","password":"***"}}',
+    b"LEAKM": HEAD + b'"msg":{"password" : "LEAKM","password":"***"}}',
+    b"LEAKD": HEAD + b'"msg":{"hashedpassword":"LEAKD"},"msg":{"class":"x"}}',
+    b"LEAKX": HEAD + b'"extra":1,"msg":{"passwd":"LEAKX","passwd":"***"}}',
+    b"LEAKR": HEAD + b'"raw":"{\\"password\\": \\"LEAKR\\", broken"}',
+    b"LEAKK": HEAD + b'"raw_b64":"' + base64.b64encode(b'{"password":"LEAKK"}') + b'"}',
+    b"LEAKC": HEAD + b'"chunk":true,"raw_b64":"' + base64.b64encode(b'{"token":"LEAKC"}') + b'"}',
+    b"LEAKW": HEAD + b'"raw":"x","raw_b64":"' + base64.b64encode(b'{"token":"LEAKW"}') + b'"}',
+}
+
+
+def in_page(html: bytes, secret: bytes) -> bool:
+    """Is the secret in the page's bytes, as text or in a base64 body?"""
+    if secret in html:
+        return True
+    return any(secret in base64.b64decode(value) for value in re.findall(rb'"raw_b64":"([^"]*)"', html))
+
+
+@pytest.mark.parametrize("secret", list(LEAKS))
+def test_no_credential_reaches_the_page(tmp_path, secret, capfd):
+    stream_file, out = tmp_path / "s.jsonl", tmp_path / "r.html"
+    stream_file.write_bytes(LEAKS[secret] + b"\n")
+    assert report_command.main([str(stream_file), "-o", str(out)]) == 0
+    html = out.read_bytes()
+    assert not in_page(html, secret)
+    assert len(embedded(html)["bodies"]) == 1
+    assert report_command.main([str(stream_file), "-o", str(out), "--no-redact"]) == 0
+    if secret in (b"LEAKP", b"LEAKR", b"LEAKK", b"LEAKC", b"LEAKW"):  # one key: no duplicate lost
+        assert in_page(out.read_bytes(), secret)
+    capfd.readouterr()
+
+
+def test_the_page_masks_what_ctistrip_redact_masks():
+    # one rule: each body is the message (or raw body) of ctistrip --redact's line
+    from ctipipe.stages import strip
+    data = b"\n".join(LEAKS.values())
+    bodies = document(data)["bodies"]
+    stripper = strip.Strip([], set(strip.SECRET_FIELDS))
+    stripper.warned_chunks = True
+    for line, body in zip(data.splitlines(), bodies):
+        record = orjson.loads(stripper.handle(orjson.loads(line), line))
+        assert body == record.get("msg", {key: record[key] for key in ("raw", "raw_b64", "chunk")
+                                          if key in record})
+

@@ -12,6 +12,7 @@ from __future__ import annotations
 import orjson
 
 from ctipipe.check import rules
+from ctipipe.core import stream
 from ctipipe.stages import replies
 from ctipipe.stages import strip
 
@@ -28,12 +29,6 @@ _RULE_ORDER = {rule.id: number for number, rule in enumerate(rules.RULES)}
 # than this share the last one (a crowded ladder stays readable).
 LINK_COLUMNS = 6
 
-# A message whose text might name a credential once decoded: a key spelled
-# plainly, or any \\u escape (which could spell one). Searched as plain bytes
-# (memchr-fast) before the message is walked.
-_SECRET_HINTS = tuple(name.encode() + b'"' for name in strip.SECRET_FIELDS) + (b"\\u",)
-
-
 _NONE = object()  # "no such key", where None is a value
 
 
@@ -46,9 +41,8 @@ class Report:
 
     def __init__(self, redact: bool = True, only_session: int | None = None,
                  title: str | None = None) -> None:
-        self.secrets = set(strip.SECRET_FIELDS) if redact else set()
-        self.in_text = strip.secret_pattern(self.secrets) if redact else None
-        self.hints = _SECRET_HINTS
+        # ctistrip --redact itself: each data record is shown as the line it would write
+        self.strip = strip.Strip([], set(strip.SECRET_FIELDS), prog="ctireport") if redact else None
         self.only_session = only_session
         self.title = title
         self.t0: float | None = None
@@ -153,6 +147,8 @@ class Report:
         index = self._session(record, ts)
         if index is None:
             return
+        if self.strip is not None:
+            record, line = self._redacted(record, line)
         session = self.sessions[index]
         side_no = CLIENT if side == "client" else SERVER
         session["messages"][side_no] += 1
@@ -191,15 +187,21 @@ class Report:
         self.pair_ms.append(outcome.latency_ms)
         self.pair_expected.append(outcome.expected)
 
+    def _redacted(self, record: dict, line: bytes) -> tuple[dict, bytes]:
+        """The record and line as `ctistrip --redact` writes them: every
+        credential masked, duplicate keys and escaped names included."""
+        masked = self.strip.handle(record, line)
+        if masked is line:
+            return record, line
+        try:
+            return orjson.loads(masked), masked
+        except orjson.JSONDecodeError:  # deeper than orjson reads: not expected (it read the line)
+            return stream.exact_loads(masked), masked
+
     def _message_text(self, record: dict, line: bytes, message: object) -> bytes:
-        """The message's JSON text: as it came on the wire when nothing is
-        masked in it (the record's own bytes), encoded anew otherwise."""
-        if self.secrets and type(message) in (dict, list):
-            for hint in self.hints:
-                if hint in line:
-                    if strip.mask_secrets(message, self.secrets):
-                        return _dumps(message)
-                    break
+        """The message's JSON text: the record's own bytes (as on the wire,
+        or as masked), when they are the message's alone; encoded anew
+        otherwise."""
         if len(record) == 5 and next(reversed(record)) == "msg":
             start = line.find(b',"msg":')
             end = line.rstrip().rfind(b"}")
@@ -210,9 +212,6 @@ class Report:
     def _raw_body(self, record: dict) -> bytes:
         body = {key: record[key] for key in ("raw", "raw_b64", "partial", "oversize", "chunk")
                 if key in record}
-        if self.in_text is not None and type(body.get("raw")) is str:
-            text = body["raw"].encode("utf-8", "surrogatepass")
-            body["raw"] = self.in_text.sub(strip.masked_pair, text).decode("utf-8", "surrogatepass")
         return _dumps(body)
 
     def _event(self, record: dict, ts: float, event: str) -> None:
