@@ -353,3 +353,16 @@ def test_the_page_masks_what_ctistrip_redact_masks():
         assert body == record.get("msg", {key: record[key] for key in ("raw", "raw_b64", "chunk")
                                           if key in record})
 
+
+@pytest.mark.parametrize("line", [
+    HEAD + b'"msg":{"a":1},"msg":{"class":"x"}}',
+    HEAD + b'"msg":{"a":1},"m\\u0073g":{"class":"x"}}',
+    HEAD + b'"msg":{"a":1},"\\u0073ize":3}',
+])
+@pytest.mark.parametrize("redact", [True, False])
+def test_a_key_repeated_after_msg_leaves_the_page_data_whole(line, redact):
+    # the record's own text after "msg" is not the message alone: it is encoded anew
+    report = model.Report(redact=redact)
+    report.add(orjson.loads(line), line)
+    doc = json.loads(report.document(redacted=redact, generator="test"))
+    assert doc["bodies"] == [orjson.loads(line)["msg"]]

@@ -206,7 +206,11 @@ class Report:
             start = line.find(b',"msg":')
             end = line.rstrip().rfind(b"}")
             if 0 < start < end:
-                return line[start + 7:end].strip()
+                text = line[start + 7:end].strip()
+                # one value, unless the line repeats a key after "msg" (a
+                # duplicate, perhaps escaped, that the record does not show)
+                if _is_one_value(text):
+                    return text
         return _dumps(message)
 
     def _raw_body(self, record: dict) -> bytes:
@@ -373,6 +377,14 @@ def _check_label(rule: str, record: dict) -> str:
     if record.get("server"):
         text += f"; {record.get('server')}"
     return f"check [{rule}]: {text}"
+
+
+def _is_one_value(text: bytes) -> bool:
+    try:
+        orjson.loads(text)
+        return True
+    except orjson.JSONDecodeError:
+        return False
 
 
 def _dumps(value: object) -> bytes:
