@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import subprocess
 from pathlib import Path
 
@@ -366,3 +367,116 @@ def test_a_key_repeated_after_msg_leaves_the_page_data_whole(line, redact):
     report.add(orjson.loads(line), line)
     doc = json.loads(report.document(redacted=redact, generator="test"))
     assert doc["bodies"] == [orjson.loads(line)["msg"]]
+
+
+# --- what -o may replace ---------------------------------------------------------------
+
+def refused(capfd, *argv: str) -> tuple[int, str]:
+    status = report_command.main([*argv])
+    return status, capfd.readouterr().err
+
+
+def make_node(path: Path, kind: str) -> None:
+    if kind == "fifo":
+        os.mkfifo(path, 0o600)
+        return
+    try:  # /dev/null's numbers, made in a test folder: never the system's own device
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("making a device needs root here")
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_o_that_is_not_a_regular_file_is_refused_and_left_alone(tmp_path, capfd, kind):
+    node = tmp_path / "node"
+    make_node(node, kind)
+    status, err = refused(capfd, str(DEMO), "-o", str(node))
+    assert status == 1
+    what = "a character device" if kind == "device" else "a FIFO"
+    assert err == (f"ctireport: error: cannot write {node}: it is {what}, not a regular file "
+                   f"(without -o the page goes to standard output)\n")
+    mode = os.lstat(node).st_mode
+    assert (stat.S_ISCHR(mode) if kind == "device" else stat.S_ISFIFO(mode))
+    assert [p.name for p in tmp_path.iterdir()] == ["node"]
+
+
+@pytest.mark.parametrize("target", ["old.html", "missing.html"])
+def test_o_that_is_a_symbolic_link_is_refused(tmp_path, capfd, target):
+    (tmp_path / "old.html").write_text("old report")
+    link = tmp_path / "r.html"
+    link.symlink_to(target)
+    status, err = refused(capfd, str(DEMO), "-o", str(link))
+    assert status == 1
+    assert err == f"ctireport: error: {link} is a symbolic link; not writing through it (give the real path)\n"
+    assert link.is_symlink() and os.readlink(link) == target
+    assert (tmp_path / "old.html").read_text() == "old report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.html", "r.html"]
+
+
+def test_o_that_is_standard_output_through_proc_is_refused(tmp_path):
+    with open(tmp_path / "out", "wb") as out:
+        result = subprocess.run(command("ctireport", str(DEMO), "-o", "/proc/self/fd/1"),
+                                stdout=out, stderr=subprocess.PIPE, timeout=WAIT)
+    assert result.returncode == 1
+    assert result.stderr == (b"ctireport: error: /proc/self/fd/1 is a symbolic link; not writing "
+                             b"through it (give the real path)\n")
+    assert (tmp_path / "out").read_bytes() == b""
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_node_put_at_o_while_reading_is_not_replaced(tmp_path, monkeypatch, capfd):
+    # checked again just before the rename: what was not there at the start is not replaced
+    out = tmp_path / "r.html"
+    build = page.build
+
+    def and_a_fifo_appears(*args):
+        os.mkfifo(out, 0o600)
+        return build(*args)
+
+    monkeypatch.setattr(report_command.page, "build", and_a_fifo_appears)
+    status, err = refused(capfd, str(DEMO), "-o", str(out))
+    assert status == 1 and err.startswith(f"ctireport: error: cannot write {out}: it is a FIFO")
+    assert stat.S_ISFIFO(os.lstat(out).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
+
+
+@pytest.mark.parametrize("how", ["same path", "symbolic link", "hard link", "link to the input"])
+def test_o_that_is_an_input_is_refused_exit_2(tmp_path, capfd, how):
+    recording = tmp_path / "w.jsonl"
+    recording.write_bytes(DEMO.read_bytes())
+    output = given = recording
+    if how == "symbolic link":
+        output = tmp_path / "r.html"
+        output.symlink_to("w.jsonl")
+    elif how == "hard link":
+        output = tmp_path / "r.html"
+        os.link(recording, output)
+    elif how == "link to the input":
+        given = tmp_path / "in.jsonl"
+        given.symlink_to("w.jsonl")
+    with pytest.raises(SystemExit) as stopped:
+        report_command.main([str(DEMO), str(given), "-o", str(output)])
+    assert stopped.value.code == 2
+    assert capfd.readouterr().err == (f"ctireport: error: -o {output} is the input {given}: the "
+                                      f"page would replace it (see ctireport --help)\n")
+    assert recording.read_bytes() == DEMO.read_bytes()
+
+
+def test_o_that_is_standard_input_is_refused_exit_2(tmp_path):
+    recording = tmp_path / "w.jsonl"
+    recording.write_bytes(DEMO.read_bytes())
+    with open(recording, "rb") as given:
+        result = subprocess.run(command("ctireport", "-o", str(recording)), stdin=given,
+                                capture_output=True, timeout=WAIT)
+    assert result.returncode == 2
+    assert result.stderr == (f"ctireport: error: -o {recording} is the input standard input: the "
+                             f"page would replace it (see ctireport --help)\n").encode()
+    assert recording.read_bytes() == DEMO.read_bytes()
+
+
+def test_session_given_twice_is_refused(capfd):
+    with pytest.raises(SystemExit) as stopped:
+        report_command.main([str(DEMO), "--session", "1", "--session", "2"])
+    assert stopped.value.code == 2
+    assert capfd.readouterr().err == ("ctireport: error: --session is given twice (1 and 2): the "
+                                      "page shows one session or all (see ctireport --help)\n")
