@@ -133,6 +133,8 @@ def test_redaction_finds_a_key_spelled_with_escapes_and_in_raw_lines():
     {"ts": 1.0, "conn": 1, "event": 5},
     {"ts": None, "event": "start"},
     {"ts": 1.0, "conn": "1", "event": "check", "rule": "L3", "text": "x"},
+    {"ts": 1.0, "conn": 1, "from": "client", "size": 1, "raw": {"password": "LEAK"}},
+    {"ts": 1.0, "conn": 1, "from": "client", "size": 1, "raw_b64": ["LEAK"]},
 ])
 def test_records_of_a_wrong_shape_are_skipped_and_counted(record):
     ok = b'{"ts":1.0,"conn":1,"from":"client","size":1,"msg":{"class":"a"}}'

@@ -144,6 +144,10 @@ class Report:
         size = record.get("size", 0)
         if type(size) is not int or size < 0:
             raise Skipped("size")
+        if "msg" not in record:  # a line's text, which ctistrip --redact masks only in a string
+            for key in ("raw", "raw_b64"):
+                if key in record and type(record[key]) is not str:
+                    raise Skipped(key)
         index = self._session(record, ts)
         if index is None:
             return
