@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import orjson
 
-from ctipipe.check import rules
 from ctipipe.core import stream
 from ctipipe.stages import replies
 from ctipipe.stages import strip
@@ -22,8 +21,13 @@ CLIENT, SERVER, EVENT = 0, 1, 2
 # Events that become marked rows of the ladder (the others only feed the overview).
 ROW_EVENTS = frozenset(("open", "tls", "gap", "close", "error", "check"))
 
-# The order in which the overview counts cticheck's findings: its own (rules.py).
-_RULE_ORDER = {rule.id: number for number, rule in enumerate(rules.RULES)}
+
+def _rule_order(rule: str) -> tuple:
+    """cticheck's rule ids (L3, R12) in their natural order: letter, then number
+    (the report reads check events as data; it does not import the checker)."""
+    letters = rule.rstrip("0123456789")
+    digits = rule[len(letters):]
+    return (letters, int(digits) if digits else -1, rule)
 
 # Columns of request->reply links beside the ladder: more overlapping pairs
 # than this share the last one (a crowded ladder stays readable).
@@ -326,7 +330,7 @@ class Report:
             "sessions": self.sessions,
             "not_relayed": self.not_relayed,
             "findings": sorted(self.findings.items(),
-                               key=lambda item: (_RULE_ORDER.get(item[0], len(_RULE_ORDER)), item[0])),
+                               key=lambda item: _rule_order(str(item[0]))),
             "rows": {"t": self.ts, "s": self.sess, "k": self.kind, "l": self.label,
                      "c": self.cls, "z": self.size},
             "pairs": {"q": [self.pair_request[i] for i in order],
