@@ -6,6 +6,7 @@ The full figures are in tests/bench/memory_bench.py and README."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import threading
@@ -101,6 +102,85 @@ async def test_new_clients_wait_while_the_handshake_bound_is_reached():
             nursery.cancel_scope.cancel()
         for stream in clients + accepted:
             await stream.aclose()
+
+
+async def test_a_real_tls_client_gets_through_a_bound_full_of_silent_ones(monkeypatch):
+    """--tls, the bound (2 here) filled with clients that connect and say nothing:
+    a real client is accepted at once, the oldest silent session being closed
+    for it, completes its handshake and exchanges a line. (Before, it waited
+    in the accept queue until a silent one gave up; here they would not.)"""
+    import ssl
+
+    import trio
+    import trio.testing
+
+    from ctipipe.relay import certs, intercept
+    from ctipipe.relay.command import Relay as InProcessRelay
+    from ctipipe.relay.session import HANDSHAKE_TIMEOUT
+    from ctipipe.relay.tap import Tap
+
+    monkeypatch.setattr(intercept, "SILENT_HANDSHAKE_TIMEOUT", HANDSHAKE_TIMEOUT)
+    cert, key, _ = certs.relay_certificate()
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_context.check_hostname = False
+    client_context.verify_mode = ssl.CERT_NONE
+    said: list[str] = []
+
+    class Notices:  # what the relay says on standard error, kept
+        say = staticmethod(said.append)
+
+    async def answer(plain) -> None:  # the TLS server: a line for a line
+        tls = trio.SSLStream(plain, server_context, server_side=True)
+        try:
+            line = await tls.receive_some(1000)
+            await tls.send_all(b'{"class":"pong"}\n' if line else b"")
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await trio.aclose_forcefully(tls)
+
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    tap = Tap(write_end, raw=False, max_line=1 << 20, notify=said.append)
+    options = intercept.Options(starttls="intercept", implicit=True,
+                                client_context=certs.client_leg_context(cert, key),
+                                server_context=certs.server_leg_context(), verified=False)
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            servers = await trio.open_tcp_listeners(0, host=LOCALHOST)
+            nursery.start_soon(trio.serve_listeners, answer, servers)
+            relay = InProcessRelay(LOCALHOST, servers[0].socket.getsockname()[1],
+                                   listen_addr=LOCALHOST, listen_port=0, loop=True, tap=tap,
+                                   verbose=False, connect_timeout=WAIT, notices=Notices(),
+                                   tls_options=options, max_handshakes=2)
+            nursery.start_soon(tap.run)
+            bound = await nursery.start(relay.serve)
+            port = int(bound[0].rsplit(":", 1)[1])
+            silent = [await trio.open_tcp_stream(LOCALHOST, port) for _ in range(3)]
+            while len(relay.handshakes.in_handshake) < 2:  # both places taken by silent ones
+                await trio.sleep(0.01)
+            await trio.testing.wait_all_tasks_blocked(0.1)  # (in their TLS handshakes)
+            real = trio.SSLStream(await trio.open_tcp_stream(LOCALHOST, port), client_context)
+            await real.do_handshake()
+            await real.send_all(b'{"class":"ping"}\n')
+            assert await real.receive_some(1000) == b'{"class":"pong"}\n'
+            await real.aclose()
+            nursery.cancel_scope.cancel()
+    for sock in silent:
+        await sock.aclose()
+    tap.close()
+    os.close(write_end)
+    records = [orjson.loads(line) for line in os.read(read_end, 1 << 20).splitlines()]
+    os.close(read_end)
+    assert relay.handshakes.drops >= 1  # (the third silent one may have been accepted too)
+    dropped = [r for r in records if r.get("event") == "close" and r.get("by") == "relay"
+               and "closed for a new client" in r.get("error", "")]
+    assert len(dropped) >= 1
+    assert any(line.startswith("2 sessions have not finished their handshakes: for each new "
+                               "client, the oldest whose client has sent nothing is closed (")
+               for line in said)
 
 
 def test_memory_is_given_back_once_the_sessions_fall(monkeypatch):

@@ -91,7 +91,8 @@ def add_relay_options(parser: argparse.ArgumentParser, *, raw: bool = True) -> N
 class Relay:
     def __init__(self, host: str, port: int, *, listen_addr: str | None, listen_port: int,
                  loop: bool, tap: Tap, verbose: bool, connect_timeout: float,
-                 notices: "Notices", tls_options: intercept.Options | None = None) -> None:
+                 notices: "Notices", tls_options: intercept.Options | None = None,
+                 max_handshakes: int = limits.MAX_HANDSHAKES) -> None:
         self.host = host
         self.port = port
         self.listen_addr = listen_addr
@@ -105,7 +106,7 @@ class Relay:
         self.tls = tls_options  # None: bytes only, no STARTTLS watching
         self.sessions = 0
         # Live sessions, and those in their handshakes (bounded: limits.py).
-        self.handshakes = limits.Sessions(notices.say)
+        self.handshakes = limits.Sessions(notices.say, max_handshakes)
         self.loopback = loops.Loopback()  # a session whose server connection comes back
         if tls_options is not None:
             tls_options.sessions = self.handshakes  # (TLS handshakes are counted too)

@@ -8,8 +8,15 @@ The interface, for the relay:
     await serve(listeners, sessions, start)   # accepts while there is room; start(stream)
     sessions.entered(conn)      # accepted: live, and in its handshakes
     sessions.handshaking(conn)  # in a handshake again (STARTTLS), never waits
+    sessions.silent(conn, sock, drop)  # its client has sent nothing yet (may be dropped)
+    sessions.heard(conn)        # its client has begun its handshake (never dropped)
     sessions.past(conn)         # its handshakes are done (idempotent)
     sessions.left(conn)         # the session ended (memory may be given back)
+
+When the bound is reached and a client waits to be accepted, the oldest session
+whose client has sent nothing at all is dropped (`drop(count)`) and the new
+client accepted: clients that connect and say nothing cannot keep real ones
+out, and a client that has begun its handshake is never dropped for a newcomer.
 """
 from __future__ import annotations
 
@@ -17,7 +24,10 @@ import errno
 import gc
 import os
 
+import socket
+
 import trio
+from trio.lowlevel import wait_readable
 
 # Sessions accepted and not yet past their handshakes (the connection to the
 # server, and TLS on both legs) past which new clients wait in the kernel's
@@ -25,6 +35,11 @@ import trio
 # (two TLS states, two sockets): the bound keeps a crowd of them near 20 MB,
 # while a burst of real clients, whose handshakes take milliseconds, goes through.
 MAX_HANDSHAKES = 256
+
+# The line saying that silent sessions were dropped for new clients is said at
+# the first drop, then at most once in this many seconds (with the count): a
+# crowd of silent clients must not flood standard error.
+DROPS_SAID_EVERY = 10.0
 
 # Errors of accept() that mean "the system is short of something now": wait
 # a little and accept again (as trio.serve_listeners does).
@@ -47,21 +62,56 @@ class Sessions:
         self.live = 0
         self.in_handshake: set[int] = set()
         self.waits = 0  # times new clients had to wait for the bound
+        self.drops = 0  # silent sessions dropped for new clients
         self.peak = 0  # live sessions at most, since memory was last given back
-        self._room = trio.Event()
+        # Sessions whose client has sent nothing yet, oldest first: conn -> (socket, drop).
+        self._silent: dict[int, tuple] = {}
+        self._drops_said: float | None = None
+        self._room = trio.Event()  # set when there may be room (or a silent session) now
 
-    async def room(self) -> None:
-        """Wait until fewer than `limit` sessions are in their handshakes."""
+    async def room(self, listener=None) -> None:
+        """Return once a new client may be accepted on `listener` (a trio socket):
+        fewer than `limit` sessions in their handshakes, or, a client waiting
+        to be accepted, the oldest silent session dropped to make room for it."""
         if len(self.in_handshake) < self.limit:
             return
-        self.waits += 1
-        self.notify(f"{len(self.in_handshake)} sessions have not finished their handshakes: "
-                    f"new clients wait to be accepted until one has "
-                    f"({_times(self.waits)} since the start)")
-        while len(self.in_handshake) >= self.limit:
+        waited = False
+        while True:
+            if listener is not None:
+                await wait_readable(listener)  # a client waits to be accepted
+            if len(self.in_handshake) < self.limit:
+                return
+            if self._drop_silent():
+                return
+            if not waited:
+                waited = True
+                self.waits += 1
+                self.notify(f"{len(self.in_handshake)} sessions have not finished their "
+                            f"handshakes: new clients wait to be accepted until one has "
+                            f"({_times(self.waits)} since the start)")
             if self._room.is_set():
                 self._room = trio.Event()
             await self._room.wait()
+
+    def _drop_silent(self) -> bool:
+        """Drop the oldest session whose client has sent nothing; False if none has."""
+        while self._silent:
+            conn = next(iter(self._silent))
+            sock, drop = self._silent.pop(conn)
+            if _has_spoken(sock):
+                continue  # its first bytes are there, not yet read: it is not silent
+            count = len(self.in_handshake)
+            self.in_handshake.discard(conn)  # its place is the new client's at once
+            drop(count)
+            self.drops += 1
+            now = trio.current_time()
+            if self._drops_said is None or now - self._drops_said >= DROPS_SAID_EVERY:
+                self._drops_said = now
+                self.notify(f"{count} sessions have not finished their handshakes: for each "
+                            f"new client, the oldest whose client has sent nothing is closed "
+                            f"({_times(self.drops)} since the start)")
+            return True
+        return False
 
     def entered(self, conn: int) -> None:
         self.live += 1
@@ -71,7 +121,19 @@ class Sessions:
     def handshaking(self, conn: int) -> None:
         self.in_handshake.add(conn)
 
+    def silent(self, conn: int, sock, drop) -> None:
+        """The session's client has sent nothing yet (`sock` is its socket): it may
+        be dropped for a new client, by `drop(sessions in their handshakes)`."""
+        if conn in self.in_handshake:
+            self._silent[conn] = (sock, drop)
+            self._room.set()
+
+    def heard(self, conn: int) -> None:
+        """The session's client has sent the first bytes of its handshake."""
+        self._silent.pop(conn, None)
+
     def past(self, conn: int) -> None:
+        self._silent.pop(conn, None)
         if conn in self.in_handshake:
             self.in_handshake.discard(conn)
             if len(self.in_handshake) < self.limit:
@@ -86,7 +148,15 @@ class Sessions:
 
 
 def _times(count: int) -> str:
-    return "once" if count == 1 else "twice" if count == 2 else f"{count} times"
+    return "once" if count == 1 else "twice" if count == 2 else f"{count:,} times"
+
+
+def _has_spoken(sock) -> bool:
+    """Are bytes from this peer waiting to be read? (They are left there.)"""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except OSError:  # nothing yet; or reset, gone: nothing lost in dropping it
+        return False
 
 
 async def serve(listeners: list, sessions: Sessions, start) -> None:
@@ -100,7 +170,7 @@ async def serve(listeners: list, sessions: Sessions, start) -> None:
 async def _accept(listener, sessions: Sessions, start) -> None:
     async with listener:
         while True:
-            await sessions.room()
+            await sessions.room(listener.socket)
             try:
                 stream = await listener.accept()
             except OSError as error:
