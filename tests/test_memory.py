@@ -107,7 +107,8 @@ async def test_new_clients_wait_while_the_handshake_bound_is_reached():
 async def test_a_real_tls_client_gets_through_a_bound_full_of_silent_ones(monkeypatch):
     """--tls, the bound (2 here) filled with clients that connect and say nothing:
     a real client is accepted at once, the oldest silent session being closed
-    for it, completes its handshake and exchanges a line. (Before, it waited
+    for it (an `error` record: it never opened, the server never saw it),
+    completes its handshake and exchanges a line. (Before, it waited
     in the accept queue until a silent one gave up; here they would not.)"""
     import ssl
 
@@ -175,8 +176,8 @@ async def test_a_real_tls_client_gets_through_a_bound_full_of_silent_ones(monkey
     records = [orjson.loads(line) for line in os.read(read_end, 1 << 20).splitlines()]
     os.close(read_end)
     assert relay.handshakes.drops >= 1  # (the third silent one may have been accepted too)
-    dropped = [r for r in records if r.get("event") == "close" and r.get("by") == "relay"
-               and "closed for a new client" in r.get("error", "")]
+    dropped = [r for r in records if r.get("event") == "error"
+               and "closed for a new client" in r["error"]]
     assert len(dropped) >= 1
     assert any(line.startswith("2 sessions have not finished their handshakes: for each new "
                                "client, the oldest whose client has sent nothing is closed (")
@@ -241,8 +242,8 @@ def test_a_15_mib_line_of_control_bytes_stays_under_100_mb(server):
 @pytest.mark.heavy
 def test_parked_tls_clients_are_bounded_and_their_memory_given_back():
     """1,000 --tls clients that connect and never begin their handshake: at most
-    MAX_HANDSHAKES of them are in their handshakes at once (the oldest closed for
-    each newcomer), and once they leave the relay
+    MAX_HANDSHAKES of them are waited on at once (the oldest closed for each
+    newcomer, before the server is connected to), and once they leave the relay
     gives the memory back (measured before: 83 MB, and 83 MB after they left)."""
     import sys
     sys.path.insert(0, str(Path(__file__).parent / "bench"))
@@ -259,7 +260,8 @@ def test_parked_tls_clients_are_bounded_and_their_memory_given_back():
         peak = peak_mb(relay.pid)
         for sock in parked:
             sock.close()
-        relay.wait_for(lambda p: p.out.count(b'"event":"close"') == 1000, timeout=50,
+        relay.wait_for(lambda p: p.out.count(b'"event":"close"') + p.out.count(b'"event":"error"')
+                       == 1000, timeout=50,
                        what="every session to end")
         after = peak_mb(relay.pid, "VmRSS")
         relay.signal(signal.SIGTERM)

@@ -188,6 +188,9 @@ class Relay:
                 self._loop_found(conn, peer, f"session {looped}'s connection to ")
                 await _abort(client)
                 return
+            if self.tls is not None and self.tls.implicit and self.tls.starttls == "intercept":
+                if not await self._client_spoke(conn, client, peer):
+                    return
             server = await self._connect(conn, client, peer)
             if server is not None:
                 if self.tls is None or not self.tls.implicit or self.tls.starttls == "pass":
@@ -210,6 +213,35 @@ class Relay:
             self.handshakes.left(conn)
             self.loopback.ended(conn)
             await _close(client)  # (whatever happened, as trio.serve_listeners did)
+
+    async def _client_spoke(self, conn: int, client: trio.SocketStream, peer: str) -> bool:
+        """--tls: the client speaks first (its ClientHello), so the server is connected
+        to only once it has: a client that says nothing costs only its socket. It is
+        given up on after SILENT_HANDSHAKE_TIMEOUT, or closed sooner when a new client
+        needs its place among the sessions in their handshakes (limits.py). False
+        (an `error` record written, the client closed) if it said nothing."""
+        why = None
+        with trio.CancelScope() as scope:
+            def drop(count: int) -> None:
+                nonlocal why
+                why = (f"the client had sent nothing of its TLS handshake after "
+                       f"{trio.current_time() - started:.1f} s: closed for a new client "
+                       f"({count} sessions were in their handshakes)")
+                scope.cancel()
+            started = trio.current_time()
+            self.handshakes.silent(conn, client.socket, drop)
+            with trio.move_on_after(intercept.SILENT_HANDSHAKE_TIMEOUT):
+                await trio.lowlevel.wait_readable(client.socket)
+                self.handshakes.heard(conn)
+                return True
+            self.handshakes.heard(conn)
+            why = (f"the client sent nothing of its TLS handshake within "
+                   f"{intercept.SILENT_HANDSHAKE_TIMEOUT:g} s")
+            self.notices.say(f"session {conn}: {why}")  # (as a handshake that failed)
+        if scope.cancelled_caught:  # closed for a new client: the relay's one line counts these
+            self.log(f"session {conn}: {why}")
+        self.tap.event(stream.event_record(time.time(), conn, "error", error=why, client=peer))
+        return False  # (the client is closed as the session ends)
 
     async def _connect(self, conn: int, client: trio.SocketStream,
                        peer: str) -> trio.SocketStream | None:

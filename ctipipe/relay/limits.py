@@ -153,10 +153,13 @@ def _times(count: int) -> str:
 
 def _has_spoken(sock) -> bool:
     """Are bytes from this peer waiting to be read? (They are left there.)"""
+    probe = socket.socket(fileno=sock.fileno())  # (a trio socket's recv would be awaited)
     try:
-        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        return bool(probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
     except OSError:  # nothing yet; or reset, gone: nothing lost in dropping it
         return False
+    finally:
+        probe.detach()  # the descriptor stays the session's
 
 
 async def serve(listeners: list, sessions: Sessions, start) -> None:
