@@ -237,10 +237,13 @@ class Relay:
             self.handshakes.heard(conn)
             why = (f"the client sent nothing of its TLS handshake within "
                    f"{intercept.SILENT_HANDSHAKE_TIMEOUT:g} s")
-            self.notices.say(f"session {conn}: {why}")  # (as a handshake that failed)
+        self.tap.event(stream.event_record(time.time(), conn, "error", error=why, client=peer))
         if scope.cancelled_caught:  # closed for a new client: the relay's one line counts these
             self.log(f"session {conn}: {why}")
-        self.tap.event(stream.event_record(time.time(), conn, "error", error=why, client=peer))
+        elif not self.loop:  # as a handshake that failed: status 1
+            raise cli.CommandError(f"session {conn}: {why}")
+        else:
+            self.notices.say(f"session {conn}: {why}")
         return False  # (the client is closed as the session ends)
 
     async def _connect(self, conn: int, client: trio.SocketStream,
