@@ -30,10 +30,12 @@ import trio
 from trio.lowlevel import wait_readable
 
 # Sessions accepted and not yet past their handshakes (the connection to the
-# server, and TLS on both legs) past which new clients wait in the kernel's
-# accept queue. A client parked before its TLS handshake costs about 80 KB
-# (two TLS states, two sockets): the bound keeps a crowd of them near 20 MB,
-# while a burst of real clients, whose handshakes take milliseconds, goes through.
+# server, and TLS on both legs) past which a new client takes the place of the
+# oldest whose client has sent nothing, or, if none, waits in the kernel's
+# accept queue. A session in its TLS handshakes costs about 80 KB (two TLS
+# states, two sockets); a --tls client that has sent nothing only its socket
+# (the server is connected to once it speaks). A burst of real clients, whose
+# handshakes take milliseconds, goes through.
 MAX_HANDSHAKES = 256
 
 # The line saying that silent sessions were dropped for new clients is said at
