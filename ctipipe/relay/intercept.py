@@ -34,8 +34,9 @@ from ctipipe.relay.session import HANDSHAKE_TIMEOUT, Session
 
 # A peer that has sent nothing at all of its handshake is given up on sooner:
 # a real client begins at once, and one that connects and waits holds a
-# place among the sessions in their handshakes (limits.MAX_HANDSHAKES), unless
-# a new client needs that place first (limits.Sessions.silent).
+# place among the sessions in their handshakes (limits.MAX_HANDSHAKES). With
+# --tls the relay waits as long for the client's first bytes before it connects
+# to the server, and may close it sooner for a new client (command.Relay._client_spoke).
 SILENT_HANDSHAKE_TIMEOUT = 10.0
 
 
@@ -92,24 +93,13 @@ async def _intercepted(session: Session, options: Options, how: str, say) -> Non
     implicit = how == "implicit"  # a plain port or client is the likely mistake
     client = pumps.Leg(session.client, options.client_context, True, note_first=implicit)
     server = pumps.Leg(session.server, options.server_context, False, note_first=implicit)
-    sessions = options.sessions
-    if sessions is not None:
-        sessions.handshaking(session.conn)
+    if options.sessions is not None:
+        options.sessions.handshaking(session.conn)
     async with trio.open_nursery() as handshakes:
         session.scope = handshakes.cancel_scope
-        heard = None
-        if sessions is not None and implicit:  # (with STARTTLS the client has spoken)
-            started = time.monotonic()
-
-            def drop(count: int) -> None:
-                session.end("relay", f"the client had sent nothing of its TLS handshake after "
-                                     f"{time.monotonic() - started:.1f} s: closed for a new "
-                                     f"client ({count} sessions were in their handshakes)")
-            sessions.silent(session.conn, client.sock, drop)
-            heard = lambda: sessions.heard(session.conn)  # noqa: E731
         for leg in (client, server):
             leg.direction.state = "handshake"
-            handshakes.start_soon(_handshake, session, leg, heard if leg is client else None)
+            handshakes.start_soon(_handshake, session, leg)
     if options.sessions is not None:
         options.sessions.past(session.conn)
     if session.error is not None:
@@ -141,17 +131,14 @@ def _relay_certificate(options: Options) -> bytes | None:
     return options._shown["der"]
 
 
-async def _handshake(session: Session, leg: pumps.Leg, on_heard=None) -> None:
+async def _handshake(session: Session, leg: pumps.Leg) -> None:
     """One leg's handshake, given up on when the peer sends nothing of it within
-    SILENT_HANDSHAKE_TIMEOUT, or has not completed it within HANDSHAKE_TIMEOUT.
-    `on_heard()` is called when the peer's first bytes come."""
+    SILENT_HANDSHAKE_TIMEOUT, or has not completed it within HANDSHAKE_TIMEOUT."""
     started = trio.current_time()
     try:
         with trio.fail_after(min(SILENT_HANDSHAKE_TIMEOUT, HANDSHAKE_TIMEOUT)) as deadline:
             def heard() -> None:
                 deadline.deadline = started + HANDSHAKE_TIMEOUT
-                if on_heard is not None:
-                    on_heard()
             await leg.handshake(heard)
     except trio.TooSlowError:
         silent = deadline.deadline < started + HANDSHAKE_TIMEOUT
