@@ -578,3 +578,115 @@ def test_ctistat_shows_what_the_protocol_never_answers_as_no_reply_expected():
     assert rows["login_id"] == (0, 0)
     text = stats.format_messages(summary)
     assert any(line.endswith("no reply no reply expected") for line in text.splitlines())
+
+
+# --- what is not a whole two-sided session: no false findings, and said ---------------
+
+def _summary(records, version="auto") -> str:
+    stage = check_command.Check(version, "text")
+    for record in records:
+        stage.handle(record, orjson.dumps(record))
+    stage.finish()
+    return "\n".join(stage.summary())
+
+
+def _without(records, side) -> list:
+    """One side's file of ctisplit --jsonl: the other side's data records left out."""
+    return [r for r in records if r.get("from") != side]
+
+
+def _cut(side, text="ame\":\"users\"}", ts=T0 + 0.001) -> dict:
+    return {"ts": ts, "conn": 1, "from": side, "size": len(text) + 1, "partial": True, "raw": text}
+
+
+def _gap(side, ts, **amount) -> dict:
+    return {"ts": ts, "conn": 1, "event": "gap", **({"side": side} if side else {}), **amount}
+
+
+ONE_TWO = [  # a 1.2 session seen after its login: what 2.3 has removed or answers differently
+    ("client", {"class": "getlist", "commandid": 11, "function": "listid", "listname": "users"}),
+    ("server", {"class": "getlist", "function": "listid", "listname": "users", "list": ["1"],
+                "replyid": 11, "timenow": 1.5}),
+    ("client", {"class": "ipbxcommand", "command": "originate", "source": "a",
+                "destination": "b", "commandid": 12}),
+    ("client", {"class": "keepalive", "commandid": 13}),
+    ("server", {"class": "keepalive", "replyid": 13, "timenow": 1.5}),
+    (7.0, "client", {"class": "keepalive", "commandid": 14}),
+    (7.01, "server", {"class": "keepalive", "replyid": 14, "timenow": 1.5}),
+]
+MID_SESSION = stream(ONE_TWO)
+MID_SESSION.insert(1, _cut("client"))  # ctipcap: the first line's start is not in the capture
+REPLY_TO_LOST = {"class": "keepalive", "replyid": 9, "timenow": 1.5}
+SERVER_SILENT = [r if r.get("event") != "close" else {**r, "bytes": {"client": 9, "server": 0}}
+                 for r in stream(LOGIN[::2] + [("client", GETLIST)])]
+ALL_CUT = stream([])[:1] + [rec for n in range(50) for rec in (
+    _gap("server", T0 + n, missing=100), _cut("server", "x", T0 + n))] + stream([])[1:]
+
+# (name, records, --protocol, rules found, summary says, [summary does not say])
+PARTIAL_CASES = [
+    ("mid-session capture (the first line cut): no login rule, the version unknown",
+     MID_SESSION, "auto", [], "protocol unknown, its login is not in the input): clean; closed by "
+     "client; not checked: the login, the version and replies to earlier requests (the capture "
+     "began mid-session)"),
+    ("no open record", stream(ONE_TWO)[1:], "auto", [], "(the input holds no open record of it)"),
+    ("mid-session, --protocol 1.2: rules of 1.2, still no login rule", MID_SESSION, "1.2", [],
+     "not checked: the login and replies to earlier requests"),
+    ("a whole session of which the login was filtered out", stream(ONE_TWO), "1.2", [],
+     "not checked: the login (no login_id in the session)"),
+    ("the client's file of ctisplit --jsonl", _without(stream(LOGIN + [("client", GETLIST)]),
+                                                        "server"), "auto", [],
+     "clean; closed by client; not checked: the login and the pairing (the server side is absent)"),
+    ("the server's file of ctisplit --jsonl",
+     _without(stream(LOGIN + [("client", {"class": "keepalive", "commandid": 9}),
+                              ("server", REPLY_TO_LOST)]), "client"), "auto", [],
+     "not checked: the pairing (the client side is absent)"),
+    ("a server that said nothing (the close says so): its silence is a finding",
+     SERVER_SILENT, "auto", ["R1", "R1", "L1", "L1"], "4 findings (L1 2, R1 2)", "not checked"),
+    ("a ctipcap gap on the client side: the request may be in it",
+     stream(LOGIN + [("event", {"event": "gap", "side": "client", "missing": 38}),
+                     ("server", REPLY_TO_LOST)]), "auto", [],
+     "clean; closed by client; not checked: the pairing across the gaps (38 bytes missing)"),
+    ("the relay's tap lost records (no side)",
+     stream(LOGIN + [("event", {"event": "gap", "lost": 2}), ("server", REPLY_TO_LOST)]), "auto",
+     [], "not checked: the pairing across the gaps (2 records lost)"),
+    ("a gap on the server side after a request: its answer may be in it",
+     stream(LOGIN + [("client", GETLIST), ("event", {"event": "gap", "side": "server",
+                                                      "missing": 90})]), "auto", [], "clean"),
+    ("a gap before a request does not excuse its missing answer",
+     stream(LOGIN + [("event", {"event": "gap", "side": "server", "missing": 90}),
+                     ("client", GETLIST)]), "auto", ["R1"], "1 finding (R1 1)"),
+    ("a cut line on the server side may be the answer",
+     stream(LOGIN + [("client", GETLIST)])[:-1] + [_cut("server", "x", T0 + 1)]
+     + stream([])[1:], "auto", [], "clean"),
+    ("an upgrade to TLS the input does not hold (ctipcap): the login is not seen",
+     stream([("server", OFFER), ("client", {"class": "starttls", "status": True}),
+             ("server", ECHO), ("event", {**TLS, "intercepted": False}), (7.0, "event", {
+                 "event": "note"})], "server"), "auto", [],
+     "not checked: the login (no login_id in the session); what followed the TLS upgrade "
+     "(encrypted, not in the input)"),
+    ("every line cut: nothing to check", ALL_CUT, "auto", [],
+     "nothing to check (no whole line in the input); closed by client; not checked: the login, "
+     "the version and replies to earlier requests (the capture began mid-session); the pairing "
+     "(the client side is absent); the pairing across the gaps (5000 bytes missing)"),
+]
+
+
+@pytest.mark.parametrize("case", PARTIAL_CASES, ids=[case[0] for case in PARTIAL_CASES])
+def test_what_the_input_does_not_hold_gives_no_finding_and_is_said(case):
+    name, records, version, rules, says = case[:5]
+    assert rules_of(records, version) == rules, check(records, version)
+    summary = _summary(records, version)
+    assert says in summary
+    if len(case) > 5:
+        assert case[5] not in summary
+    assert "clean" not in summary or "nothing to check" not in summary
+
+
+def test_one_sided_files_are_told_as_ctistat_tells_them():
+    from ctipipe.stages import stats
+    records = _without(stream(LOGIN + [("client", GETLIST)]), "server")
+    stat = stats.Stat(False, True)
+    out = [stat.handle(r, orjson.dumps(r)) for r in records]
+    [summary] = [orjson.loads(line) for line in out if line]
+    assert summary["absent"] == "server"
+    assert "the server side is absent" in _summary(records)

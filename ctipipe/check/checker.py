@@ -26,6 +26,36 @@ _RANK = {version: index for index, version in enumerate(protocol.VERSIONS)}
 _LOGIN_STEPS = ("login_id", "login_pass", "login_capas")
 _FAX_TRACKING = ("response", "autocall_channel", "originatereason")  # keys of ipbxcommand tracking
 
+# What a finding of these rules rests on besides the message itself: the other
+# side's records (a client finding on the server's answers, a server finding on
+# the client's requests) and a login seen in the session. One is held until
+# what it rests on is seen, and dropped if the session ends without it (a
+# one-sided input, a session filtered of its login): the summary says so.
+_NEEDS_SERVER = frozenset(("L1", "L6", "S5", "R1"))
+_NEEDS_CLIENT = frozenset(("R2", "S3"))
+_NEEDS_LOGIN = frozenset(("L1", "L6"))
+UNKNOWN = "unknown"  # the version of a session whose login was not seen
+
+
+def _per_message(check, message: object, version: str) -> list[Finding]:
+    """The rules of one message for the session's version; for a version not
+    known, only what every protocol version finds (texts say so)."""
+    if version != UNKNOWN:
+        return check(message, version)
+    per = [check(message, each) for each in protocol.VERSIONS]
+    common = set.intersection(*({found.rule for found in findings} for findings in per))
+    out = []
+    newest = protocol.VERSIONS[-1]
+    for found in per[-1]:
+        if found.rule not in common:
+            continue
+        if found.rule == "E1":  # explained as by a version that sends this error
+            found = next((other for findings in reversed(per) for other in findings
+                          if other.rule == "E1" and "(protocol " not in other.text), found)
+        out.append(found._replace(text=found.text.replace(
+            f"protocol {newest}", f"every protocol version ({protocol.VERSIONS[0]} to {newest})")))
+    return out
+
 
 class Located(NamedTuple):
     """A finding where it happened in the stream."""
@@ -54,7 +84,19 @@ class _Session:
         self.version = forced or protocol.SERVER_VERSION
         self.how = "forced" if forced else "assumed"  # how the version was learnt
         self.start: float | None = None  # when the connection opened
-        self.from_start = False  # the session was seen from its beginning
+        # Why the session's beginning is not in the input (None: it is): no
+        # open record, or its first line cut (a capture that began mid-session).
+        self.unseen_start: str | None = "the input holds no open record of it"
+        self.seen = {"client": 0, "server": 0}  # data records per side
+        self.lines = 0  # whole lines (messages, or lines that are not JSON)
+        self.login_seen = False  # a login_id message, from either side
+        self.encrypted = False  # a TLS upgrade the input does not hold the clear text of
+        self.gap_at: dict[str, float | None] = {"client": None, "server": None}  # the last gap
+        self.missing = 0  # bytes a gap record said are missing (ctipcap)
+        self.lost = 0  # records a gap record said were lost (the relay's tap)
+        self.held: list[Located] = []  # findings waiting for what they rest on
+        self.dropped: collections.Counter = collections.Counter()  # why findings were not given
+        self.silent: set[str] = set()  # sides the close says sent nothing
         self.client_said: object = None  # the version the client's login_id gave
         self.server_messages = 0
         self.offered = False
@@ -77,6 +119,10 @@ class _Session:
     def learn(self, version: str, how: str) -> None:
         if not self.forced and self.how != "client":
             self.version, self.how = version, how
+
+    @property
+    def from_start(self) -> bool:
+        return self.unseen_start is None
 
     def offset(self, ts: object) -> float | None:
         if isinstance(ts, (int, float)) and self.start is not None:
@@ -121,12 +167,20 @@ class Checker:
         session = self.session(record.get("conn"))
         ts = record.get("ts")
         if event == "open":
-            session.start = ts if isinstance(ts, (int, float)) else None
-            session.from_start = True
+            if not any(session.seen.values()):
+                session.start = ts if isinstance(ts, (int, float)) else None
+                session.unseen_start = None
         elif event == "tls":
             session.upgrade_pending = False
+            if record.get("intercepted") is False:
+                session.encrypted = True  # what follows is not in the input
+        elif event == "gap":
+            self._gap(session, record, ts)
         elif event == "close":
             session.close = record
+            sent = record.get("bytes")
+            if isinstance(sent, dict):
+                session.silent = {side for side in ("client", "server") if sent.get(side) == 0}
             out = [] if session.logged_in else self._timeout(session, ts)
             out += self._end(session, ts, "closed")
             self.sessions.pop(replies.request_key(session.conn), None)
@@ -148,47 +202,112 @@ class Checker:
 
     def _locate(self, session: _Session, ts: object, side: str, name: object,
                 found: Finding) -> Located:
-        located = Located(session.conn, ts, session.offset(ts), side,
-                          name if type(name) is str else "", found.rule, found.text,
-                          found.server, session.version, found.value)
-        session.findings[found.rule] += 1
-        if found.server == R.CLOSES and side == "client":
+        return Located(session.conn, ts, session.offset(ts), side,
+                       name if type(name) is str else "", found.rule, found.text,
+                       found.server, session.version, found.value)
+
+    def _emit(self, session: _Session, out: list, located: Located) -> None:
+        """Give a finding, unless a gap could explain it; hold it while what
+        it rests on (the other side, a login) has not been seen."""
+        rule = located.rule
+        other = ("server" if rule in _NEEDS_SERVER else "client" if rule in _NEEDS_CLIENT
+                 else None)
+        if other is not None:
+            gap = session.gap_at[other]
+            # a request's answer may have been in bytes missing after it; the
+            # other rules rest on what the other side said so far
+            if gap is not None and (rule != "R1" or not isinstance(located.ts, (int, float))
+                                    or gap >= located.ts):
+                session.dropped["gap"] += 1
+                return
+        if self._rests_on_seen(session, rule):
+            self._give(session, located, out)
+        else:
+            session.held.append(located)
+
+    def _rests_on_seen(self, session: _Session, rule: str) -> bool:
+        for side, rules in (("server", _NEEDS_SERVER), ("client", _NEEDS_CLIENT)):
+            if rule in rules and not session.seen[side] and side not in session.silent:
+                return False
+        return rule not in _NEEDS_LOGIN or session.login_seen
+
+    def _give(self, session: _Session, located: Located, out: list) -> None:
+        session.findings[located.rule] += 1
+        if located.server == R.CLOSES and located.side == "client":
             session.closing = located
-        return located
+        out.append(located)
+
+    def _release(self, session: _Session, out: list) -> None:
+        """The held findings whose ground has now been seen."""
+        still = []
+        for located in session.held:
+            if self._rests_on_seen(session, located.rule):
+                self._give(session, located, out)
+            else:
+                still.append(located)
+        session.held = still
+
+    def _gap(self, session: _Session, record: dict, ts: object) -> None:
+        """Bytes (ctipcap: `missing`) or records (the relay's tap: `lost`, no
+        side) missing from the input: what they held is not known."""
+        when = ts if isinstance(ts, (int, float)) else float("inf")
+        side = record.get("side")
+        for each in ((side,) if side in ("client", "server") else ("client", "server")):
+            session.gap_at[each] = when
+        missing, lost = record.get("missing"), record.get("lost")
+        session.missing += missing if type(missing) is int else 0
+        session.lost += lost if type(lost) is int else 0
 
     def _timeout(self, session: _Session, ts: object) -> list[Located]:
         if (session.timeout_flagged or not session.from_start or session.start is None
+                or session.encrypted
                 or not isinstance(ts, (int, float)) or ts - session.start <= R.LOGIN_TIMEOUT):
             return []
         session.timeout_flagged = True
-        return [self._locate(session, ts, "session", "", finding(
+        out: list[Located] = []
+        self._emit(session, out, self._locate(session, ts, "session", "", finding(
             "L6", f"the login has not completed {R.LOGIN_TIMEOUT:g} s after the connection "
-                  f"(+{ts - session.start:.3f} here)"))]
+                  f"(+{ts - session.start:.3f} here)")))
+        return out
 
     def _data(self, session: _Session, record: dict, side: str) -> list[Located]:
         ts = record.get("ts")
-        if session.start is None and isinstance(ts, (int, float)):
-            session.start = ts  # no open event: time from the first record
+        if not any(session.seen.values()):  # the session's first line
+            if session.start is None and isinstance(ts, (int, float)):
+                session.start = ts  # no open event: time from the first record
+            if record.get("partial"):  # its start is not in the input (docs/stream.md)
+                session.unseen_start = "the capture began mid-session"
+            if not session.from_start and not session.forced:
+                session.version, session.how = UNKNOWN, UNKNOWN
+        session.seen[side] += 1
         out = [] if session.logged_in else self._timeout(session, ts)
         if "msg" not in record:
             if record.get("chunk") or record.get("partial") or record.get("oversize"):
+                if record.get("partial"):  # a cut line: what it held is not known, as in a gap
+                    session.gap_at[side] = ts if isinstance(ts, (int, float)) else float("inf")
+                self._release(session, out)
                 return out  # not a line the peer finished: nothing to check
+            session.lines += 1
             what = "an empty line" if record.get("raw") == "" else "a line that is not JSON"
-            out.append(self._locate(session, ts, side, "", finding(
+            self._emit(session, out, self._locate(session, ts, side, "", finding(
                 "F1", what, None if side == "client" else R.NOTHING)))
+            self._release(session, out)
             return out
+        session.lines += 1
+        message = record["msg"]
+        if type(message) is dict and message.get("class") == "login_id":
+            session.login_seen = True
         if side == "client":
-            self._client(session, record["msg"], ts, out)
+            self._client(session, message, ts, out)
         else:
-            self._server(session, record["msg"], ts, out)
+            self._server(session, message, ts, out)
+        self._release(session, out)
         return out
 
     def _client(self, session: _Session, message: object, ts: object, out: list) -> None:
-        if session.server_messages == 0 and session.start is not None:
-            session.from_start = True  # the client spoke first: we saw the beginning
         name = message.get("class") if type(message) is dict else None
         if session.upgrade_pending:
-            out.append(self._locate(session, ts, "client", name, finding(
+            self._emit(session, out, self._locate(session, ts, "client", name, finding(
                 "S4", "a message in clear text after the server accepted STARTTLS: a TLS "
                       "handshake must come first")))
             session.upgrade_pending = False
@@ -200,8 +319,8 @@ class Checker:
             elif "wazoversion" in message:
                 session.learn("2.3", "key")
         expected = True  # does the server answer it, for all the checker knows
-        for found in check_client(message, session.version):
-            out.append(self._locate(session, ts, "client", name, found))
+        for found in _per_message(check_client, message, session.version):
+            self._emit(session, out, self._locate(session, ts, "client", name, found))
             if (found.rule in ("M3", "M4") or found.server == R.CLOSES
                     or (found.rule == "M5" and "no answer" in found.text)):
                 expected = False
@@ -218,7 +337,7 @@ class Checker:
         asked = _Asked(session.offset(ts), expected)
         for outcome in session.pairing.request(message, ts, asked):
             if outcome.why == replies.REPLACED and outcome.expected and outcome.request.ref.expected:
-                out.append(self._unanswered(session, outcome, f"no answer to this "
+                self._emit(session, out, self._unanswered(session, outcome, f"no answer to this "
                                             f"{outcome.request.name} before its commandid was "
                                             f"used again"))
 
@@ -229,19 +348,23 @@ class Checker:
         answered = True
         if name == "login_id":
             said = session.client_said
-            key = R.VERSION_KEY[session.version]
             if said not in _RANK and ("wazoversion" in message or "xivoversion" in message):
-                out.append(self._locate(session, ts, "client", name, finding(
-                    "V1", f"{show(said)} is not a CTI protocol version "
-                          f"({', '.join(protocol.VERSIONS)}): a real server answers "
-                          f"{key.replace('version', 'version_client')}:{said};{session.version}",
-                    value=said)))
+                what = (f"no version field ({'wazoversion' if 'wazoversion' in message else 'xivoversion'}"
+                        f" is null)" if said is None else f"{show(said)} is not a CTI protocol "
+                        f"version ({', '.join(protocol.VERSIONS)})")
+                answer = ""
+                if session.version in R.VERSION_KEY:
+                    key = R.VERSION_KEY[session.version]
+                    answer = (f": a real server answers {key.replace('version', 'version_client')}:"
+                              f"{said if type(said) is str else show(said)};{session.version}")
+                self._emit(session, out, self._locate(session, ts, "client", name, finding(
+                    "V1", what + answer, value=said)))
             elif session.forced and said in _RANK and said != session.forced:
-                out.append(self._locate(session, ts, "client", name, finding(
+                self._emit(session, out, self._locate(session, ts, "client", name, finding(
                     "V1", f"the client speaks protocol {said}, the server {session.forced}")))
         if name in _LOGIN_STEPS:
             if name in session.steps:
-                out.append(self._locate(session, ts, "client", name, finding(
+                self._emit(session, out, self._locate(session, ts, "client", name, finding(
                     "L7", f"a second {name} on this connection: only the first is handled; "
                           f"reconnect to retry")))
                 answered = False
@@ -249,7 +372,7 @@ class Checker:
         allowed = R.BEFORE_LOGIN.get(session.version, R.BEFORE_LOGIN_2)
         if (not session.authenticated and session.from_start and name not in allowed
                 and name in R.CLIENT_CLASSES):
-            out.append(self._locate(session, ts, "client", name, finding(
+            self._emit(session, out, self._locate(session, ts, "client", name, finding(
                 "L1", f"{name} sent before login_pass succeeded")))
             answered = False
         if name == "starttls":
@@ -257,7 +380,7 @@ class Checker:
             # (sent at accept): the server's first message decides (_server).
             early = session.server_messages == 0 and not session.starttls_asked
             if not session.offered and session.from_start and not early:
-                out.append(self._locate(session, ts, "client", name, finding(
+                self._emit(session, out, self._locate(session, ts, "client", name, finding(
                     "S5", "starttls, but the server made no offer")))
             if early:
                 session.early_starttls = ts
@@ -267,7 +390,7 @@ class Checker:
         if name == "login_capas" and session.capalist is not None and int_like(
                 message.get("capaid")):
             if int(float(message["capaid"])) != session.capalist:
-                out.append(self._locate(session, ts, "client", name, finding(
+                self._emit(session, out, self._locate(session, ts, "client", name, finding(
                     "L4", f"capaid {show(message['capaid'])} is not the {session.capalist} "
                           f"the login_pass reply gave", R.REFUSES)))
         return answered
@@ -279,7 +402,7 @@ class Checker:
         if session.early_starttls is not None:
             early, session.early_starttls = session.early_starttls, None
             if not is_offer:
-                out.append(self._locate(session, early, "client", "starttls", finding(
+                self._emit(session, out, self._locate(session, early, "client", "starttls", finding(
                     "S5", "starttls, but the server made no offer")))
         if name == "login_id" and not session.forced:
             error = message.get("error_string")
@@ -291,8 +414,8 @@ class Checker:
                 session.learn(message["xivoversion"], "server")
             elif "wazoversion" in message:
                 session.learn("2.3", "server")
-        for found in check_server(message, session.version):
-            out.append(self._locate(session, ts, "server", name, found))
+        for found in _per_message(check_server, message, session.version):
+            self._emit(session, out, self._locate(session, ts, "server", name, found))
         if type(message) is not dict:
             return
         session.last_error = message.get("error_string")
@@ -313,9 +436,9 @@ class Checker:
                 name == "ipbxcommand" and any(key in message for key in _FAX_TRACKING)):
             replyid = message["replyid"]
             # (directory answers go to every connection of the user: not flagged)
-            if (replyid is not None and name != "directory"
+            if (replyid is not None and name != "directory" and session.from_start
                     and replies.request_key(replyid) not in session.commandids):
-                out.append(self._locate(session, ts, "server", name, finding(
+                self._emit(session, out, self._locate(session, ts, "server", name, finding(
                     "R2", f"replyid {show(replyid)} answers no request of this session",
                     value=replyid)))
 
@@ -323,15 +446,15 @@ class Checker:
                   out: list) -> None:
         if is_offer:
             session.offered = True
-            if session.server_messages != 1:
-                out.append(self._locate(session, ts, "server", "starttls", finding(
+            if session.server_messages != 1 and session.from_start:
+                self._emit(session, out, self._locate(session, ts, "server", "starttls", finding(
                     "S1", "the STARTTLS offer after other server messages")))
         elif "starttls" not in message:
-            out.append(self._locate(session, ts, "server", "starttls", finding(
+            self._emit(session, out, self._locate(session, ts, "server", "starttls", finding(
                 "S3", "the echo holds status, not starttls (the documentation's spelling)")))
         else:
             if message["starttls"] != session.starttls_status:
-                out.append(self._locate(session, ts, "server", "starttls", finding(
+                self._emit(session, out, self._locate(session, ts, "server", "starttls", finding(
                     "S3", f"the echo says {show(message['starttls'])}, the client sent "
                           f"{show(session.starttls_status)}")))
             if message["starttls"] is True:
@@ -339,7 +462,6 @@ class Checker:
 
     def _unanswered(self, session: _Session, outcome: replies.Outcome, text: str) -> Located:
         request = outcome.request
-        session.findings["R1"] += 1
         return Located(session.conn, request.ts, request.ref.offset, "client", request.name,
                        "R1", text, R.NOTHING, session.version)
 
@@ -356,15 +478,24 @@ class Checker:
             if closing is not None and isinstance(closing.ts, (int, float)) and \
                     request.ts >= closing.ts:
                 continue  # sent after a message the server closes the connection on
-            out.append(self._unanswered(session, outcome,
+            self._emit(session, out, self._unanswered(session, outcome,
                                         f"no answer to this {request.name} before {when}"))
         close = session.close
-        if (close and close.get("by") == "server" and session.version != "1.2"
+        if (close and close.get("by") == "server" and session.version in R.TWO
                 and session.last_error is not None and not session.timeout_flagged):
-            out.append(self._locate(session, ts, "session", "", finding(
+            self._emit(session, out, self._locate(session, ts, "session", "", finding(
                 "E2", f"the server closed the connection right after the error "
                       f"{show(session.last_error)}: a 2.x server does not close on an error; "
                       f"suspect the login timeout or a 1.2 server")))
+        self._release(session, out)
+        for located in session.held:  # what they rest on never came
+            side = ("server" if located.rule in _NEEDS_SERVER else "client"
+                    if located.rule in _NEEDS_CLIENT else None)
+            if side is not None and not session.seen[side] and side not in session.silent:
+                session.dropped[f"absent {side}"] += 1
+            else:
+                session.dropped["no login"] += 1
+        session.held = []
         return out
 
 
@@ -387,3 +518,27 @@ def server_did(session: _Session) -> str:
     return "the server closed the connection; no rule explains why"
 
 
+
+
+def not_checked(session: _Session) -> list[str]:
+    """What the checker could not check in a session, and why, in words."""
+    notes = []
+    if session.unseen_start is not None:
+        what = "the login" if session.forced else "the login, the version"
+        notes.append(f"{what} and replies to earlier requests ({session.unseen_start})")
+    elif not session.login_seen and session.lines:
+        notes.append("the login (no login_id in the session)")
+    for side, other in (("server", "client"), ("client", "server")):
+        if not session.seen[side] and session.seen[other] and side not in session.silent:
+            what = "the login and the pairing" if side == "server" else "the pairing"
+            notes.append(f"{what} (the {side} side is absent)")
+    if session.missing or session.lost:
+        amount = (f"{session.missing} byte{'s' if session.missing != 1 else ''} missing"
+                  if session.missing else "")
+        if session.lost:
+            amount += (", " if amount else "") + (f"{session.lost} record"
+                                                  f"{'s' if session.lost != 1 else ''} lost")
+        notes.append(f"the pairing across the gaps ({amount})")
+    if session.encrypted:
+        notes.append("what followed the TLS upgrade (encrypted, not in the input)")
+    return notes

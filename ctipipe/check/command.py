@@ -7,7 +7,7 @@ import collections
 import orjson
 
 from ctipipe.check import rules as R
-from ctipipe.check.checker import Checker, Located, server_did
+from ctipipe.check.checker import Checker, Located, not_checked, server_did
 from ctipipe.core import cli, protocol, stream
 from ctipipe.core.terminal import safe_json, safe_text
 from ctipipe.stages import runner as stage
@@ -93,12 +93,19 @@ class Check(stage.Stage):
             count = sum(session.findings.values())
             how = {"client": "from the client's login_id", "server": "from the server's login_id",
                    "key": "from login_id's version key", "forced": "as told",
-                   "assumed": "assumed: the server's own"}[session.how]
+                   "assumed": "assumed: the server's own",
+                   "unknown": "its login is not in the input"}[session.how]
             rules = ", ".join(f"{rule} {n}" for rule, n in sorted(session.findings.items()))
+            if count:
+                said = f"{count} finding{'s' if count != 1 else ''} ({rules})"
+            elif not session.lines:
+                said = "nothing to check (no whole line in the input)"
+            else:
+                said = "clean"
+            notes = not_checked(session)
             lines.append(f"=== session {session.conn} (protocol {session.version}, {how}): "
-                         + (f"{count} finding{'s' if count != 1 else ''} ({rules})" if count
-                            else "clean")
-                         + f"; {server_did(session)}")
+                         + said + f"; {server_did(session)}"
+                         + (f"; not checked: {'; '.join(notes)}" if notes else ""))
         if self.by_rule:
             lines.append("=== findings by rule")
             for rule in R.RULES:

@@ -211,3 +211,17 @@ def latency_row(values_ms: list[float], no_reply: int, no_reply_expected: int = 
             "max_ms": rounded(values[-1] if values else None),
             "no_reply": no_reply,
             "no_reply_expected": no_reply_expected}
+
+
+def absent_side(close: dict | None, seen: dict) -> str | None:
+    """The side a one-sided input left out (ctisplit --jsonl's client file):
+    none of its data records (`seen` counts them per side), though there are
+    records of the other and the close record says it sent bytes."""
+    close_bytes = (close or {}).get("bytes")
+    if not isinstance(close_bytes, dict):
+        return None
+    for side, other in (("server", "client"), ("client", "server")):
+        sent = close_bytes.get(side)
+        if not seen[side] and seen[other] and type(sent) is int and sent > 0:
+            return side
+    return None

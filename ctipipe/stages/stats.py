@@ -98,14 +98,7 @@ class _Session:
     def absent_side(self) -> str | None:
         """The side a one-sided capture left out (ctisplit --jsonl's client
         file): none of its records, though the close record says it sent bytes."""
-        close_bytes = (self.close or {}).get("bytes")
-        if not isinstance(close_bytes, dict):
-            return None
-        for side, other in (("server", "client"), ("client", "server")):
-            sent = close_bytes.get(side)
-            if (not self.seen[side] and self.seen[other] and type(sent) is int and sent > 0):
-                return side
-        return None
+        return replies.absent_side(self.close, self.seen)
 
     def end(self) -> None:
         """The session ended: its requests still waiting got no reply (unless
