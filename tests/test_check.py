@@ -690,3 +690,36 @@ def test_one_sided_files_are_told_as_ctistat_tells_them():
     [summary] = [orjson.loads(line) for line in out if line]
     assert summary["absent"] == "server"
     assert "the server side is absent" in _summary(records)
+
+
+# --- wire values in findings: as JSON, escaped for the terminal -------------------------
+
+WORDING_CASES = [  # (side, message, text of the finding)
+    ("client", {"class": "getlist", "function": {"a": 1}},
+     'getlist function {"a":1} is unknown to protocol 2.3'),
+    ("client", {"class": ["getlist"]}, 'class ["getlist"] is not a string'),
+    ("client", {"class": "featuresput", "function": "enablednd", "value": None},
+     "featuresput enablednd value null is not a JSON boolean"),
+    ("client", {"class": "getlist", "function": "listid", "listname": "a\u202eb"},
+     'getlist listid of unknown list "a\\u202eb"'),
+    ("client", {"class": "ipbxcommand", "command": {"a": 1}},
+     'ipbxcommand command {"a":1} is unknown'),
+    ("client", {"class": "getlist", "function": "listid", "listname": ["users"]},
+     'getlist listid of unknown list ["users"]'),
+    ("server", {"class": ["x"], "replyid": 1, "timenow": 1},
+     '["x"] reply with replyid'),
+    ("server", {"class": "getlist", "error_string": False, "timenow": 1},
+     "getlist error false: not an error the real server sends"),
+    ("client", {**LOGIN_ID, "wazoversion": None},
+     "no version field (wazoversion is null): a real server answers wazoversion_client:None;2.3"),
+    ("client", {**LOGIN_ID, "wazoversion": [2, 3]},
+     "[2,3] is not a CTI protocol version (1.2, 2.0, 2.1, 2.2, 2.3): a real server answers "
+     "wazoversion_client:[2,3];2.3"),
+]
+
+
+@pytest.mark.parametrize("side, message, text", WORDING_CASES)
+def test_findings_show_wire_values_as_json(side, message, text):
+    found = check(stream(LOGIN + [(side, message)]))
+    assert any(text in f.text for f in found), [f.text for f in found]
+    assert not any("None is not" in f.text or "{'" in f.text or "['" in f.text for f in found)

@@ -37,6 +37,10 @@ _NEEDS_LOGIN = frozenset(("L1", "L6"))
 UNKNOWN = "unknown"  # the version of a session whose login was not seen
 
 
+def _is_version(value: object) -> bool:
+    return type(value) is str and value in _RANK
+
+
 def _per_message(check, message: object, version: str) -> list[Finding]:
     """The rules of one message for the session's version; for a version not
     known, only what every protocol version finds (texts say so)."""
@@ -314,7 +318,7 @@ class Checker:
         if name == "login_id" and not session.forced:
             said = message.get("wazoversion", message.get("xivoversion"))
             session.client_said = said
-            if said in _RANK:
+            if _is_version(said):
                 session.version, session.how = said, "client"
             elif "wazoversion" in message:
                 session.learn("2.3", "key")
@@ -348,7 +352,7 @@ class Checker:
         answered = True
         if name == "login_id":
             said = session.client_said
-            if said not in _RANK and ("wazoversion" in message or "xivoversion" in message):
+            if not _is_version(said) and ("wazoversion" in message or "xivoversion" in message):
                 what = (f"no version field ({'wazoversion' if 'wazoversion' in message else 'xivoversion'}"
                         f" is null)" if said is None else f"{show(said)} is not a CTI protocol "
                         f"version ({', '.join(protocol.VERSIONS)})")
@@ -356,10 +360,10 @@ class Checker:
                 if session.version in R.VERSION_KEY:
                     key = R.VERSION_KEY[session.version]
                     answer = (f": a real server answers {key.replace('version', 'version_client')}:"
-                              f"{said if type(said) is str else show(said)};{session.version}")
+                              f"{said if type(said) is str or said is None else show(said)};{session.version}")
                 self._emit(session, out, self._locate(session, ts, "client", name, finding(
                     "V1", what + answer, value=said)))
-            elif session.forced and said in _RANK and said != session.forced:
+            elif session.forced and _is_version(said) and said != session.forced:
                 self._emit(session, out, self._locate(session, ts, "client", name, finding(
                     "V1", f"the client speaks protocol {said}, the server {session.forced}")))
         if name in _LOGIN_STEPS:

@@ -9,7 +9,8 @@ import uuid
 from typing import NamedTuple
 
 from ctipipe.check import rules as R
-from ctipipe.core import protocol
+from ctipipe.core import protocol, stream
+from ctipipe.core.terminal import safe_json
 
 _INT_TEXT = re.compile(r"\s*[+-]?\d+\s*\Z")
 _SESSIONID = re.compile(r"[A-Za-z0-9]{10}\Z")
@@ -118,8 +119,15 @@ def is_template(value: object) -> bool:
 
 
 def show(value: object) -> str:
-    text = repr(value) if not isinstance(value, str) else '"' + value + '"'
+    """A wire value as it was on the wire: compact JSON, what could drive a
+    terminal escaped, cut after 40 characters."""
+    text = safe_json(stream.dumps(value)).decode("utf-8", "replace")
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def class_label(name: object) -> str:
+    """A message's class in a finding: as it is when a string, else as JSON."""
+    return name if type(name) is str else show(name)
 
 
 def _required(name: str, spec: dict, message: dict, version: str, out: list) -> None:
@@ -183,7 +191,8 @@ def check_client(message: object, version: str) -> list[Finding]:
             return [finding("M4", f'{name} without "{dispatch}" [inferred]')]
         variant = spec["variants"].get(which) if type(which) is str else None
         if variant is None:
-            removed = R.REMOVED_COMMANDS.get(which) if name == "ipbxcommand" else None
+            removed = (R.REMOVED_COMMANDS.get(which) if name == "ipbxcommand" and type(which) is str
+                       else None)
             if removed and not at_least(version, removed[0]):
                 return out
             why = f" ({removed[1]})" if removed else ""
@@ -205,7 +214,7 @@ def check_client(message: object, version: str) -> list[Finding]:
 
 def _getlist(function: str, variant: dict, message: dict, out: list) -> None:
     listname = message.get("listname")
-    if "listname" in message and listname not in R.LISTNAMES:
+    if "listname" in message and (type(listname) is not str or listname not in R.LISTNAMES):
         if function == "updateconfig":
             out.append(finding("M2", f"getlist updateconfig of unknown list {show(listname)}: "
                                 f"the server's lookup fails [inferred]", value=listname))
@@ -287,8 +296,8 @@ def check_server(message: object, version: str) -> list[Finding]:
                             else f"timenow {show(timenow)} is not a number"))
     name = message.get("class")
     if (version != "1.2" and "replyid" in message
-            and name not in protocol.REPLYID_CLASSES):
-        out.append(finding("R3", f"a {name} reply with replyid: the real server sends none, "
+            and (type(name) is not str or name not in protocol.REPLYID_CLASSES)):
+        out.append(finding("R3", f"a {class_label(name)} reply with replyid: the real server sends none, "
                             f"so a client waiting for it would wait forever"))
     error = message.get("error_string")
     if error is not None:
@@ -314,10 +323,10 @@ def explain_error(error: object, name: object, version: str) -> Finding:
     head, _, rest = text.partition(":")
     known = R.ERRORS.get(text) or R.ERRORS.get(head)
     if known is None:
-        return finding("E1", f"{name} error {show(error)}: not an error the real server "
+        return finding("E1", f"{class_label(name)} error {show(error)}: not an error the real server "
                         f"sends", value=error)
     versions, meaning = known
     args = rest.split(";") if rest else []
     meaning = meaning.format(*(args + ["?", "?"]))
     note = "" if version in versions else f" (protocol {', '.join(versions)} only)"
-    return finding("E1", f"{name} error {show(error)}: {meaning}{note}", value=error)
+    return finding("E1", f"{class_label(name)} error {show(error)}: {meaning}{note}", value=error)
