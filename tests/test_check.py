@@ -459,13 +459,13 @@ def test_readme_examples_file_gives_the_readme_output(capfd):
     assert out.splitlines()[0] in readme
 
 
-def _pcap(packets) -> bytes:
-    """A capture of one TCP connection to port 5003 (no handshake): (from_client, payload)."""
+def _pcap(packets, port=5003) -> bytes:
+    """A capture of one TCP connection to `port` (no handshake): (from_client, payload)."""
     import struct
     out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
     seq = {True: 1000, False: 5000}
     for n, (client, data) in enumerate(packets):
-        ports = (40000, 5003) if client else (5003, 40000)
+        ports = (40000, port) if client else (port, 40000)
         hosts = (b"\n\0\0\7", b"\n\0\0\1") if client else (b"\n\0\0\1", b"\n\0\0\7")
         tcp = struct.pack("!HHIIBBHHH", *ports, seq[client], seq[not client], 5 << 4, 0x18,
                           65535, 0, 0)
@@ -499,6 +499,26 @@ def test_wireshark_lua_dissector_made_from_the_table(tmp_path, capfd):
                                  'on this']
     assert rows[3][0] == "ipbxcommand" and rows[3][1].startswith("[M4] ipbxcommand command "
                                                                  "originate is unknown")
+
+
+@pytest.mark.parametrize("port, decode_as", [(5003, []), (6000, ["-d", "tcp.port==6000,cti"]),
+                                             (5003, ["-d", "tcp.port==5003,cti"])])
+def test_wireshark_lua_dissector_knows_the_client_on_any_port(tmp_path, capfd, port, decode_as):
+    """The direction comes from the port the dissector was applied on, not from 5003."""
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        pytest.skip("tshark is not installed: the dissector is not run")
+    _, lua_text, _ = _main(["--wireshark-lua"], capfd)
+    (tmp_path / "cti.lua").write_text(lua_text)
+    (tmp_path / "cti.pcap").write_bytes(_pcap([
+        (True, b'{"class":"answer","uniqueid":"1.2"}\n'),
+        (False, orjson.dumps(LOGIN_ID_OK) + b"\n")], port))
+    shown = subprocess.run([tshark, "-r", str(tmp_path / "cti.pcap"), "-X",
+                            f"lua_script:{tmp_path / 'cti.lua'}", *decode_as, "-T", "fields",
+                            "-e", "cti.from", "-e", "_ws.col.Info"],
+                           capture_output=True, text=True, timeout=60)
+    rows = [line.split("\t") for line in shown.stdout.splitlines()]
+    assert rows == [["client", "C>S answer"], ["server", "S>C login_id"]], shown.stderr
 
 
 def test_annotated_stream_reads_in_every_stage_as_the_plain_one(tmp_path, capfd):

@@ -186,9 +186,32 @@ local function dissect_line(line, tvbrange, tree, from_client)
   return name
 end
 
+-- The server's port: the one the dissector was matched on (tcp.port @PORT@, or the
+-- port given by Decode As / -d tcp.port==P,cti), else the preference.
+cti.prefs.port = Pref.uint("Server port", PORT, "The CTI server's TCP port: what is sent to "
+                           .. "it comes from the client")
+local registered = PORT
+
+function cti.prefs_changed()
+  if cti.prefs.port ~= registered then
+    DissectorTable.get("tcp.port"):remove(registered, cti)
+    registered = cti.prefs.port
+    DissectorTable.get("tcp.port"):add(registered, cti)
+  end
+end
+
+local function server_port(pinfo)
+  local matched = pinfo.match_uint
+  if matched ~= nil and matched ~= 0
+      and (pinfo.src_port == matched or pinfo.dst_port == matched) then
+    return matched
+  end
+  return cti.prefs.port
+end
+
 function cti.dissector(tvb, pinfo, tree)
   local length = tvb:len()
-  local from_client = pinfo.dst_port == PORT
+  local from_client = pinfo.dst_port == server_port(pinfo)
   local offset = 0
   local names = {}
   while offset < length do
