@@ -743,3 +743,22 @@ def test_findings_show_wire_values_as_json(side, message, text):
     found = check(stream(LOGIN + [(side, message)]))
     assert any(text in f.text for f in found), [f.text for f in found]
     assert not any("None is not" in f.text or "{'" in f.text or "['" in f.text for f in found)
+
+
+# --- ctistat and ctipretty on what a capture does not hold -------------------------------
+
+@pytest.mark.parametrize("gap, completed, note", [
+    ({"side": "server", "missing": 100}, 0, "1 session with bytes missing from the capture"),
+    ({"lost": 3}, 0, "1 session with records lost"),
+    ({}, 1, None),  # no gap: the run completed
+])
+def test_ctistat_counts_a_gap_of_either_kind(gap, completed, note):
+    from ctipipe.stages import stats
+    records = stream(LOGIN + ([("event", {"event": "gap", **gap})] if gap else []))
+    stat = stats.Stat(False, False, totals="only")
+    for record in records:
+        stat.handle(record, orjson.dumps(record))
+    text = stat.finish().decode()
+    assert f"{completed} of 1 session completed" in text
+    assert (note in text) if note else "with records lost" not in text and "missing" not in text
+

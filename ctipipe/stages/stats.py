@@ -52,7 +52,9 @@ class _Session:
         self.latency: dict[str, list[float]] = collections.defaultdict(list)
         self.unanswered: collections.Counter = collections.Counter()
         self.not_expected: collections.Counter = collections.Counter()  # no reply by design
-        self.lost = 0
+        self.lost = 0  # records the relay's tap lost (gap events' `lost`)
+        self.missing = 0  # bytes a capture does not hold (ctipcap's gap events' `missing`)
+        self.gaps = 0  # gap events, of either kind
         self.error: object = None  # an `error` event of this session
         self.seen = {"client": 0, "server": 0}  # data records per side
 
@@ -140,6 +142,8 @@ class _Session:
             "latency": latency,
             "lost": self.lost,
         }
+        if self.missing:  # bytes a capture does not hold (ctipcap)
+            result["missing"] = self.missing
         if close.get("error"):
             result["error"] = close["error"]
         elif self.error is not None:
@@ -162,7 +166,7 @@ class _Session:
     def completed(self) -> bool:
         """Closed by the client, without an error or a gap: the run a load test wants."""
         return (self.outcome() == "client" and not (self.close or {}).get("error")
-                and self.error is None and not self.lost)
+                and self.error is None and not self.gaps)
 
 
 def _measured(close: dict) -> tuple[dict, dict] | None:
@@ -193,8 +197,11 @@ class _Totals:
         self.unanswered = collections.Counter()
         self.not_expected = collections.Counter()
         self.lost = 0
+        self.missing = 0
         self.with_error = 0
-        self.with_gap = 0
+        self.with_gap = 0  # sessions with a gap of either kind
+        self.with_lost = 0
+        self.with_missing = 0
         self.one_sided = 0
 
     def add(self, session: _Session, summary: dict) -> None:
@@ -210,7 +217,10 @@ class _Totals:
         self.unanswered.update(session.unanswered)
         self.not_expected.update(session.not_expected)
         self.lost += session.lost
-        self.with_gap += bool(session.lost)
+        self.missing += session.missing
+        self.with_gap += bool(session.gaps)
+        self.with_lost += bool(session.lost)
+        self.with_missing += bool(session.missing)
         self.with_error += "error" in summary
         self.one_sided += "absent" in summary
 
@@ -226,6 +236,9 @@ class _Totals:
                 "with_error": self.with_error,
                 "with_gap": self.with_gap,
                 "lost": self.lost,
+                "with_lost": self.with_lost,
+                "with_missing": self.with_missing,
+                "missing": self.missing,
                 "one_sided": self.one_sided,
                 "messages": {side: dict(counter.most_common()) for side, counter in self.classes.items()},
                 "bytes": dict(self.bytes),
@@ -276,8 +289,12 @@ class Stat(stage.Stage):
         if event == "open":
             self._session(record.get("conn")).open = record
         elif event == "gap":
-            lost = record.get("lost")
-            self._session(record.get("conn")).lost += lost if isinstance(lost, int) else 0
+            # the relay's tap: `lost` records; ctipcap: `missing` bytes of one side
+            session = self._session(record.get("conn"))
+            session.gaps += 1
+            lost, missing = record.get("lost"), record.get("missing")
+            session.lost += lost if type(lost) is int else 0
+            session.missing += missing if type(missing) is int else 0
         elif event == "close":
             problem = stream.record_problem(record)
             if problem is not None:  # its figures would stop the report
@@ -417,6 +434,8 @@ def _title(summary: dict) -> str:
         title += f" ({summary['error']})"
     if summary["lost"]:
         title += f"; {summary['lost']} records lost by the tap, not counted"
+    if summary.get("missing"):
+        title += f"; {summary['missing']} bytes missing from the capture, not counted"
     return title
 
 
@@ -452,7 +471,8 @@ def format_totals(totals: dict, network: bool = False) -> str:
              f"client, without an error or a gap)"]
     ended = [f"{n} {_ENDED[name]}" for name, n in totals["outcome"].items()]
     lines.append("ended: " + ", ".join(ended))
-    notes = [(totals["with_error"], "with an error"), (totals["with_gap"], "with records lost"),
+    notes = [(totals["with_error"], "with an error"), (totals["with_lost"], "with records lost"),
+             (totals["with_missing"], "with bytes missing from the capture"),
              (totals["one_sided"], "with one side absent from the input")]
     lines += [f"{_plural(n, 'session')} {what}" for n, what in notes if n]
     sent = totals["bytes"]
