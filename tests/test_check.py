@@ -762,3 +762,14 @@ def test_ctistat_counts_a_gap_of_either_kind(gap, completed, note):
     assert f"{completed} of 1 session completed" in text
     assert (note in text) if note else "with records lost" not in text and "missing" not in text
 
+
+@pytest.mark.parametrize("record", [
+    _cut("client"),  # the first line of a capture that began mid-session
+    {"ts": T0, "conn": 1, "from": "server", "size": 3, "partial": True, "raw": "{\"c"},  # at a gap
+])
+def test_ctipretty_says_what_partial_means_not_a_cause(record):
+    shown = pretty.Pretty(compact=True, color=False, clock="none")
+    shown.handle(record, orjson.dumps(record))
+    text = (shown.finish() or b"").decode()
+    assert "an incomplete line: its start or its end is not in the stream" in text
+    assert "the connection closed before the end of this line" not in text

@@ -150,7 +150,9 @@ class Pretty(stage.Stage):
         if record.get("oversize"):
             notes.append("a piece of a line longer than the relay's limit")
         if record.get("partial"):
-            notes.append("the connection closed before the end of this line")
+            # docs/stream.md: the start or the end of the line is not in the stream
+            notes.append("an incomplete line: its start or its end is not in the stream "
+                         "(cut by the connection's end, the capture's start or a gap)")
         # A --raw chunk is shown exactly as the classic ctispy's print(data) did:
         # its text, then a newline, so that chunks "A\n" and "A" differ.
         chunk = record.get("chunk") is True
