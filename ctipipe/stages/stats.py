@@ -181,7 +181,12 @@ def _measured(close: dict) -> tuple[dict, dict] | None:
 
 
 def _key(value: object) -> object:
-    return replies.request_key(value)  # session 5 and "5" are the same session
+    """Session 5 and "5" are the same session (an int, the common case, is its own key)."""
+    if type(value) is int:
+        return value
+    if type(value) is str and value.isascii() and value.isdigit() and str(int(value)) == value:
+        return int(value)
+    return replies.request_key(value)
 
 
 class _Totals:
@@ -246,7 +251,6 @@ class _Totals:
 
 
 class Stat(stage.Stage):
-    rewrites = True  # commandid and replyid compared, and written with --samples, exactly
     def __init__(self, network: bool = False, as_json: bool = False, samples: str | None = None,
                  totals: str = "auto") -> None:
         """`samples`: None, "json" or "csv" (one line per request instead of
@@ -274,6 +278,11 @@ class Stat(stage.Stage):
     def handle(self, record: dict, line: bytes) -> bytes | None:
         side = record.get("from")
         if side in ("client", "server"):
+            message = record.get("msg")
+            if (type(message) is dict and (type(message.get("commandid")) is float
+                                           or type(message.get("replyid")) is float)
+                    and _inexact_id(message)):
+                record = stream.exact_loads(line)  # compared, and written by --samples, exactly
             session = self._session(record.get("conn"))
             session.add(record, side)
             if session.outcomes:
@@ -376,6 +385,21 @@ class Stat(stage.Stage):
             else:
                 reports.append(safe_text(format_totals(totals, self.network).encode()))
         return b"".join(report + b"\n" for report in reports) or None
+
+
+# orjson reads an integer beyond 64 bits as a float: a commandid or replyid that
+# came as a float this large is read again exactly (two different ones must not
+# meet as the same float). Looked for in these two keys only, which costs far
+# less than a look for long runs of digits in every batch.
+BEYOND_64_BITS = 2.0 ** 63
+
+
+def _inexact_id(message: dict) -> bool:
+    for key in ("commandid", "replyid"):
+        value = message.get(key)
+        if type(value) is float and not -BEYOND_64_BITS < value < BEYOND_64_BITS:
+            return True
+    return False
 
 
 def _sample(conn: object, outcome: replies.Outcome) -> dict:
