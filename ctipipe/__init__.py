@@ -1,3 +1,3 @@
 """ctipipe: spy on, save and measure a XiVO CTI session as a Unix pipeline."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
