@@ -65,13 +65,7 @@ def test_pairs_are_ctistats():
 
 def test_a_logout_gets_no_reply_expected():
     # the protocol never answers a logout: its pair says so; an unanswered getlist is a fault
-    lines = [{"ts": 1.0, "conn": 1, "event": "open", "client": "10.0.0.1:4000", "server": "xivo:5003"},
-             {"ts": 1.1, "conn": 1, "from": "client", "size": 40,
-              "msg": {"class": "getlist", "function": "listid", "listname": "users", "commandid": 1}},
-             {"ts": 1.2, "conn": 1, "from": "client", "size": 40,
-              "msg": {"class": "logout", "stopper": "disconnect", "commandid": 2}},
-             {"ts": 1.3, "conn": 1, "event": "close", "by": "client"}]
-    doc = document(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    doc = document((Path(__file__).parent / "data" / "logout-and-unanswered-getlist.jsonl").read_bytes())
     pairs = doc["pairs"]
     shown = {doc["classes"][doc["rows"]["c"][q]]: (a, expected)
              for q, a, expected in zip(pairs["q"], pairs["a"], pairs["e"])}

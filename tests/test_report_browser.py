@@ -245,13 +245,7 @@ def test_100000_messages_keep_few_row_elements_and_reach_the_last(browser, tmp_p
 
 
 def test_only_requests_that_expect_a_reply_are_listed_without_one(browser, tmp_path):
-    lines = [{"ts": 1.0, "conn": 1, "event": "open", "client": "10.0.0.1:4000", "server": "xivo:5003"},
-             {"ts": 1.1, "conn": 1, "from": "client", "size": 40,
-              "msg": {"class": "getlist", "function": "listid", "listname": "users", "commandid": 1}},
-             {"ts": 1.2, "conn": 1, "from": "client", "size": 40,
-              "msg": {"class": "logout", "stopper": "disconnect", "commandid": 2}},
-             {"ts": 1.3, "conn": 1, "event": "close", "by": "client"}]
-    path = write_report(tmp_path, b"".join(orjson.dumps(r) + b"\n" for r in lines))
+    path = write_report(tmp_path, (DATA / "logout-and-unanswered-getlist.jsonl").read_bytes())
     open_page(browser, path)
     assert_quiet(browser)
     assert [r["texts"][1:3] for r in rows(browser) if r["kind"] == "client"] == [

@@ -160,17 +160,22 @@ def _connect(port: int, proc: Proc) -> socket.socket:
     raise AssertionError(f"the relay did not listen: {proc.err}")
 
 
+def _attempt_tls(port, proc) -> None:
+    """A TLS client through the relay whose handshake is expected to fail."""
+    client = _connect(port, proc)
+    try:
+        tls_context(False).wrap_socket(client)
+    except (OSError, ssl.SSLError):
+        pass
+
+
 @pytest.mark.parametrize("name", ["ctirelay", "ctisave"])
 def test_a_server_certificate_that_does_not_verify_is_said_and_exits_1(pair, tmp_path, name):
     other, _, _ = certs.relay_certificate(tmp_path / "other")
     server = XivoServer(*pair, implicit=True)
     files = (str(tmp_path / "c"), str(tmp_path / "s")) if name == "ctisave" else ()
     proc, port = _relay(server.port, "--tls", "--server-ca", str(other), name=name, files=files)
-    client = _connect(port, proc)
-    try:
-        tls_context(False).wrap_socket(client)
-    except (OSError, ssl.SSLError):
-        pass
+    _attempt_tls(port, proc)
     assert proc.finish() == 1
     server.close()
     lines = proc.err.splitlines()
@@ -185,11 +190,7 @@ def test_tls_to_a_port_that_starts_in_plain_text_gives_the_hint(pair):
     """ctirelay --tls against a XiVO port 5003, which sends its offer in plain text."""
     server = XivoServer(*pair)  # plain, with the STARTTLS offer first
     proc, port = _relay(server.port, "--tls")
-    client = _connect(port, proc)
-    try:
-        tls_context(False).wrap_socket(client)
-    except (OSError, ssl.SSLError):
-        pass
+    _attempt_tls(port, proc)
     assert proc.finish() == 1
     server.close()
     assert proc.err.count("drop --tls") == 1, proc.err
