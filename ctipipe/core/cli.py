@@ -58,7 +58,7 @@ class Parser(argparse.ArgumentParser):
             return super().parse_args(args, namespace)
 
 
-def _number(convert, low, high, what: str):
+def number(convert, low, high, what: str):
     """An argparse type: `convert` the text, then check low <= value <= high."""
     def parse(text: str):
         try:
@@ -71,11 +71,12 @@ def _number(convert, low, high, what: str):
     return parse
 
 
-port = _number(int, 0, 65535, "a port number")  # where to listen: 0 lets the kernel choose
-server_port = _number(int, 1, 65535, "a server's port number")  # where to connect
-positive = _number(int, 1, 1 << 40, "a positive number")
-seconds = _number(float, 0.001, 1e6, "a number of seconds")
-duration = _number(float, 0, 1e6, "a number of seconds")  # 0 allowed: at once
+port = number(int, 0, 65535, "a port number")  # where to listen: 0 lets the kernel choose
+server_port = number(int, 1, 65535, "a server's port number")  # where to connect
+positive = number(int, 1, 1 << 40, "a positive number")
+seconds = number(float, 0.001, 1e6, "a number of seconds")
+duration = number(float, 0, 1e6, "a number of seconds")  # 0 allowed: at once
+count = number(int, 1, 100_000, "a number")  # of sessions, of clients
 
 
 # Set by a wrapper for its stages: their messages then name the command the

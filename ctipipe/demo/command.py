@@ -150,16 +150,6 @@ def _replay_demo(args: argparse.Namespace) -> int:
             _stop(procs)
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {text}")
-    return port
-
-
 DESCRIPTION = """\
 A demo CTI server and client that behave like XiVO's, to see the tools at work.
 Alone, ctidemo runs the demo server, the classic ctispy between it and the demo
@@ -175,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
                         "ctidemo server --port 5003 --no-starttls\n"
                         "ctidemo client --port 50030            # one scripted session (password: demo)\n"
                         "ctidemo replay                         # record a session, replay it with ctireplay")
-    parser.add_argument("--listen-port", type=_port, default=0,
+    parser.add_argument("--listen-port", type=cli.port, default=0,
                         help="where ctispy listens (default: any free port)")
-    parser.add_argument("--server-port", type=_port, default=0,
+    parser.add_argument("--server-port", type=cli.port, default=0,
                         help="the demo server's port (default: any free one)")
     parser.add_argument("--compact", action="store_true", help="one line per message")
     parser.add_argument("--pause", type=float, default=0.05,
@@ -194,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         example="ctidemo server --port 5003 &\nctirelay 127.0.0.1 --port 5003 | ctipretty")
     server.add_argument("--listen-addr", type=cli.host, default="127.0.0.1", metavar="ADDR",
                         help="the address to listen on (default 127.0.0.1)")
-    server.add_argument("--port", type=_port, default=5003, help="the port to listen on (default 5003)")
+    server.add_argument("--port", type=cli.port, default=5003, help="the port to listen on (default 5003)")
     server.add_argument("--no-starttls", action="store_true",
                         help="do not offer STARTTLS (a server before XiVO 15.20, or with TLS off)")
     client = parts.add_parser(
@@ -205,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                     "lists, a dial and a hangup, then logout."),
         example="ctidemo client --port 50030 --user alice")
     client.add_argument("--host", type=cli.host, default="127.0.0.1", help="the server or relay (default 127.0.0.1)")
-    client.add_argument("--port", type=_port, default=50030, help="its port (default 50030)")
+    client.add_argument("--port", type=cli.server_port, default=50030, help="its port (default 50030)")
     client.add_argument("--user", default="alice", help="the login (default alice)")
     client.add_argument("--pause", type=float, default=0.05,
                         help="seconds between steps (default 0.05)")
@@ -218,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         example="ctidemo replay --compact")
     # The whole demo's options, also after `replay` (SUPPRESS: not given here,
     # the value given before `replay`, or its default, stays).
-    replay.add_argument("--listen-port", type=_port, default=argparse.SUPPRESS,
+    replay.add_argument("--listen-port", type=cli.port, default=argparse.SUPPRESS,
                         help="where ctispy listens (default: any free port)")
     replay.add_argument("--compact", action="store_true", default=argparse.SUPPRESS,
                         help="one line per message")

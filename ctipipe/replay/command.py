@@ -66,15 +66,6 @@ def _pace(text: str) -> float:
     return value
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 1 <= value <= 100_000:
-        raise argparse.ArgumentTypeError(f"out of range 1-100000: {text}")
-    return value
-
 
 def _parser() -> cli.Parser:
     parser = cli.Parser(PROG, "Replay a saved tagged stream: as a mock CTI server (default) or, with "
@@ -84,7 +75,7 @@ def _parser() -> cli.Parser:
                         f"followed it past the first {report.FOLLOWERS_SHOWN} only counted) and "
                         "a summary line.", EXAMPLE)
     parser.add_argument("recording", metavar="SESSION.jsonl", help="a saved tagged stream")
-    parser.add_argument("--conn", type=_count, default=None, metavar="N",
+    parser.add_argument("--conn", type=cli.count, default=None, metavar="N",
                         help="which session of the recording (default: the first)")
     parser.add_argument("--pace", type=_pace, default=1.0, metavar="asap|recorded|FACTOR",
                         help="keep the recorded pauses (recorded, the default), none (asap), "
@@ -110,7 +101,7 @@ def _parser() -> cli.Parser:
     crowd.add_argument("--to", type=cli.server_host, metavar="HOST", default=None,
                        help="play the client side against HOST (HOST:PORT sets --port too)")
     crowd.add_argument("--port", type=cli.server_port, default=None, help="the server's port (default 5003)")
-    crowd.add_argument("--clients", type=_count, default=None, metavar="N",
+    crowd.add_argument("--clients", type=cli.count, default=None, metavar="N",
                        help="N sessions at once (default 1)")
     crowd.add_argument("--ramp", type=cli.duration, default=None, metavar="SECONDS",
                        help="spread the sessions' starts over this long")
