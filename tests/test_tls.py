@@ -13,8 +13,10 @@ import stat
 import subprocess
 import threading
 import time
+from functools import partial
 
 import pytest
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +25,9 @@ from helpers import (LOCALHOST, PYTHON, WAIT, Proc, Relay, command, free_port, i
 from peers import PASSWORD, LineSocket, XivoClient, XivoServer, tls_context
 
 from ctipipe.core import cli
+from ctipipe.demo import client as demo_client
 from ctipipe.demo import command as demo
+from ctipipe.demo import server as demo_server
 from ctipipe.relay import certs as tls
 from ctipipe.relay import command as relay_module
 
@@ -189,65 +193,87 @@ def test_peer_server_drops_a_client_that_does_not_start_its_handshake(pair):
 
 
 # --- the demo ---------------------------------------------------------------------
+# The demo server and client are trio code: here they run in-process (the client
+# under autojump_clock where it waits for an offer), against the independent
+# threaded peers or a scripted server; `ctidemo` as processes is the whole demo below.
 
-def _demo_server(*args: str) -> tuple[Proc, int]:
-    port = free_port()
-    proc = Proc(command("ctidemo", "server", "--port", str(port), *args))
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((LOCALHOST, port), timeout=1).close()
-            return proc, port
-        except OSError:
-            assert proc.popen.poll() is None, proc.err
-            time.sleep(0.05)
-    raise AssertionError("the demo server did not listen")
+async def _serve_demo(nursery, **options) -> int:
+    return await nursery.start(partial(demo_server.serve, LOCALHOST, 0, **options))
 
 
-def test_demo_server_offers_starttls_to_a_xivo_client():
-    proc, port = _demo_server()
-    client = XivoClient(port, password=demo.PASSWORD, extra=[{"class": "keepalive"}])
-    received = client.run()
+async def test_demo_server_offers_starttls_to_a_xivo_client(capsys):
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            port = await _serve_demo(nursery)
+            client = XivoClient(port, password=demo.PASSWORD, extra=[{"class": "keepalive"}])
+            received = await trio.to_thread.run_sync(client.run)
+            nursery.cancel_scope.cancel()
     assert client.tls["version"] in ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
     assert received[0] == {"class": "starttls", "timenow": received[0]["timenow"]}
     assert received[1]["starttls"] is True
     classes = [m["class"] for m in received[2:]]
     assert classes[:3] == ["login_id", "login_pass", "login_capas"]
     assert "replyid" not in received[3]  # protocol 2.x login replies
-    proc.kill()
-    assert "Traceback" not in proc.err
+    assert capsys.readouterr().err == (f"ctidemo server: listening on 127.0.0.1:{port} "
+                                       "(offering STARTTLS)\n")
 
 
-def test_demo_server_outlives_clients_that_reset():
-    proc, port = _demo_server()
-    for _ in range(5):  # each reads the offer, then resets instead of answering
-        with socket.create_connection((LOCALHOST, port), timeout=WAIT) as conn:
-            conn.recv(1024)
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    client = XivoClient(port, password=demo.PASSWORD)
-    assert [m["class"] for m in client.run()][2:5] == ["login_id", "login_pass", "login_capas"]
-    assert proc.popen.poll() is None and "Error" not in proc.err, proc.err
-    proc.kill()
-
-
-def test_demo_server_without_starttls_sends_nothing_first():
-    proc, port = _demo_server("--no-starttls")
+def _reset_after_the_offer(port: int) -> None:
     with socket.create_connection((LOCALHOST, port), timeout=WAIT) as conn:
-        conn.settimeout(0.5)
-        with pytest.raises(socket.timeout):
-            conn.recv(1)
-    client = XivoClient(port, wants_tls=False, protocol="1", password=demo.PASSWORD)
-    client.run()
+        conn.recv(1024)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+async def test_demo_server_outlives_clients_that_reset(capsys):
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            port = await _serve_demo(nursery)
+            for _ in range(5):  # each reads the offer, then resets instead of answering
+                await trio.to_thread.run_sync(_reset_after_the_offer, port)
+            client = XivoClient(port, password=demo.PASSWORD)
+            received = await trio.to_thread.run_sync(client.run)
+            nursery.cancel_scope.cancel()  # (an error escaping serve would end the test)
+    assert [m["class"] for m in received][2:5] == ["login_id", "login_pass", "login_capas"]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "listening on" in err, err  # no session said an error
+
+
+def _first_line_after_a_login(port: int) -> dict:
+    with socket.create_connection((LOCALHOST, port), timeout=WAIT) as conn:
+        conn.sendall(b'{"class":"login_id","userlogin":"alice","xivoversion":"1.2",'
+                     b'"commandid":7}\n')
+        return json.loads(LineSocket(conn).readline())
+
+
+async def test_demo_server_without_starttls_sends_nothing_first():
+    """An offer goes right after the accept, before anything is read: with none,
+    the first line a client gets is the reply to its own first request."""
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            port = await _serve_demo(nursery, starttls=False)
+            first = await trio.to_thread.run_sync(_first_line_after_a_login, port)
+            client = XivoClient(port, wants_tls=False, protocol="1", password=demo.PASSWORD)
+            received = await trio.to_thread.run_sync(client.run)
+            nursery.cancel_scope.cancel()
+    assert first["class"] == "login_id", first
     assert client.tls is None
+    assert [m["class"] for m in received] == ["login_id", "login_pass", "login_capas"]
 
 
-def test_demo_client_takes_the_offer_and_logs_in_with_a_clear_password_inside_tls(pair):
+def test_demo_server_port_taken_says_which_address(server, capsys):
+    assert demo.main(["server", "--port", str(server.port)]) == 1
+    assert capsys.readouterr().err == (
+        f"ctidemo: error: cannot listen on 127.0.0.1:{server.port}: Address "
+        "already in use (another server running? choose another --port)\n")
+
+
+def test_demo_client_takes_the_offer_and_logs_in_with_a_clear_password_inside_tls(pair, capsys):
     server = XivoServer(*pair, password=demo.PASSWORD)
     try:
-        proc = Proc(command("ctidemo", "client", "--port", str(server.port), "--pause", "0"))
-        assert proc.finish() == 0, proc.err
+        assert demo.main(["client", "--port", str(server.port), "--pause", "0"]) == 0
     finally:
         server.close()
+    assert capsys.readouterr().err == ""
     log = server.log[0]
     assert log["tls"]["version"] == "TLSv1" and log["error"] is None
     classes = [m["class"] for m in log["received"]]
@@ -256,41 +282,121 @@ def test_demo_client_takes_the_offer_and_logs_in_with_a_clear_password_inside_tl
     assert classes[-1] == "logout"
 
 
-def test_demo_client_declines_nothing_when_no_offer_comes(pair):
+async def test_demo_client_declines_nothing_when_no_offer_comes(pair, autojump_clock):
+    """No offer within OFFER_WAIT: the client logs in without TLS, protocol 1.x."""
     server = XivoServer(*pair, offer=False, protocol="1", password=demo.PASSWORD)
     try:
-        proc = Proc(command("ctidemo", "client", "--port", str(server.port), "--pause", "0"))
-        assert proc.finish() == 0, proc.err
+        # (the only deadlines are the client's own: the clock jumps over its wait)
+        await demo_client.run_client(LOCALHOST, server.port, "alice", 0)
     finally:
-        server.close()
-    assert server.log[0]["tls"] is None
-    assert [m["class"] for m in server.log[0]["received"]][:2] == ["login_id", "login_pass"]
+        await trio.to_thread.run_sync(server.close)
+    assert trio.current_time() >= demo_client.OFFER_WAIT
+    assert server.log[0]["tls"] is None and server.log[0]["error"] is None
+    classes = [m["class"] for m in server.log[0]["received"]]
+    assert classes[:3] == ["login_id", "login_pass", "login_capas"]  # the hashed password passed
+    assert classes[-1] == "logout"
 
 
-@pytest.mark.parametrize("behaviour, expected", [
-    (b"", "closed the connection while we waited for the reply to"),
-    (b"this is not json\n", "not JSON"),
-    (b'{"class": "starttls"}\n{"class": "starttls", "starttls": true}\nGARBAGE', "TLS with the server failed"),
-])
-def test_demo_client_errors_are_one_line(server, behaviour, expected):
-    proc = Proc(command("ctidemo", "client", "--port", str(server.port), "--pause", "0"))
-    conn = server.accept()
-    conn.sendall(behaviour)
-    if not behaviour:
-        conn.recv(1 << 16)  # its login_id, after waiting for an offer
-    else:
-        time.sleep(0.2)
-    conn.close()
-    assert proc.finish() == 1
-    assert proc.err.count("\n") == 1 and expected in proc.err, proc.err
-    assert proc.err.startswith("ctidemo: error: ")
+async def _read_line(stream) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = await stream.receive_some()
+        assert chunk, data
+        data += chunk
+    return data
 
 
-def test_demo_server_port_taken_says_which_address(server):
-    proc = Proc(command("ctidemo", "server", "--port", str(server.port)))
-    assert proc.finish() == 1
-    assert proc.err == (f"ctidemo: error: cannot listen on 127.0.0.1:{server.port}: Address "
-                        "already in use (another server running? choose another --port)\n")
+async def _demo_client_against(script) -> tuple[str, int, list]:
+    """Run the demo client against script(stream, seen) on an in-process listener;
+    the client's error, the port, and what the script noted."""
+    [listener] = await trio.open_tcp_listeners(0, host=LOCALHOST)
+    port = listener.socket.getsockname()[1]
+    seen: list = []
+
+    async def serve_one() -> None:
+        async with listener:
+            stream = await listener.accept()
+        await script(stream, seen)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_one)
+        with pytest.raises(cli.CommandError) as raised:
+            await demo_client.run_client(LOCALHOST, port, "alice", 0)
+    return str(raised.value), port, seen
+
+
+async def _closes_after_the_login_id(stream, seen) -> None:
+    async with stream:
+        kind = json.loads(await _read_line(stream))["class"]
+        seen.append((trio.current_time(), kind))
+
+
+async def _not_json(stream, seen) -> None:
+    async with stream:
+        await stream.send_all(b"this is not json\n")
+        while await stream.receive_some():
+            pass
+
+
+async def _garbage_for_a_handshake(stream, seen) -> None:
+    async with stream:
+        await stream.send_all(b'{"class": "starttls"}\n{"class": "starttls", "starttls": true}\n'
+                              b"GARBAGE")
+        data = await _read_line(stream)
+        seen.append(json.loads(data[:data.index(b"\n")])["class"])
+        while data.endswith(b"\n"):  # then the start of its ClientHello
+            data += await stream.receive_some()
+
+
+async def _resets_after_the_login_pass(stream, seen) -> None:
+    seen.append(json.loads(await _read_line(stream))["class"])
+    await stream.send_all(b'{"class": "login_id", "sessionid": "x", "xivoversion": "1.2"}\n')
+    seen.append(json.loads(await _read_line(stream))["class"])
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await stream.aclose()
+
+
+async def test_demo_client_a_server_that_closes_is_said(autojump_clock):
+    """No offer: the login_id goes at OFFER_WAIT exactly, and the close that follows is said."""
+    said, _, seen = await _demo_client_against(_closes_after_the_login_id)
+    assert seen == [(demo_client.OFFER_WAIT, "login_id")]
+    assert said == "the server closed the connection while we waited for the reply to login_id"
+
+
+async def test_demo_client_a_line_that_is_not_json_is_said(autojump_clock):
+    said, _, _ = await _demo_client_against(_not_json)
+    assert trio.current_time() == 0  # read at once, within the wait for an offer
+    assert said == ("the server sent a line that is not JSON while we waited for the reply to "
+                    "the server's first message: b'this is not json'")
+
+
+async def test_demo_client_a_failed_handshake_is_said(autojump_clock):
+    said, _, seen = await _demo_client_against(_garbage_for_a_handshake)
+    assert seen == ["starttls"]
+    assert said.startswith("TLS with the server failed: ") and "\n" not in said, said
+
+
+async def test_demo_client_server_gone_mid_session_is_said(autojump_clock):
+    said, port, seen = await _demo_client_against(_resets_after_the_login_pass)
+    assert seen == ["login_id", "login_pass"]
+    assert said == f"the connection to 127.0.0.1:{port} was lost (Connection reset by peer)"
+
+
+def test_demo_client_errors_are_one_line(server, capsys):
+    """What the client raises reaches the user as one line and status 1."""
+    def not_json() -> None:
+        conn = server.accept()
+        conn.sendall(b"this is not json\n")
+        is_closed(conn)
+        conn.close()
+
+    thread = threading.Thread(target=not_json)
+    thread.start()
+    assert demo.main(["client", "--port", str(server.port), "--pause", "0"]) == 1
+    thread.join(WAIT)
+    assert capsys.readouterr().err == (
+        "ctidemo: error: the server sent a line that is not JSON while we waited for the "
+        "reply to the server's first message: b'this is not json'\n")
 
 
 # --- through the relay ------------------------------------------------------------
@@ -605,7 +711,7 @@ def test_plaintext_is_forwarded_exactly_through_intercepted_tls(tls_loop_relay, 
 
 
 def test_whole_demo_shows_the_tls_line_and_the_decrypted_session():
-    proc = Proc(command("ctidemo", "--compact", "--pause", "0.02"), env={**os.environ, "TZ": "UTC"})
+    proc = Proc(command("ctidemo", "--compact", "--pause", "0"), env={**os.environ, "TZ": "UTC"})
     assert proc.finish(timeout=30) == 0, proc.err
     shown = proc.out.decode()
     assert "TLS (STARTTLS): client TLSv" in shown  # ctipretty's line for the tls event
@@ -736,18 +842,6 @@ def test_wrappers_pass_the_tls_options_on():
         "pass", True, "c.pem", "k.pem", "ca.pem")
     assert relay.parse_args(wrappers.relay_argv(actions, wrapper.parse_args(["xivo"]))).starttls \
         == "intercept"
-
-
-def test_demo_client_server_gone_mid_session_is_one_line(server):
-    proc = Proc(command("ctidemo", "client", "--port", str(server.port), "--pause", "0"))
-    conn = server.accept()
-    conn.recv(1 << 16)  # login_id, after waiting for an offer
-    conn.sendall(b'{"class": "login_id", "sessionid": "x", "xivoversion": "1.2"}\n')
-    conn.recv(1 << 16)  # login_pass
-    reset(conn)
-    assert proc.finish() == 1
-    assert proc.err.count("\n") == 1 and proc.err.startswith("ctidemo: error: "), proc.err
-    assert "Traceback" not in proc.err
 
 
 def test_a_peer_that_alerts_on_the_passed_on_fin_ends_the_session_cleanly(pair, server):
