@@ -780,19 +780,20 @@ def test_implicit_tls_passed_on_untouched(pair):
     assert "error" not in close, json.dumps(close)
 
 
-def test_bad_tls_options_are_one_line(tmp_path, server):
+def test_bad_tls_options_are_one_line(tmp_path, server, capfd):
     bad = tmp_path / "bad.pem"
     bad.write_text("not a certificate")
-    proc = Proc(command("ctirelay", LOCALHOST, "--port", str(server.port), "--listen-port", "0",
-                        "--cert", str(bad), "--key", str(bad)))
-    assert proc.finish() == 1
-    assert proc.err.count("\n") == 1, proc.err
-    assert proc.err.startswith("ctirelay: error: cannot use the certificate")
-    proc = Proc(command("ctirelay", LOCALHOST, "--cert", str(bad)))
-    assert proc.finish() == 2 and "--cert and --key go together" in proc.err
-    proc = Proc(command("ctirelay", LOCALHOST, "--server-ca", str(tmp_path / "none.pem")))
-    assert proc.finish() == 1
-    assert proc.err.count("\n") == 1 and "cannot use --server-ca" in proc.err
+    assert relay_module.main([LOCALHOST, "--port", str(server.port), "--listen-port", "0",
+                              "--cert", str(bad), "--key", str(bad)]) == 1
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("ctirelay: error: cannot use the certificate")
+    with pytest.raises(SystemExit) as exited:
+        relay_module.main([LOCALHOST, "--cert", str(bad)])
+    assert exited.value.code == 2 and "--cert and --key go together" in capfd.readouterr().err
+    assert relay_module.main([LOCALHOST, "--server-ca", str(tmp_path / "none.pem")]) == 1
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "cannot use --server-ca" in err, err
 
 
 def test_sigterm_during_an_intercepted_session_closes_it_once(pair, server):
