@@ -24,29 +24,38 @@ def need_tools():
 class Capture:
     """tcpdump (or dumpcap) writing packets to a file as they come, on the given ports."""
 
-    def __init__(self, path, ports, *, interface="lo", tool="tcpdump") -> None:
+    def __init__(self, path, ports, *, interface="lo", tool="tcpdump", wait=True) -> None:
+        """Start the capture and wait until it has begun (or, with wait=False, leave
+        that wait to started(): several captures then start side by side)."""
         self.path = path
         self.ports = ports
-        probe = Server()  # connections to it show when the capture has really begun
-        bpf = " or ".join(f"tcp port {port}" for port in (*ports, probe.port))
+        self.tool = tool
+        self.probe = Server()  # connections to it show when the capture has really begun
+        bpf = " or ".join(f"tcp port {port}" for port in (*ports, self.probe.port))
         if tool == "tcpdump":
             # Packet-buffered and in immediate mode, so that the file holds each
             # packet at once; immediate mode gives each packet a ring slot of the
             # snap length, so -s and -B keep enough slots for a burst.
             argv = ["tcpdump", "-i", interface, "-U", "--immediate-mode", "-s", "65535",
                     "-B", "16384", "-n", "-w", str(path), bpf]
-            ready = "listening on"
+            self.ready = "listening on"
         else:
             argv = ["dumpcap", "-q", "-i", interface, "-f", bpf, "-w", str(path)]
-            ready = "Capturing on"
+            self.ready = "Capturing on"
         self.proc = Proc(argv)
-        self.proc.wait_for(lambda p: ready in p.err, what=f"{tool} to start")
+        if wait:
+            self.started()
+
+    def started(self) -> None:
+        """Wait until the capture has begun."""
+        probe = self.probe
+        self.proc.wait_for(lambda p: self.ready in p.err, what=f"{self.tool} to start")
         # Its line can come before the capture begins (dumpcap's does): knock
         # on the probe's port until the file holds a packet to it.
         deadline = time.monotonic() + WAIT
         try:
             while not self._holds_port(probe.port):
-                assert time.monotonic() < deadline, f"{tool} does not capture: {self.proc.err}"
+                assert time.monotonic() < deadline, f"{self.tool} does not capture: {self.proc.err}"
                 socket.create_connection((LOCALHOST, probe.port), timeout=WAIT).close()
                 probe.accept().close()
                 time.sleep(0.02)

@@ -13,14 +13,20 @@ import subprocess
 import pytest
 
 from capturing import Capture, need_tools
-from helpers import WAIT, Proc, Relay, command
+import trio
+
+from helpers import LOCALHOST, WAIT, Proc, Relay, command
+from ctipipe.demo import client as demo_client
+from ctipipe.pcap import command as pcap_command
 from ctipipe.stages import stats
 
-def ctipcap(path, port) -> list[bytes]:
-    proc = Proc(command("ctipcap", str(path), "--port", str(port)))
-    assert proc.finish() == 0, proc.err
-    assert proc.err == ""
-    return proc.out.splitlines()
+
+def ctipcap(capfd, path, port) -> list[bytes]:
+    """ctipcap in-process: its records, checking that it said nothing."""
+    assert pcap_command.main([str(path), "--port", str(port)]) == 0
+    out, err = capfd.readouterr()
+    assert err == ""
+    return out.encode().splitlines()
 
 
 def records_of(lines):
@@ -61,14 +67,11 @@ def wire_bytes(lines, side) -> bytes:
     return b"".join(out)
 
 
-def follow(path, port) -> dict[str, bytes]:
-    """tshark -z follow,tcp,raw: the bytes each node of the connection on
-    `port` sent, by "host:port"."""
-    found = subprocess.run(["tshark", "-r", str(path), "-Y", f"tcp.port=={port}", "-T", "fields",
-                            "-e", "tcp.stream"],
-                           capture_output=True, text=True, timeout=WAIT * 3, check=True)
-    stream_index = int(found.stdout.split()[0])
-    result = subprocess.run(["tshark", "-r", str(path), "-q", "-z", f"follow,tcp,raw,{stream_index}"],
+def follow(path, client, server) -> dict[str, bytes]:
+    """tshark -z follow,tcp,raw: the bytes each node of the connection between
+    `client` and `server` ("host:port") sent, by "host:port"."""
+    result = subprocess.run(["tshark", "-r", str(path), "-q", "-z",
+                             f"follow,tcp,raw,{client},{server}"],
                             capture_output=True, text=True, timeout=WAIT * 3, check=True)
     nodes, sent = [], {}
     for text in result.stdout.splitlines():
@@ -79,6 +82,11 @@ def follow(path, port) -> dict[str, bytes]:
             node = nodes[1] if text.startswith("\t") else nodes[0]
             sent[node] += bytes.fromhex(text.strip())
     return sent
+
+
+async def _demo_client(port: int) -> None:
+    with trio.fail_after(WAIT * 2):
+        await demo_client.run_client(LOCALHOST, port, "alice", 0)
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +102,16 @@ def session(tmp_path_factory):
         server_port = int(server.err.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
         relay = Relay(server_port)
         ports = (server_port, relay.port)
-        captures = {"lo": Capture(tmp / "lo.pcap", ports),
-                    "any": Capture(tmp / "any.pcap", ports, interface="any"),
-                    "pcapng": Capture(tmp / "lo.pcapng", ports, tool="dumpcap")}
-        client = Proc(command("ctidemo", "client", "--port", str(relay.port), "--pause", "0"))
-        assert client.finish(WAIT * 2) == 0, client.err
+        captures = {"lo": Capture(tmp / "lo.pcap", ports, wait=False),
+                    "any": Capture(tmp / "any.pcap", ports, interface="any", wait=False),
+                    "pcapng": Capture(tmp / "lo.pcapng", ports, tool="dumpcap", wait=False)}
+        for one in captures.values():  # (started side by side)
+            one.started()
+        # The demo client in-process; the server offers nothing, so the client's
+        # wait for an offer (a second) is no part of the session captured.
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(demo_client, "OFFER_WAIT", 0)
+            trio.run(_demo_client, relay.port)
         assert relay.finish() == 0, relay.err
         for one in captures.values():
             one.stop(legs=2)
@@ -109,11 +122,11 @@ def session(tmp_path_factory):
 
 
 @pytest.mark.parametrize("which", ["lo", "any", "pcapng"])
-def test_both_legs_give_the_relays_stream(session, which):
+def test_both_legs_give_the_relays_stream(session, which, capfd):
     relay = session["relay"]
     relayed = records_of(relay)
     for port in (session["server_port"], session["relay_port"]):
-        lines = ctipcap(session[which], port)
+        lines = ctipcap(capfd, session[which], port)
         records = records_of(lines)
         for side in ("client", "server"):
             assert by_side(records, side) == by_side(relayed, side)
@@ -125,10 +138,10 @@ def test_both_legs_give_the_relays_stream(session, which):
         assert stat_of(lines) == stat_of(relay)
 
 
-def test_tshark_follow_is_the_oracle(session):
-    lines = ctipcap(session["lo"], session["server_port"])
+def test_tshark_follow_is_the_oracle(session, capfd):
+    lines = ctipcap(capfd, session["lo"], session["server_port"])
     opened = [r for r in records_of(lines) if r.get("event") == "open"][0]
-    sent = follow(session["lo"], session["server_port"])
+    sent = follow(session["lo"], opened["client"], opened["server"])
     assert sent[opened["client"]] == wire_bytes(lines, "client")
     assert sent[opened["server"]] == wire_bytes(lines, "server")
     assert len(sent[opened["server"]]) > 1000
