@@ -412,12 +412,62 @@ def _one_clean_close(relay: Relay) -> dict:
     return closes[0]
 
 
-def test_starttls_is_intercepted_between_xivo_server_and_client(pair):
+class InProcessRelay:
+    """ctirelay's main() in this process (its signal handling needs the main
+    thread) for one session, the test's client in a thread: a relay's records,
+    standard error and status without a process start. Tests of what only a
+    process shows (signals, its exit) start a `Relay`."""
+
+    def __init__(self, capfd, server_port: int, *args: str) -> None:
+        self.capfd = capfd
+        self.port = free_port()
+        self.argv = [LOCALHOST, "--port", str(server_port), "--listen-addr", LOCALHOST,
+                     "--listen-port", str(self.port), "-v", *args]
+        self.out, self.err, self.client_error = b"", "", None
+
+    def run(self, client, client_fails: bool = False) -> int:
+        """Run the relay until its session ends, client(port) meanwhile (started
+        again while the relay does not listen yet); the relay's status. What the
+        client raised is raised here, or kept in client_error if it may fail."""
+        def connect() -> None:
+            deadline = time.monotonic() + WAIT
+            while True:
+                try:
+                    client(self.port)
+                    return
+                except ConnectionRefusedError:  # (not listening yet)
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+                except Exception as error:  # noqa: BLE001 - for the test to look at
+                    self.client_error = error
+                    return
+
+        self.capfd.readouterr()
+        thread = threading.Thread(target=connect, daemon=True)
+        thread.start()
+        status = relay_module.main(self.argv)
+        thread.join(WAIT)
+        assert not thread.is_alive()
+        out, self.err = self.capfd.readouterr()
+        self.out = out.encode()
+        if self.client_error is not None and not client_fails:
+            raise self.client_error
+        return status
+
+    def records(self) -> list[dict]:
+        return [json.loads(line) for line in self.out.splitlines()]
+
+    def closes(self) -> list[dict]:
+        return [r for r in self.records() if r.get("event") == "close"]
+
+
+def test_starttls_is_intercepted_between_xivo_server_and_client(pair, capfd):
     server = XivoServer(*pair)
-    relay = Relay(server.port)
+    relay = InProcessRelay(capfd, server.port)
     client = XivoClient(relay.port, extra=[{"class": "getlist", "function": "listid"}])
-    received = client.run()
-    assert relay.finish() == 0
+    assert relay.run(lambda port: client.run()) == 0
+    received = client.received
     server.close()
     records = relay.records()
     events = [r.get("event") for r in records if "event" in r]
@@ -447,12 +497,11 @@ def test_starttls_is_intercepted_between_xivo_server_and_client(pair):
     assert "intercepted" in relay.err and "not verified" in relay.err
 
 
-def test_starttls_pass_forwards_the_encrypted_bytes_unrecorded(pair):
+def test_starttls_pass_forwards_the_encrypted_bytes_unrecorded(pair, capfd):
     server = XivoServer(*pair)
-    relay = Relay(server.port, "--starttls", "pass")
+    relay = InProcessRelay(capfd, server.port, "--starttls", "pass")
     client = XivoClient(relay.port)
-    client.run()
-    assert relay.finish() == 0
+    assert relay.run(lambda port: client.run()) == 0
     server.close()
     records = relay.records()
     tls_event = next(r for r in records if r.get("event") == "tls")
@@ -465,13 +514,12 @@ def test_starttls_pass_forwards_the_encrypted_bytes_unrecorded(pair):
 
 
 @pytest.mark.parametrize("offer", [False, True])
-def test_a_session_without_starttls_stays_plain(pair, offer):
+def test_a_session_without_starttls_stays_plain(pair, offer, capfd):
     """A server that does not offer, and a client that ignores the offer."""
     server = XivoServer(*pair, offer=offer)
-    relay = Relay(server.port)
+    relay = InProcessRelay(capfd, server.port)
     client = XivoClient(relay.port, wants_tls=False)
-    client.run()
-    assert relay.finish() == 0
+    assert relay.run(lambda port: client.run()) == 0
     server.close()
     records = relay.records()
     assert not [r for r in records if r.get("event") == "tls"]
@@ -482,12 +530,11 @@ def test_a_session_without_starttls_stays_plain(pair, offer):
     assert "error" not in close, json.dumps(close)
 
 
-def test_implicit_tls(pair):
+def test_implicit_tls(pair, capfd):
     server = XivoServer(*pair, implicit=True)
-    relay = Relay(server.port, "--tls")
+    relay = InProcessRelay(capfd, server.port, "--tls")
     client = XivoClient(relay.port, implicit=True)
-    client.run()
-    assert relay.finish() == 0
+    assert relay.run(lambda port: client.run()) == 0
     server.close()
     records = relay.records()
     assert [r.get("event") for r in records[:2]][-2:] in (["open", "tls"], ["start", "open"])
@@ -500,16 +547,19 @@ def test_implicit_tls(pair):
     assert "error" not in close, json.dumps(close)
 
 
-def test_cert_and_key_are_what_clients_see(pair, tmp_path):
+def test_cert_and_key_are_what_clients_see(pair, tmp_path, capfd):
     cert, key, _ = tls.relay_certificate(tmp_path / "given")
     server = XivoServer(*pair, implicit=True)
-    relay = Relay(server.port, "--tls", "--cert", str(cert), "--key", str(key))
-    conn = tls_context(False).wrap_socket(relay.connect())
-    seen = ssl.DER_cert_to_PEM_cert(conn.getpeercert(binary_form=True))
-    conn.close()
-    relay.finish()
+    relay = InProcessRelay(capfd, server.port, "--tls", "--cert", str(cert), "--key", str(key))
+    seen = []
+
+    def client(port: int) -> None:
+        with tls_context(False).wrap_socket(socket.create_connection((LOCALHOST, port),
+                                                                     timeout=WAIT)) as conn:
+            seen.append(ssl.DER_cert_to_PEM_cert(conn.getpeercert(binary_form=True)))
+    relay.run(client)
     server.close()
-    assert seen.strip() == cert.read_text().strip()
+    assert [text.strip() for text in seen] == [cert.read_text().strip()]
     assert tls.fingerprint(cert) in relay.err
 
 
@@ -556,13 +606,18 @@ def _starttls_plain(port: int) -> socket.socket:
     return conn
 
 
-def test_client_sending_garbage_instead_of_a_client_hello(pair):
+def test_client_sending_garbage_instead_of_a_client_hello(pair, capfd):
     server = XivoServer(*pair)
-    relay = Relay(server.port)
-    conn = _starttls_plain(relay.port)
-    conn.sendall(b'{"class":"login_id","userlogin":"alice"}\n' * 20)
-    assert is_closed(conn)
-    assert relay.finish() == 1  # a TLS failure is never silent
+    relay = InProcessRelay(capfd, server.port)
+    closed = []
+
+    def client(port: int) -> None:
+        conn = _starttls_plain(port)
+        conn.sendall(b'{"class":"login_id","userlogin":"alice"}\n' * 20)
+        closed.append(is_closed(conn))
+        conn.close()
+    assert relay.run(client) == 1  # a TLS failure is never silent
+    assert closed == [True] and relay.client_error is None
     server.close()
     close = _one_clean_close(relay)
     assert close["by"] == "client"
@@ -572,12 +627,11 @@ def test_client_sending_garbage_instead_of_a_client_hello(pair):
     assert [m["class"] for m in server.log[0]["received"]] == ["starttls"]
 
 
-def test_server_that_drops_the_handshake(pair):
+def test_server_that_drops_the_handshake(pair, capfd):
     server = XivoServer(*pair, drop_handshake=True)
-    relay = Relay(server.port)
-    with pytest.raises((OSError, EOFError, ssl.SSLError)):
-        XivoClient(relay.port).run()
-    assert relay.finish() == 1  # a TLS failure is never silent
+    relay = InProcessRelay(capfd, server.port)
+    assert relay.run(lambda port: XivoClient(port).run(), client_fails=True) == 1  # never silent
+    assert isinstance(relay.client_error, (OSError, EOFError, ssl.SSLError)), relay.client_error
     server.close()
     close = _one_clean_close(relay)
     assert close == {**close, "by": "server",
@@ -723,10 +777,8 @@ def test_whole_demo_shows_the_tls_line_and_the_decrypted_session():
     assert "session 1 closed by client after" in last and "reset" not in last, last
 
 
-def test_a_starttls_exchange_after_the_login_is_only_relayed(server):
-    """Watching ends with the login: a later `starttls` answer switches nothing."""
-    relay = Relay(server.port)
-    client = relay.connect()
+def _after_the_login(server, port: int) -> None:
+    client = socket.create_connection((LOCALHOST, port), timeout=WAIT)
     upstream = server.accept()
     login = (b'{"class":"login_id","userlogin":"a"}\n{"class":"login_pass","hashedpassword":"x"}\n'
              b'{"class":"login_capas","capaid":1}\n')
@@ -743,34 +795,42 @@ def test_a_starttls_exchange_after_the_login_is_only_relayed(server):
     assert recv_all(upstream, 12) == b"still plain\n"
     client.close()
     upstream.close()
-    assert relay.finish() == 0
+
+
+def test_a_starttls_exchange_after_the_login_is_only_relayed(server, capfd):
+    """Watching ends with the login: a later `starttls` answer switches nothing."""
+    relay = InProcessRelay(capfd, server.port)
+    assert relay.run(partial(_after_the_login, server)) == 0
     assert not [r for r in relay.records() if r.get("event") == "tls"]
     close = _one_clean_close(relay)
     assert "error" not in close, json.dumps(close)
 
 
-def test_a_reset_inside_tls_is_passed_on_as_a_reset(pair, server):
-    relay = Relay(server.port, "--tls")
-    client = tls_context(False).wrap_socket(relay.connect())
+def _resets_inside_tls(pair, server, port: int) -> None:
+    client = tls_context(False).wrap_socket(socket.create_connection((LOCALHOST, port),
+                                                                     timeout=WAIT))
     upstream = tls_context(True, *pair).wrap_socket(server.accept(), server_side=True)
     client.sendall(b'{"class":"keepalive"}\n')
     assert upstream.recv(100) == b'{"class":"keepalive"}\n'
     reset(client)
-    assert relay.finish() == 0
     # Python's ssl reads a reset as a quiet end: look at the socket under it.
     with pytest.raises(ConnectionResetError):
         _socket.socket.recv(upstream, 100)
     upstream.close()
+
+
+def test_a_reset_inside_tls_is_passed_on_as_a_reset(pair, server, capfd):
+    relay = InProcessRelay(capfd, server.port, "--tls")
+    assert relay.run(partial(_resets_inside_tls, pair, server)) == 0
     close = _one_clean_close(relay)
     assert close["by"] == "client" and close["error"] == "connection reset by client"
 
 
-def test_implicit_tls_passed_on_untouched(pair):
+def test_implicit_tls_passed_on_untouched(pair, capfd):
     server = XivoServer(*pair, implicit=True)
-    relay = Relay(server.port, "--tls", "--starttls", "pass")
+    relay = InProcessRelay(capfd, server.port, "--tls", "--starttls", "pass")
     client = XivoClient(relay.port, implicit=True)
-    client.run()
-    assert relay.finish() == 0
+    assert relay.run(lambda port: client.run()) == 0
     server.close()
     records = relay.records()
     tls_event = next(r for r in records if r.get("event") == "tls")
@@ -845,18 +905,22 @@ def test_wrappers_pass_the_tls_options_on():
         == "intercept"
 
 
-def test_a_peer_that_alerts_on_the_passed_on_fin_ends_the_session_cleanly(pair, server):
-    """OpenSSL 3 answers a bare FIN with a decode_error alert: that is its end, not a failure."""
-    relay = Relay(server.port, "--tls")
+def _ends_with_a_bare_fin(pair, server, port: int) -> None:
     # TLS 1.0 as the XiVO client (a TLS 1.3 client that never reads would leave
     # the relay's session tickets unread, and its close would be a reset).
-    client = tls_context(False, tls10_only=True).wrap_socket(relay.connect())
+    client = tls_context(False, tls10_only=True).wrap_socket(
+        socket.create_connection((LOCALHOST, port), timeout=WAIT))
     upstream = tls_context(True, *pair).wrap_socket(server.accept(), server_side=True)
     client.sendall(b'{"class":"logout"}\n')
     client.close()  # a bare FIN, as the XiVO client ends
     assert _read_to_eof(upstream) == b'{"class":"logout"}\n'
     upstream.close()
-    assert relay.finish() == 0
+
+
+def test_a_peer_that_alerts_on_the_passed_on_fin_ends_the_session_cleanly(pair, server, capfd):
+    """OpenSSL 3 answers a bare FIN with a decode_error alert: that is its end, not a failure."""
+    relay = InProcessRelay(capfd, server.port, "--tls")
+    assert relay.run(partial(_ends_with_a_bare_fin, pair, server)) == 0
     close = _one_clean_close(relay)
     assert close["by"] == "client" and "error" not in close, json.dumps(close)
 
