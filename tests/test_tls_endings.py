@@ -14,6 +14,7 @@ import trio
 
 from helpers import LOCALHOST, WAIT, Proc, Server, command, free_port
 from peers import XivoServer, tls_context
+from test_tls import InProcessRelay
 
 from ctipipe.core import notices as notices_module
 from ctipipe.relay import certs
@@ -186,12 +187,20 @@ def test_a_server_certificate_that_does_not_verify_is_said_and_exits_1(pair, tmp
     assert "Traceback" not in proc.err
 
 
-def test_tls_to_a_port_that_starts_in_plain_text_gives_the_hint(pair):
+def _fails_tls(port: int) -> None:
+    try:
+        tls_context(False).wrap_socket(socket.create_connection((LOCALHOST, port), timeout=WAIT))
+    except ConnectionRefusedError:
+        raise  # (not listening yet: again)
+    except (OSError, ssl.SSLError):
+        pass
+
+
+def test_tls_to_a_port_that_starts_in_plain_text_gives_the_hint(pair, capfd):
     """ctirelay --tls against a XiVO port 5003, which sends its offer in plain text."""
     server = XivoServer(*pair)  # plain, with the STARTTLS offer first
-    proc, port = _relay(server.port, "--tls")
-    _attempt_tls(port, proc)
-    assert proc.finish() == 1
+    proc = InProcessRelay(capfd, server.port, "--tls")
+    assert proc.run(_fails_tls) == 1
     server.close()
     assert proc.err.count("drop --tls") == 1, proc.err
     [line] = [line for line in proc.err.splitlines() if "drop --tls" in line]
@@ -307,11 +316,8 @@ async def test_the_demo_server_has_its_own_certificate(tmp_path, monkeypatch):
                      "demo-server-key.pem"}
 
 
-def test_plain_text_after_a_starttls_answer_gets_no_tls_hint(pair):
-    """--tls is not on the command line there: telling to drop it would mislead."""
-    server = XivoServer(*pair)
-    proc, port = _relay(server.port)
-    conn = _connect(port, proc)
+def _plain_text_after_the_answer(port: int) -> None:
+    conn = socket.create_connection((LOCALHOST, port), timeout=WAIT)
     reader = conn.makefile("rb")
     assert json.loads(reader.readline())["class"] == "starttls"
     conn.sendall(b'{"class":"starttls","status":true}\n')
@@ -323,6 +329,12 @@ def test_plain_text_after_a_starttls_answer_gets_no_tls_hint(pair):
     except OSError:
         pass
     conn.close()
-    assert proc.finish() == 1
+
+
+def test_plain_text_after_a_starttls_answer_gets_no_tls_hint(pair, capfd):
+    """--tls is not on the command line there: telling to drop it would mislead."""
+    server = XivoServer(*pair)
+    proc = InProcessRelay(capfd, server.port)
+    assert proc.run(_plain_text_after_the_answer) == 1
     server.close()
     assert "the client's TLS handshake failed" in proc.err and "drop --tls" not in proc.err
