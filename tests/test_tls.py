@@ -306,7 +306,7 @@ async def _read_line(stream) -> bytes:
     return data
 
 
-async def _demo_client_against(script) -> tuple[str, int, list]:
+async def _demo_client_against(script, starttls: bool = True) -> tuple[str, int, list]:
     """Run the demo client against script(stream, seen) on an in-process listener;
     the client's error, the port, and what the script noted."""
     [listener] = await trio.open_tcp_listeners(0, host=LOCALHOST)
@@ -321,7 +321,7 @@ async def _demo_client_against(script) -> tuple[str, int, list]:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(serve_one)
         with pytest.raises(cli.CommandError) as raised:
-            await demo_client.run_client(LOCALHOST, port, "alice", 0)
+            await demo_client.run_client(LOCALHOST, port, "alice", 0, starttls=starttls)
     return str(raised.value), port, seen
 
 
@@ -361,6 +361,13 @@ async def test_demo_client_a_server_that_closes_is_said(autojump_clock):
     said, _, seen = await _demo_client_against(_closes_after_the_login_id)
     assert seen == [(demo_client.OFFER_WAIT, "login_id")]
     assert said == "the server closed the connection while we waited for the reply to login_id"
+
+
+async def test_demo_client_told_no_starttls_logs_in_at_once(autojump_clock):
+    """ctidemo client --no-starttls (a client of before XiVO 15.20): the login_id goes
+    at once, without the wait for an offer."""
+    _, _, seen = await _demo_client_against(_closes_after_the_login_id, starttls=False)
+    assert seen == [(0, "login_id")]
 
 
 async def test_demo_client_a_line_that_is_not_json_is_said(autojump_clock):

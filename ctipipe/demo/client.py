@@ -101,13 +101,15 @@ async def _connect(host: str, port: int) -> trio.SocketStream:
             await trio.sleep(0.05)
 
 
-async def run_client(host: str, port: int, user: str, pause: float) -> None:
+async def run_client(host: str, port: int, user: str, pause: float,
+                     starttls: bool = True) -> None:
     """A realistic session: STARTTLS when offered, log in, load the
-    configuration, dial, hang up, log out."""
+    configuration, dial, hang up, log out. `starttls=False`: a client of
+    before XiVO 15.20, which logs in at once without waiting for an offer."""
     stream_ = await _connect(host, port)
     try:
         async with stream_:
-            await _session(_Client(stream_), user, pause)
+            await _session(_Client(stream_), user, pause, starttls)
     except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
         cause = error.__cause__
         why = (os.strerror(cause.errno) if isinstance(cause, OSError) and cause.errno
@@ -115,10 +117,11 @@ async def run_client(host: str, port: int, user: str, pause: float) -> None:
         raise cli.CommandError(f"the connection to {host}:{port} was lost ({why})") from None
 
 
-async def _session(client: _Client, user: str, pause: float) -> None:
+async def _session(client: _Client, user: str, pause: float, starttls: bool) -> None:
     offer = None
-    with trio.move_on_after(OFFER_WAIT):
-        offer = await client.receive("the server's first message")
+    if starttls:
+        with trio.move_on_after(OFFER_WAIT):
+            offer = await client.receive("the server's first message")
     if offer is not None and offer.get("class") == "starttls":
         await client.starttls()
     if client.tls:

@@ -59,7 +59,7 @@ def _whole_demo(args: argparse.Namespace) -> int:
     procs: list[subprocess.Popen] = []
     try:
         procs.append(subprocess.Popen([*me, "ctidemo", "server", "--port", str(server_port),
-                                       *(["--no-starttls"] if args.no_starttls else [])]))
+                                       *_no_starttls(args)]))
         if not _wait_listening(server_port, procs[0]):
             return cli.Exit.ERROR
         # The demo server's certificate is known here: ctispy verifies it.
@@ -70,7 +70,7 @@ def _whole_demo(args: argparse.Namespace) -> int:
                                 *server_ca, *(["--pretty-print"] if not args.compact else [])])
         procs.append(spy)
         client = subprocess.Popen([*me, "ctidemo", "client", "--port", str(listen_port),
-                                   "--pause", str(args.pause)])
+                                   "--pause", str(args.pause), *_no_starttls(args)])
         procs.append(client)
         while client.poll() is None:
             if spy.poll() is not None:  # ctispy could not start: it said why
@@ -99,6 +99,11 @@ def _stop(procs: list[subprocess.Popen]) -> None:
                 proc.wait()
 
 
+def _no_starttls(args: argparse.Namespace) -> list[str]:
+    """A plain demo: the server offers no STARTTLS and the client waits for none."""
+    return ["--no-starttls"] if args.no_starttls else []
+
+
 def _replay_demo(args: argparse.Namespace) -> int:
     """Record a demo session through ctirelay, then replay it with ctireplay as the
     server, watched through ctispy, to a demo client with its own commandids."""
@@ -110,15 +115,15 @@ def _replay_demo(args: argparse.Namespace) -> int:
         return procs[-1]
 
     def client(port: int) -> int:
-        return start("ctidemo", "client", "--port", str(port), "--pause", str(args.pause)).wait()
+        return start("ctidemo", "client", "--port", str(port), "--pause", str(args.pause),
+                     *_no_starttls(args)).wait()
 
     with tempfile.TemporaryDirectory(prefix="ctidemo-") as tmp:
         recording = os.path.join(tmp, "session.jsonl")
         try:
             server_port, relay_port = _free_port(), _free_port()
             # With STARTTLS (the relay decrypts it; the mock offers it in turn) unless told not to.
-            server = start("ctidemo", "server", "--port", str(server_port),
-                           *(["--no-starttls"] if args.no_starttls else []))
+            server = start("ctidemo", "server", "--port", str(server_port), *_no_starttls(args))
             if not _wait_listening(server_port, server):
                 return cli.Exit.ERROR
             with open(recording, "wb") as out:
@@ -199,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     client.add_argument("--user", default="alice", help="the login (default alice)")
     client.add_argument("--pause", type=float, default=0.05,
                         help="seconds between steps (default 0.05)")
+    client.add_argument("--no-starttls", action="store_true",
+                        help="log in at once, without waiting for a STARTTLS offer "
+                             "(a client of before XiVO 15.20: protocol 1.x, hashed password)")
     replay = parts.add_parser(
         "replay", help="record a demo session, then replay it with ctireplay "
                        "as the server, watched through ctispy",
@@ -227,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                 pass
             return cli.Exit.OK
         if args.part == "client":
-            trio.run(run_client, args.host, args.port, args.user, args.pause)
+            trio.run(partial(run_client, args.host, args.port, args.user, args.pause,
+                             starttls=not args.no_starttls))
             return cli.Exit.OK
         if args.part == "replay":
             return _replay_demo(args)
