@@ -1,19 +1,25 @@
-"""The classic names as users type them, end to end: a stand-in CTI server and a
-client on 127.0.0.1, the wrapper and its real pipeline of stage processes."""
-import base64
+"""The classic names as users type them. End to end where only processes show it: a
+stand-in CTI server and a client on 127.0.0.1, the wrapper and its real pipeline of
+stage processes (the pipes between stages, signals, exit statuses, a dead stage).
+What an option does to the output is checked in-process: the wrapper runs with its
+own main() up to the pipeline it would start, whose stages then run in turn over one
+real relay session of the same conversation; and arguments, usage errors, --version
+and refused files through main() alone, with nothing able to start a process."""
 import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import orjson
 import pytest
 
-from helpers import LOCALHOST, WAIT, Proc, children, command, free_port, recv_all
+from ctipipe import commands, wrappers
+from helpers import LOCALHOST, WAIT, Proc, Relay, Server, children, command, free_port, recv_all
 
 REPO = Path(__file__).resolve().parent.parent
 HEADER = re.compile(r"^    \d\d:\d\d:\d\d\.\d{6} (Client > Server|Server > Client)( \(.*\))?( \[session \d+\])?$")
@@ -89,6 +95,88 @@ def shown(output: bytes):
     return pairs
 
 
+# --- in-process: a command's main(), a wrapper's pipeline over a real relay session -----
+
+def run_command(monkeypatch, name: str, *args: str) -> int:
+    """Command NAME run in this process as `python -m ctipipe NAME ARGS` runs it
+    (commands.run, its signal rules included); its exit status, argparse's exits too."""
+    monkeypatch.setattr(sys, "argv", [name, *args])
+    try:
+        return commands.run(name)
+    except SystemExit as done:
+        return 0 if done.code is None else done.code
+
+
+@pytest.fixture
+def no_process(monkeypatch):
+    """Anything that tries to start a process fails the test (even where a
+    command's guard turns the refusal into an error status)."""
+    tried = []
+
+    def refuse(argv, *args, **kwargs):
+        tried.append(argv)
+        raise AssertionError(f"a process was started: {argv}")
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    yield
+    assert not tried, f"processes were started: {tried}"
+
+
+@pytest.fixture(scope="module")
+def recording() -> bytes:
+    """One real session of the conversation through ctirelay: the tagged stream a
+    wrapper's stages read from it."""
+    server = Server()
+    relay = Relay(server.port)
+    try:
+        converse(relay, server)
+        assert relay.finish() == 0, relay.err
+    finally:
+        server.close()
+    return relay.out
+
+
+def pipeline(monkeypatch, name: str, *args: str) -> list[list[str]]:
+    """The stages wrapper NAME would start for ARGS, as its main() builds them after
+    every check it makes; nothing starts."""
+    started = []
+    monkeypatch.setattr(wrappers, "run_pipeline", lambda prog, stages: started.append(stages) or 0)
+    assert run_command(monkeypatch, name, LOCALHOST, *args) == 0
+    assert len(started) == 1
+    relay, *stages = started[0]
+    assert relay[:2] == ["ctirelay", LOCALHOST] and "--raw" not in relay  # as `recording`
+    return stages
+
+
+def through(monkeypatch, capfdbinary, tmp_path, stages: list[list[str]], data: bytes) -> bytes:
+    """Run STAGES in-process in turn, each reading what the one before wrote (the
+    first reads DATA) as it would read its pipe; the last one's output. Each must
+    end 0 and say nothing on standard error."""
+    for index, (name, *args) in enumerate(stages):
+        given = tmp_path / f"stage-{index}.in"
+        given.write_bytes(data)
+        fd = os.open(given, os.O_RDONLY)
+        saved = os.dup(0)
+        os.dup2(fd, 0)
+        os.close(fd)
+        capfdbinary.readouterr()
+        try:
+            status = run_command(monkeypatch, name, *args)
+        finally:
+            os.dup2(saved, 0)
+            os.close(saved)
+        data, err = capfdbinary.readouterr()
+        assert (status, err) == (0, b""), (name, args)
+    return data
+
+
+@pytest.fixture
+def wrapped(monkeypatch, capfdbinary, tmp_path, recording, no_process):
+    """wrapped(NAME, ARGS...): what wrapper NAME given ARGS writes for the recorded
+    session (its stages run in-process over `recording`)."""
+    return lambda name, *args: through(monkeypatch, capfdbinary, tmp_path,
+                                       pipeline(monkeypatch, name, *args), recording)
+
+
 def test_ctispy_shows_every_message_in_order_with_classic_headers(server):
     tool = Classic("ctispy", server.port)
     converse(tool, server)
@@ -105,11 +193,8 @@ def test_ctispy_shows_every_message_in_order_with_classic_headers(server):
     assert lines[2] == json.dumps(CLIENT_MESSAGES[0], sort_keys=True, ensure_ascii=False)
 
 
-def test_ctispy_pretty_print_indents(server):
-    tool = Classic("ctispy", server.port, "--pretty-print")
-    converse(tool, server)
-    assert tool.finish() == 0
-    text = tool.out.decode()
+def test_ctispy_pretty_print_indents(wrapped):
+    text = wrapped("ctispy", "--pretty-print").decode()
     assert json.dumps(SERVER_MESSAGES[3], indent=4, sort_keys=True, ensure_ascii=False) in text
     assert "    \"firstname\": \"Björn\"," in text
 
@@ -130,11 +215,8 @@ def test_ctispy_raw_shows_the_traffic_undecoded(server):
     assert "\\xff\\xfe binary" in text  # bytes that are not UTF-8 as \xNN
 
 
-def test_ctispy_strip_removes_the_fields(server):
-    tool = Classic("ctispy", server.port, "--strip", "timenow", "-s", "commandid", "--strip", "replyid")
-    converse(tool, server)
-    assert tool.finish() == 0
-    pairs = shown(tool.out)
+def test_ctispy_strip_removes_the_fields(wrapped):
+    pairs = shown(wrapped("ctispy", "--strip", "timenow", "-s", "commandid", "--strip", "replyid"))
     assert len(pairs) == len(CLIENT_MESSAGES) + len(SERVER_MESSAGES)
     for _, message in pairs:
         assert not {"timenow", "commandid", "replyid"} & set(message)
@@ -142,20 +224,15 @@ def test_ctispy_strip_removes_the_fields(server):
 
 
 @pytest.mark.parametrize("option", ["--include", "-i"])
-def test_ctispy_include(server, option):
-    tool = Classic("ctispy", server.port, option, "class=getlist")
-    converse(tool, server)
-    assert tool.finish() == 0
+def test_ctispy_include(wrapped, option):
+    out = wrapped("ctispy", option, "class=getlist")
     want = [m for m in CLIENT_MESSAGES + SERVER_MESSAGES if m["class"] == "getlist"]
     canonical = lambda messages: sorted(json.dumps(m, sort_keys=True) for m in messages)  # noqa: E731
-    assert canonical(m for _, m in shown(tool.out)) == canonical(want)
+    assert canonical(m for _, m in shown(out)) == canonical(want)
 
 
-def test_ctispy_exclude(server):
-    tool = Classic("ctispy", server.port, "-e", "class=getlist", "--exclude", "class=dial_success")
-    converse(tool, server)
-    assert tool.finish() == 0
-    got = [m for _, m in shown(tool.out)]
+def test_ctispy_exclude(wrapped):
+    got = [m for _, m in shown(wrapped("ctispy", "-e", "class=getlist", "--exclude", "class=dial_success"))]
     assert got and all(m["class"] not in ("getlist", "dial_success") for m in got)
     assert len(got) == sum(1 for m in CLIENT_MESSAGES + SERVER_MESSAGES
                            if m["class"] not in ("getlist", "dial_success"))
@@ -163,11 +240,8 @@ def test_ctispy_exclude(server):
 
 @pytest.mark.parametrize("option,kept", [("--no-client", "Server > Client"),
                                          ("--no-server", "Client > Server")])
-def test_ctispy_one_side(server, option, kept):
-    tool = Classic("ctispy", server.port, option)
-    converse(tool, server)
-    assert tool.finish() == 0
-    pairs = shown(tool.out)
+def test_ctispy_one_side(wrapped, option, kept):
+    pairs = shown(wrapped("ctispy", option))
     assert pairs and {d for d, _ in pairs} == {kept}
     assert len(pairs) == len(SERVER_MESSAGES if kept.startswith("Server") else CLIENT_MESSAGES)
 
@@ -200,27 +274,23 @@ def test_ctisave_writes_both_sides_mode_0600(server, tmp_path):
             json.dumps(m, indent=4, sort_keys=True, ensure_ascii=False) + "\n" for m in stripped)
 
 
-def test_ctisave_redact_masks_the_password(server, tmp_path):
+def test_ctisave_redact_masks_the_password(wrapped, tmp_path):
     client_file, server_file = tmp_path / "c", tmp_path / "s"
-    tool = Classic("ctisave", server.port, str(client_file), str(server_file), "--redact")
-    converse(tool, server)
-    assert tool.finish() == 0
+    assert wrapped("ctisave", str(client_file), str(server_file), "--redact") == b""
     assert "e5229ef4" not in client_file.read_text()
     assert '"hashedpassword": "***"' in client_file.read_text()
 
 
-def test_ctisave_bad_path_is_one_line_before_listening(server, tmp_path):
-    tool = Classic("ctisave", server.port, str(tmp_path / "missing" / "c"), str(tmp_path / "s"))
-    assert tool.finish() == 1
-    assert tool.err.count("\n") == 1 and "cannot open" in tool.err
+def test_ctisave_bad_path_is_one_line_before_listening(monkeypatch, capsys, tmp_path, no_process):
+    assert run_command(monkeypatch, "ctisave", LOCALHOST, str(tmp_path / "missing" / "c"),
+                       str(tmp_path / "s")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot open" in err
 
 
 @pytest.mark.parametrize("mode", ["-m", None])
-def test_ctistat_counts_messages_by_class(server, mode):
-    tool = Classic("ctistat", server.port, *([mode] if mode else []))
-    converse(tool, server)
-    assert tool.finish() == 0, tool.err
-    text = tool.out.decode()
+def test_ctistat_counts_messages_by_class(wrapped, mode):
+    text = wrapped("ctistat", *([mode] if mode else [])).decode()
     for side, sent in (("client", CLIENT_MESSAGES), ("server", SERVER_MESSAGES)):
         section = text.split(f"=== Messages sent by {side}\n")[1].split("===")[0]
         counts = dict(line.rsplit(" ", 1) for line in section.strip().splitlines())
@@ -230,11 +300,8 @@ def test_ctistat_counts_messages_by_class(server, mode):
         assert {k: int(v) for k, v in counts.items()} == expected
 
 
-def test_ctistat_network(server):
-    tool = Classic("ctistat", server.port, "-n")
-    converse(tool, server)
-    assert tool.finish() == 0
-    text = tool.out.decode()
+def test_ctistat_network(wrapped):
+    text = wrapped("ctistat", "-n").decode()
     assert f"Client app bytes:\t{len(wire(CLIENT_MESSAGES))}\n" in text
     assert f"Server app bytes:\t{len(wire(SERVER_MESSAGES))}\n" in text
     assert "Running time:\t\t" in text and "Client IP packets:\t" in text
@@ -246,9 +313,9 @@ def test_ctrl_c_stops_the_pipeline_and_ctistat_still_summarises(server):
     upstream = server.accept()
     client.sendall(wire(CLIENT_MESSAGES[:3]))
     assert recv_all(upstream, len(wire(CLIENT_MESSAGES[:3])))
-    time.sleep(0.3)
+    stages = wait_for_running_stages(tool, 2)
     # Ctrl-C in a terminal signals the whole foreground group: wrapper and every stage
-    for pid in [tool.pid, *tool.children()]:
+    for pid in [tool.pid, *stages]:
         os.kill(pid, signal.SIGINT)
     assert tool.finish() == 0, tool.err
     assert "closed by relay" in tool.out.decode()
@@ -283,17 +350,17 @@ def test_a_dying_stage_is_named_and_stops_the_pipeline(server):
     ("ctisave", ["xivo", "c", "s", "--key", "relay.key"]),
     ("ctistat", ["xivo", "--cert", "relay.pem"]),
 ])
-def test_usage_errors_exit_2_before_listening(name, args):
-    proc = Proc(command(name, *args))
-    assert proc.finish() == 2
-    assert proc.err.count("\n") == 1 and proc.err.startswith(f"{name}: error:")
+def test_usage_errors_exit_2_before_listening(monkeypatch, capsys, no_process, name, args):
+    assert run_command(monkeypatch, name, *args) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith(f"{name}: error:"), err
 
 
 @pytest.mark.parametrize("name", ["ctispy", "ctisave", "ctistat", "ctirelay", "ctidemo"])
-def test_bin_scripts_run_from_the_clone(name):
-    result = subprocess.run([str(REPO / "bin" / name), "--help"], capture_output=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert b"example:" in result.stdout
+def test_help_shows_an_example(monkeypatch, capsys, no_process, name):
+    # That every bin/ name starts its command from the clone: tests/test_planted.py.
+    assert run_command(monkeypatch, name, "--help") == 0
+    assert "example:" in capsys.readouterr().out
 
 
 def test_demo_runs_end_to_end():
@@ -319,6 +386,27 @@ def wait_for_stages(tool: Classic, count: int) -> list[int]:
     deadline = time.monotonic() + WAIT
     while len(found := tool.children()) < count:
         assert time.monotonic() < deadline, f"stages never started; stderr: {tool.err}"
+        time.sleep(0.01)
+    return found
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Has process PID set a handler of its own for SIGNUM (/proc's SigCgt)?"""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = re.search(r"^SigCgt:\s*([0-9a-f]+)$", status, re.M)
+    return bool(caught and int(caught.group(1), 16) >> (signum - 1) & 1)
+
+
+def wait_for_running_stages(tool: Classic, count: int) -> list[int]:
+    """Until the wrapper's COUNT stages are past their start-up: each has set its
+    own signal rules (a stage, as the relay, catches SIGTERM once it runs)."""
+    deadline = time.monotonic() + WAIT
+    while not (len(found := tool.children()) == count
+               and all(catches(pid, signal.SIGTERM) for pid in found)):
+        assert time.monotonic() < deadline, f"stages never ran; stderr: {tool.err}"
         time.sleep(0.01)
     return found
 
@@ -370,7 +458,7 @@ def test_sigterm_to_the_process_group_ends_0_without_a_false_error(server, tmp_p
         upstream = server.accept()
         client.sendall(wire(CLIENT_MESSAGES))
         assert recv_all(upstream, len(wire(CLIENT_MESSAGES))) == wire(CLIENT_MESSAGES)
-        time.sleep(0.3)
+        wait_for_running_stages(tool, 2)
     os.killpg(tool.pid, signal.SIGTERM)
     assert tool.finish() == 0, tool.err
     assert "error" not in tool.err and "Traceback" not in tool.err, tool.err
@@ -404,84 +492,79 @@ def test_a_relay_error_is_one_line_in_the_name_of_the_command_typed(server):
 
 @pytest.mark.parametrize("expression", ["a..b=1", "class==getlist", "msg.class=getlist", "class<=x"])
 @pytest.mark.parametrize("name", ["ctispy", "ctisave"])
-def test_wrappers_check_expressions_with_the_stages_parser_before_listening(server, name, expression, tmp_path):
+def test_wrappers_check_expressions_with_the_stages_parser_before_listening(
+        monkeypatch, capsys, no_process, tmp_path, name, expression):
     files = [str(tmp_path / "c"), str(tmp_path / "s")] if name == "ctisave" else []
-    tool = Classic(name, server.port, *files, "--include", expression)
-    assert tool.finish() == 2
-    assert tool.err.count("\n") == 1 and tool.err.startswith(f"{name}: error:"), tool.err
-    assert not tool.children() and not list(tmp_path.iterdir())
+    assert run_command(monkeypatch, name, LOCALHOST, *files, "--include", expression) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"{name}: error:"), err
+    assert not list(tmp_path.iterdir())
 
 
-def test_ctisave_that_cannot_start_leaves_the_files_as_they_were(tmp_path):
+def test_ctisave_that_cannot_start_leaves_the_files_as_they_were(monkeypatch, capsys, no_process,
+                                                                   tmp_path):
     client_file, server_file = tmp_path / "c", tmp_path / "s"
     client_file.write_text("yesterday's capture\n")
     server_file.write_text("keep me\n")
+    monkeypatch.chdir(tmp_path)
     for args in [("no.such.host.invalid", "c", "s"),   # HOST does not resolve
                  ("c", "s", LOCALHOST),                # arguments in the wrong order
                  (LOCALHOST, "c", "missing/s")]:       # a path that cannot be written
-        result = subprocess.run(command("ctisave", *args), cwd=tmp_path, capture_output=True,
-                                timeout=WAIT)
-        assert result.returncode == 1, result.stderr
-        assert result.stderr.decode().count("\n") == 1, result.stderr
+        assert run_command(monkeypatch, "ctisave", *args) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
         assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "s"]
         assert client_file.read_text() == "yesterday's capture\n"
         assert server_file.read_text() == "keep me\n"
 
 
-def test_ctisave_wrong_order_says_host_comes_first(tmp_path):
-    result = subprocess.run(command("ctisave", "c", "s", LOCALHOST), cwd=tmp_path,
-                            capture_output=True, timeout=WAIT)
-    assert result.returncode == 1
-    assert "cannot resolve HOST 'c'" in result.stderr.decode()
-    assert "usage: ctisave HOST CLIENTFILE SERVERFILE" in result.stderr.decode()
+def test_ctisave_wrong_order_says_host_comes_first(monkeypatch, capsys, no_process, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert run_command(monkeypatch, "ctisave", "c", "s", LOCALHOST) == 1
+    err = capsys.readouterr().err
+    assert "cannot resolve HOST 'c'" in err
+    assert "usage: ctisave HOST CLIENTFILE SERVERFILE" in err
     assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("paths", [("same", "same"), ("same", "./same"), ("same", "sub/../same")])
-def test_ctisave_refuses_the_same_file_twice(tmp_path, paths):
+def test_ctisave_refuses_the_same_file_twice(monkeypatch, capsys, no_process, tmp_path, paths):
     (tmp_path / "sub").mkdir()
-    result = subprocess.run(command("ctisave", LOCALHOST, *paths), cwd=tmp_path,
-                            capture_output=True, timeout=WAIT)
-    assert result.returncode == 2
-    assert "the same file" in result.stderr.decode()
+    monkeypatch.chdir(tmp_path)
+    assert run_command(monkeypatch, "ctisave", LOCALHOST, *paths) == 2
+    assert "the same file" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]
 
 
-def test_ctistat_given_a_file_never_relays_to_a_host_named_after_it(tmp_path):
+def test_ctistat_given_a_file_never_relays_to_a_host_named_after_it(monkeypatch, capfd, no_process,
+                                                                      tmp_path):
+    # no_process: neither a relay nor anything else is started
     saved = tmp_path / "session.jsonl"
     saved.write_bytes((REPO / "tests" / "golden" / "session.jsonl").read_bytes())
-    result = subprocess.run(command("ctistat", str(saved)), capture_output=True, timeout=WAIT)
-    assert result.returncode in (0, 2), result.stderr  # the sink: never a relay (exit 3) or a listener
-    assert b"resolve" not in result.stderr and b"ctirelay" not in result.stderr
-    missing = subprocess.run(command("ctistat", "nothing-such.invalid"), capture_output=True,
-                             timeout=WAIT)
-    assert missing.returncode == 1
-    assert missing.stderr.decode().count("\n") == 1
-    assert "and no such file" in missing.stderr.decode()
+    status = run_command(monkeypatch, "ctistat", str(saved))
+    err = capfd.readouterr().err
+    assert status in (0, 2), err  # the sink: never a relay (exit 3) or a listener
+    assert "resolve" not in err and "ctirelay" not in err
+    assert run_command(monkeypatch, "ctistat", "nothing-such.invalid") == 1
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1
+    assert "and no such file" in err
     # the value of a relay option is not taken for a HOST
-    listen = subprocess.run(command("ctistat", "--listen-port", "0", str(saved), "--json"),
-                            capture_output=True, timeout=WAIT)
-    assert listen.returncode == 2 and b"--listen-port" in listen.stderr  # the sink has no such option
+    assert run_command(monkeypatch, "ctistat", "--listen-port", "0", str(saved), "--json") == 2
+    assert "--listen-port" in capfd.readouterr().err  # the sink has no such option
 
 
-def test_ctisave_jsonl_keeps_the_tagged_records(server, tmp_path):
+def test_ctisave_jsonl_keeps_the_tagged_records(wrapped, tmp_path):
     client_file, server_file = tmp_path / "c.jsonl", tmp_path / "s.jsonl"
-    tool = Classic("ctisave", server.port, str(client_file), str(server_file), "--jsonl")
-    converse(tool, server)
-    assert tool.finish() == 0, tool.err
+    assert wrapped("ctisave", str(client_file), str(server_file), "--jsonl") == b""
     records = [json.loads(line) for line in client_file.read_text().splitlines()]
     assert [r["msg"] for r in records if "msg" in r] == CLIENT_MESSAGES
 
 
-def test_ctispy_color_and_compact(server):
-    tool = Classic("ctispy", server.port, "--color", "always", "--compact")
-    converse(tool, server)
-    assert tool.finish() == 0, tool.err
-    assert b"\x1b[" in tool.out
-    plain = Classic("ctispy", server.port, "--color", "never")
-    converse(plain, server)
-    assert plain.finish() == 0
-    assert b"\x1b[" not in plain.out and len(shown(plain.out)) == len(CLIENT_MESSAGES + SERVER_MESSAGES)
+def test_ctispy_color_and_compact(wrapped):
+    assert b"\x1b[" in wrapped("ctispy", "--color", "always", "--compact")
+    plain = wrapped("ctispy", "--color", "never")
+    assert b"\x1b[" not in plain and len(shown(plain)) == len(CLIENT_MESSAGES + SERVER_MESSAGES)
 
 
 def test_relay_options_reach_the_relay_whatever_they_are():
@@ -499,12 +582,12 @@ def test_relay_options_reach_the_relay_whatever_they_are():
     assert classic.relay_argv(actions, wrapper.parse_args(["xivo"])) == ["xivo"]
 
 
-@pytest.mark.parametrize("name", sorted(__import__("ctipipe.__main__").__main__.COMMANDS))
-def test_every_command_has_version(name):
+@pytest.mark.parametrize("name", sorted(commands.COMMANDS))
+def test_every_command_has_version(monkeypatch, capsys, no_process, name):
+    # Through every bin/ name, a process each: tests/test_planted.py.
     from ctipipe import __version__
-    result = subprocess.run(command(name, "--version"), capture_output=True, timeout=WAIT)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.decode() == f"{name} {__version__}\n"
+    assert run_command(monkeypatch, name, "--version") == 0
+    assert capsys.readouterr().out == f"{name} {__version__}\n"
 
 
 def test_ctisave_whose_relay_cannot_listen_leaves_the_files_as_they_were(server, tmp_path):
