@@ -3,13 +3,13 @@ unpacked archive): every bin/ name, the commands that pip installs and the
 stages a wrapper starts keep the working directory off the import path."""
 from __future__ import annotations
 
-import re
 import subprocess
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from ctipipe import __version__
 from ctipipe.commands import COMMANDS
 from helpers import LOCALHOST, WAIT, Proc, Server, recv_all
 
@@ -17,33 +17,44 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = REPO / "bin"
 
 
-def _plant(folder: Path, *, empty: bool) -> Path:
-    """A ctipipe/ package in FOLDER whose import leaves a mark; or an empty one."""
+def _plant(folder: Path) -> Path:
+    """A ctipipe/ package in FOLDER whose import leaves a mark."""
     package = folder / "ctipipe"
     package.mkdir()
     mark = folder / "planted-code-ran"
-    if not empty:
-        code = f"open({str(mark)!r}, 'w').close()\n"
-        (package / "__init__.py").write_text(code)
-        (package / "__main__.py").write_text(code)
+    code = f"open({str(mark)!r}, 'w').close()\n"
+    (package / "__init__.py").write_text(code)
+    (package / "__main__.py").write_text(code)
     return mark
 
 
-@pytest.mark.parametrize("empty", [False, True], ids=["package", "empty-folder"])
+def _plant_both(folder: Path) -> Path:
+    """An empty ctipipe/ folder and a ctipipe.py module whose import leaves a mark,
+    both in FOLDER. With FOLDER anywhere on the import path either one shadows the
+    installed package: the module, which a directory without __init__.py does not
+    hide, runs and leaves the mark (as a planted package would); with the module
+    gone, the empty folder would be imported instead, a namespace without
+    __version__ (the command fails). One run thus sees both."""
+    (folder / "ctipipe").mkdir()
+    mark = folder / "planted-code-ran"
+    (folder / "ctipipe.py").write_text(f"open({str(mark)!r}, 'w').close()\n")
+    return mark
+
+
 @pytest.mark.parametrize("name", sorted(COMMANDS))
-def test_a_planted_ctipipe_in_the_working_directory_never_runs(name, empty, tmp_path):
-    mark = _plant(tmp_path, empty=empty)
+def test_a_planted_ctipipe_in_the_working_directory_never_runs(name, tmp_path):
+    mark = _plant_both(tmp_path)
     result = subprocess.run([str(BIN / name), "--version"], cwd=tmp_path, capture_output=True,
                             timeout=WAIT * 3)
     assert result.returncode == 0, result.stderr
-    assert re.fullmatch(rb"\S+ \d+\.\d+\.\d+\n", result.stdout), result.stdout
+    assert result.stdout.decode() == f"{name} {__version__}\n"
     assert not mark.exists()
 
 
 def test_the_stages_of_a_wrapper_never_run_planted_code(tmp_path):
     # ctispy starts `ctirelay | ctipretty` as processes of its own: none of them
     # may import the planted package, and the session is shown as usual.
-    mark = _plant(tmp_path, empty=False)
+    mark = _plant(tmp_path)
     server = Server()
     spy = Proc([str(BIN / "ctispy"), LOCALHOST, "--port", str(server.port),
                 "--listen-addr", LOCALHOST, "--listen-port", "0", "-v"], cwd=tmp_path)
