@@ -237,16 +237,22 @@ def test_listen_port_in_use_exits_1(server):
 
 @pytest.mark.parametrize("args", [[], ["xivo", "--port", "notaport"], ["xivo", "--bogus"],
                                   ["xivo", "--listen-port", "70000"]])
-def test_bad_arguments_exit_2(args):
-    proc = Proc(command("ctirelay", *args))
-    assert proc.finish() == 2
-    assert proc.err.count("\n") == 1 and proc.err.startswith("ctirelay: error:")
+def test_bad_arguments_exit_2(args, capsys):
+    # (in-process: the status is the parser's; tests/test_hosts.py runs one such
+    # refusal as a process)
+    with pytest.raises(SystemExit) as exit_:
+        relay_module.main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ctirelay: error:")
 
 
-def test_help_shows_an_example():
-    proc = Proc(command("ctirelay", "--help"))
-    assert proc.finish() == 0
-    assert "example:" in proc.out.decode() and "ctirelay xivo-new" in proc.out.decode()
+def test_help_shows_an_example(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        relay_module.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "example:" in out and "ctirelay xivo-new" in out
 
 
 def test_closed_stdout_does_not_disturb_the_session(server):
@@ -546,6 +552,76 @@ async def test_both_legs_of_a_session_have_tcp_keepalive(tmp_path):
         nursery.cancel_scope.cancel()
 
 
+async def test_a_reader_that_never_reads_gets_whole_records_and_the_count(autojump_clock):
+    """The relay gives up on a reader that does not read: after FLUSH_TIMEOUT it
+    ends leaving whole records only, with the error (status 1, its one line)
+    saying how many records it did not write. ctirelay's own shutdown (`_run`),
+    in-process on virtual time, standard output a pipe nobody reads."""
+    from ctipipe.core import cli
+
+    # Virtual time moves only once nothing has run for this long (real seconds):
+    # then the only deadline left is the final flush's.
+    autojump_clock.autojump_threshold = 0.2
+    listening = trio.Event()
+    said: list[str] = []
+
+    class Notices:  # what the relay says on standard error, kept
+        @staticmethod
+        def say(message: str) -> None:
+            said.append(message)
+            if message.startswith("listening on"):
+                listening.set()
+
+    parser = cli.Parser(relay_module.PROG)
+    relay_module.add_relay_options(parser)
+    servers = await trio.open_tcp_listeners(0, host=LOCALHOST)
+    args = parser.parse_args([LOCALHOST, "--port", str(servers[0].socket.getsockname()[1]),
+                              "--listen-addr", LOCALHOST, "--listen-port", "0"])
+    line = b'{"class":"x","pad":"' + b"p" * 2000 + b'"}\n'
+
+    async def peers() -> None:
+        await listening.wait()
+        port = int(said[0].split()[2].rsplit(":", 1)[1])
+        client = await trio.open_tcp_stream(LOCALHOST, port)
+        upstream = await servers[0].accept()
+        async with trio.open_nursery() as both:
+            both.start_soon(upstream.send_all, line * 2000)  # 4 MB: more than a pipe holds
+            got = 0
+            while got < len(line) * 2000:
+                got += len(await client.receive_some())
+        await client.aclose()
+        await upstream.aclose()
+
+    read_end, write_end = os.pipe()
+    stdout = os.dup(1)
+    os.dup2(write_end, 1)  # the relay's records go to its fd 1
+    os.close(write_end)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peers)
+            started = trio.current_time()
+            with pytest.raises(cli.CommandError) as error:
+                await relay_module._run(args, Notices())
+            waited = trio.current_time() - started
+    finally:
+        os.dup2(stdout, 1)
+        os.close(stdout)
+        await servers[0].aclose()
+    assert waited >= relay_module.FLUSH_TIMEOUT  # it did wait for the reader, that long
+    unwritten = int(str(error.value).split()[0])
+    assert str(error.value) == (f"{unwritten} records were not written: "
+                                f"standard output was not being read")
+    assert not [message for message in said if "not written" in message]  # none dropped before
+    output = bytearray()
+    while chunk := os.read(read_end, 1 << 20):
+        output += chunk
+    os.close(read_end)
+    assert output.endswith(b"\n")
+    records = [json.loads(l) for l in output.splitlines()]  # each one whole
+    assert unwritten > 0
+    assert len(records) + unwritten == 2 + 2000 + 1  # start, open, the lines, close
+
+
 def test_a_stderr_nobody_reads_does_not_stall_the_sessions(server):
     """Ctrl-S on the terminal, or a full pipe on stderr: forwarding goes on."""
     read_end, write_end = os.pipe()
@@ -601,48 +677,56 @@ def test_says_where_it_listens_and_relays_without_verbose(server):
     assert proc.finish() == 0
 
 
-def test_a_reader_that_never_reads_gets_whole_records_and_exit_1(server):
-    """The relay gives up on a reader that does not read: it leaves whole records
-    only, exits 1, and says in one line how many records it did not write."""
-    read_end, write_end = os.pipe()
-    relay = Relay(server.port, stdout=write_end)
-    os.close(write_end)
-    client = relay.connect()
-    upstream = server.accept()
-    line = b'{"class":"x","pad":"' + b"p" * 2000 + b'"}\n'
-    sender = threading.Thread(target=upstream.sendall, args=(line * 2000,))
-    sender.start()  # 4 MB: more than a pipe holds
-    assert len(recv_all(client, len(line) * 2000)) == len(line) * 2000
-    sender.join(WAIT)
-    client.close()
-    upstream.close()
-    assert relay.finish(timeout=30) == 1
-    problems = [l for l in relay.err.splitlines() if "not written" in l]
-    assert len(problems) == 1 and "records were not written" in problems[0], relay.err
-    output = bytearray()
-    while chunk := os.read(read_end, 1 << 20):
-        output += chunk
-    os.close(read_end)
-    assert output.endswith(b"\n")
-    records = [json.loads(l) for l in output.splitlines()]  # each one whole
-    unwritten = int(problems[0].split("error: ")[1].split()[0])
-    assert len(records) + unwritten == 2 + 2000 + 1  # start, open, the lines, close
-
-
-def test_without_loop_a_client_that_resets_as_it_connects_ends_0_however_early(server):
+@pytest.mark.parametrize("turns", range(8))
+async def test_without_loop_a_client_that_resets_as_it_connects_ends_0_however_early(tmp_path, turns):
     # Exit 1 ("went away before the session began") or 0 (a session closed
     # by the reset) depended on when the reset came; it is the client's doing
-    # either way: exit 0, one record and one line saying what happened.
-    import struct
-    for _ in range(4):
-        relay = Relay(server.port)
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.connect((LOCALHOST, relay.port))
-        sock.close()
-        assert relay.finish() == 0, relay.err
-        assert "error:" not in relay.err and "Traceback" not in relay.err, relay.err
-        events = [json.loads(line).get("event") for line in relay.out.splitlines()]
-        assert events[0] == "start" and events[-1] in ("error", "close"), events
-        if events[-1] == "close":
-            server.accept().close()  # a session that had begun reached the server
+    # either way: exit 0 (the relay ends without an error), one record and one
+    # line saying what happened. The reset comes after `turns` turns of the
+    # relay's event loop: before it accepts, as it connects to the server, or
+    # once the session is open.
+    out = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT)
+    said: list[str] = []
+
+    class Notices:
+        say = staticmethod(said.append)
+
+    tap = Tap(out, raw=False, max_line=1 << 20, notify=said.append)
+    servers = await trio.open_tcp_listeners(0, host=LOCALHOST)
+    relay = relay_module.Relay(LOCALHOST, servers[0].socket.getsockname()[1],
+                               listen_addr=LOCALHOST, listen_port=0, loop=False, tap=tap,
+                               verbose=False, connect_timeout=WAIT, notices=Notices())
+
+    async def upstream(task_status=trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:  # a session that had begun reached the server
+            await (await servers[0].accept()).aclose()
+
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tap.run)
+            await nursery.start(upstream)
+
+            async def serve(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                await relay.serve(task_status=task_status)  # a CommandError: exit 1
+                tap.close()
+                nursery.cancel_scope.cancel()
+
+            [address] = await nursery.start(serve)
+            sock = trio.socket.socket()
+            await sock.connect((LOCALHOST, int(address.rsplit(":", 1)[1])))
+            for _ in range(turns):
+                await trio.lowlevel.checkpoint()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        await tap.finished.wait()
+    await servers[0].aclose()
+    os.close(out)
+    records = [json.loads(line) for line in (tmp_path / "out").read_bytes().splitlines()]
+    events = [record.get("event") for record in records]
+    assert events[0] == "start" and events[-1] in ("error", "close"), events
+    if events[-1] == "error":  # before the session began: said without -v
+        assert [line for line in said if line.startswith("session 1")] == [
+            f"session 1: {records[-1]['error']}"]
+    else:
+        assert records[-1]["by"] == "client" and "reset" in records[-1]["error"]
