@@ -1,5 +1,6 @@
 """HOST as people type it: HOST:PORT and [IPv6]:PORT taken, a port typed as HOST refused."""
 import argparse
+import importlib
 import subprocess
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from helpers import WAIT, command
 from ctipipe.core import cli
 from ctipipe import wrappers
+from ctipipe.commands import COMMANDS
 
 CASES = [
     # (text, host, port given with it)
@@ -75,9 +77,23 @@ def test_two_different_ports_are_refused(capsys):
 
 @pytest.mark.parametrize("argv", [["ctispy", "5003"], ["ctistat", "25003"], ["ctisave", "5003", "c", "s"],
                                   ["ctirelay", "5003"], ["ctireplay", "x.jsonl", "--to", "5003"]])
-def test_every_command_refuses_a_port_as_host(argv, tmp_path):
-    result = subprocess.run(command(*argv), capture_output=True, text=True, timeout=WAIT,
-                            cwd=tmp_path)
+def test_every_command_refuses_a_port_as_host(argv, tmp_path, monkeypatch, capsys):
+    # in-process: the refusal is the parser's, before anything starts
+    monkeypatch.chdir(tmp_path)
+    module, func = COMMANDS[argv[0]]
+    main = getattr(importlib.import_module(f"ctipipe.{module}"), func)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv[1:])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "looks like a port: use --port" in err
+    assert err.count("\n") == 1
+
+
+def test_a_port_as_host_is_a_usage_error_of_the_process(tmp_path):
+    """The same refusal as the process shows it: status 2, one line."""
+    result = subprocess.run(command("ctispy", "5003"), capture_output=True, text=True,
+                            timeout=WAIT, cwd=tmp_path)
     assert result.returncode == 2
-    assert "looks like a port: use --port" in result.stderr
-    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("ctispy: error: ") and result.stderr.count("\n") == 1
+    assert "5003 looks like a port: use --port 5003" in result.stderr
