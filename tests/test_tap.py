@@ -1,10 +1,11 @@
 """The tap in-process: its output is a pipe the test reads (or does not read)."""
+import collections
 import json
 import os
 import threading
 import time
 
-import pytest
+import orjson
 import trio
 
 from ctipipe.relay import tap as tap_module
@@ -47,10 +48,12 @@ def pipe_tap(**options) -> tuple[Tap, int]:
                notify=options.pop("notify", lambda message: None), **options), read_end
 
 
-async def pump(tap: Tap, side, data: bytes, reads: int) -> None:
+async def pump(tap: Tap, side, data: bytes, reads: int, waits: list | None = None) -> None:
     """What a relay pump does with each read: wait only while the tap is full."""
     for _ in range(reads):
         if tap.full:
+            if waits is not None:
+                waits.append(side.session.conn)
             await tap.room()
         tap.data(side, time.time(), data)
         await trio.lowlevel.checkpoint()
@@ -63,12 +66,14 @@ async def finish(tap: Tap) -> None:
 
 
 async def test_a_slow_reader_never_holds_up_the_sessions():
-    """A reader at 2 MB/s: 40 MB go through the tap long before the reader could
-    have read them; what it could not take is dropped and counted in gaps."""
+    """A reader at 2 MB/s: 24 MB (over four times what the tap holds for a slow
+    reader, OUTPUT_LIMIT and its 1 MiB pipe) go through the tap long before the
+    reader could have read half; what it could not take is dropped and counted
+    in gaps."""
     tap, read_end = pipe_tap()
     reader = Reader(read_end, rate=2e6)
     chunk = MESSAGE * 800  # 60 KB, one read
-    reads = 40_000_000 // len(chunk)
+    reads = 24_000_000 // len(chunk)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(tap.run)
         session = tap.session(1)
@@ -77,7 +82,7 @@ async def test_a_slow_reader_never_holds_up_the_sessions():
         reader.rate = None
         tap.closed(session, time.time(), {"by": "server"})
         await finish(tap)
-    assert behind < 20_000_000, "the sessions were paced by the reader"
+    assert behind < 12_000_000, "the sessions were paced by the reader"
     records = reader.records()
     lost = sum(r["lost"] for r in records if r.get("event") == "gap")
     assert lost > 0
@@ -87,19 +92,30 @@ async def test_a_slow_reader_never_holds_up_the_sessions():
 
 async def test_a_saturated_tap_loses_nothing_when_the_output_keeps_up(tmp_path):
     """The tap saturates the CPU, the output (a file) never waits on a reader:
-    the sessions wait for the tap's CPU work instead of losing records."""
+    the sessions wait for the tap's CPU work instead of losing records.
+    Eight sessions each hand it a 60 KB read per turn of the event loop, more
+    than the formatter takes in a turn (WRITE_BATCH): 5.8 MB in all, five times
+    its queue (QUEUE_LIMIT), which fills."""
     fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT)
     tap = Tap(fd, raw=False, max_line=1 << 20, notify=lambda message: None)
     chunk = MESSAGE * 800
+    sessions, reads = 8, 12
+    assert sessions * reads * len(chunk) > 5 * tap_module.QUEUE_LIMIT
+    waits: list[int] = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(tap.run)
-        session = tap.session(1)
-        await pump(tap, session.client, chunk, 300)
-        tap.closed(session, time.time(), {"by": "client"})
+        live = [tap.session(conn) for conn in range(1, sessions + 1)]
+        async with trio.open_nursery() as pumps:
+            for session in live:
+                pumps.start_soon(pump, tap, session.client, chunk, reads, waits)
+        for session in live:
+            tap.closed(session, time.time(), {"by": "client"})
         await finish(tap)
-    records = [json.loads(line) for line in (tmp_path / "out").read_bytes().splitlines()]
+    assert waits, "the tap was never full: the test did not test"
+    records = [orjson.loads(line) for line in (tmp_path / "out").read_bytes().splitlines()]
     assert not [r for r in records if r.get("event") == "gap"]
-    assert sum(1 for r in records if "msg" in r) == 300 * 800
+    per_session = collections.Counter(r["conn"] for r in records if "msg" in r)
+    assert per_session == {conn: reads * 800 for conn in range(1, sessions + 1)}
 
 
 async def test_events_count_against_the_bound_when_nobody_reads():
