@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import threading
-import time
 from pathlib import Path
 
 import orjson

@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from ctipipe.core import stream
 
+from ctipipe.relay import splitter as splitter_module
 from ctipipe.relay.splitter import Splitter
 
 TS = 1764262479.123456
@@ -88,12 +89,16 @@ def test_escaping_never_makes_a_record_longer_than_the_limit(line):
         assert all(r.get("oversize") for r in decoded)
 
 
-def test_a_15_mib_line_of_control_bytes_stays_within_the_default_limit():
-    limit = 16 << 20
+def test_a_line_of_control_bytes_just_under_the_limit_stays_within_it():
+    """15/16 of the limit, six times the limit once escaped: in pieces, none over it.
+    A limit of 4 MiB keeps the default's shape (pieces of OVERSIZE_PIECE, 1 MiB,
+    smaller than the limit); tests/test_memory.py feeds 15 MiB under the default."""
+    limit = 4 << 20
+    assert splitter_module.OVERSIZE_PIECE < limit
     splitter = Splitter(3, "server", limit)
-    got = records(splitter, b"\x01" * (15 << 20) + b"\n")
+    got = records(splitter, b"\x01" * (limit // 16 * 15) + b"\n")
     assert max(content_lengths(got)) <= limit
-    assert sum(json.loads(r)["size"] for r in got.splitlines()) == (15 << 20) + 1
+    assert sum(json.loads(r)["size"] for r in got.splitlines()) == limit // 16 * 15 + 1
 
 
 @pytest.mark.parametrize("depth,kind", [(200, "msg"), (201, "raw"), (1000, "raw")])
