@@ -254,36 +254,69 @@ def test_server_failure_closes_the_client_and_loop_goes_on(server, how):
         assert partial and partial[0]["raw"] == '{"class":"login_id","sessionid":"21Ua'
 
 
-def test_server_that_never_answers_is_given_up_promptly():
+async def test_server_that_never_answers_is_given_up_promptly(autojump_clock, tmp_path):
+    """--connect-timeout 1 against a server that never answers: the client is
+    closed after exactly 1 s (virtual time), an `error` record says why, and
+    the relay (--loop) goes on serving. In-process, on virtual time."""
+    import select
+
+    import trio
+
+    from ctipipe.relay.command import Relay as InProcessRelay
+    from ctipipe.relay.tap import Tap
+
     # A listening socket whose accept queue is full: the kernel drops further
     # SYNs, so a connection attempt hangs as with a filtered address.
     silent = socket.socket()
     silent.bind((LOCALHOST, 0))
     silent.listen(0)
+    silent_port = silent.getsockname()[1]
     fillers = []
     for _ in range(4):
         s = socket.socket()
         s.setblocking(False)
         s.connect_ex(silent.getsockname())
         fillers.append(s)
-    time.sleep(0.2)
-    relay = Relay(silent.getsockname()[1], "--loop", "--connect-timeout", "1")
+    # the queue is full once one of them is connected (the others' SYNs are dropped)
+    assert select.select([], fillers, [], WAIT)[1]
+    said: list[str] = []
+
+    class Notices:
+        say = staticmethod(said.append)
+
+    out = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT)
+    tap = Tap(out, raw=False, max_line=1 << 20, notify=said.append)
+    relay = InProcessRelay(LOCALHOST, silent_port, listen_addr=LOCALHOST,
+                           listen_port=0, loop=True, tap=tap, verbose=False, connect_timeout=1.0,
+                           notices=Notices())
     try:
-        client = relay.connect()
-        start = time.monotonic()
-        assert is_closed(client)
-        assert 0.8 < time.monotonic() - start < 5
-        relay.wait_for(lambda p: b'"event":"error"' in p.out, what="the error record")
-        _, record = relay.records()
-        assert "no answer after 1 s" in record["error"]
-        assert relay.popen.poll() is None  # still serving
-        relay.signal(signal.SIGTERM)
-        assert relay.finish() == 0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tap.run)
+            [address] = await nursery.start(relay.serve)
+            port = int(address.rsplit(":", 1)[1])
+            for conn in (1, 2):  # the second client: still serving
+                client = await trio.open_tcp_stream(LOCALHOST, port)
+                start = trio.current_time()
+                try:
+                    assert await client.receive_some() == b""
+                except trio.BrokenResourceError:
+                    pass  # (closed with a reset: closed all the same)
+                assert trio.current_time() - start == pytest.approx(1.0, abs=0.01)
+                await client.aclose()
+            nursery.cancel_scope.cancel()
+        tap.close()
+        await tap.finished.wait()
     finally:
-        relay.kill()
+        os.close(out)
         for s in fillers:
             s.close()
         silent.close()
+    records = [json.loads(line) for line in (tmp_path / "out").read_bytes().splitlines()]
+    assert [r.get("event") for r in records] == ["start", "error", "error"]
+    for conn, record in enumerate(records[1:], 1):
+        assert record["conn"] == conn
+        assert record["error"] == f"cannot reach 127.0.0.1:{silent_port}: no answer after 1 s"
+    assert sum("no answer after 1 s" in line for line in said) == 2
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
