@@ -9,14 +9,147 @@ import threading
 import time
 
 import pytest
+import trio
 
 import ctipipe
 from hypothesis import given, strategies as st
 
+from ctipipe.core import cli
+from ctipipe.relay import command as relay_module
+from ctipipe.relay.tap import Tap
 from helpers import (LOCALHOST, STARTED, WAIT, Proc, Relay, command, exchange, free_port, is_closed,
                      recv_all, reset, send_in_chunks)
 
 KEY_ORDER_DATA = ["ts", "conn", "from"]
+
+RUNNING: list = []  # in-process relays, stopped at the end of their test whatever happened
+
+
+@pytest.fixture(autouse=True)
+def no_relay_outlives_its_test():
+    yield
+    while RUNNING:
+        relay = RUNNING.pop()
+        if relay._thread.is_alive():
+            relay.stop()
+            relay.finish()
+
+
+class InProcessRelay:
+    """ctirelay's relay and tap in this process (a trio run in a thread), for what
+    a process would not show more of: records, half-closes, resets, pieces. The
+    same interface as helpers.Relay; `stop()` is the signal, `finish()` the exit
+    status ctirelay's _run gives (1: a CommandError, or records not written).
+    Signals, exit statuses and standard error as a process has them are in the
+    process tests below."""
+
+    def __init__(self, server_port: int, *argv: str, stdout: int | None = None) -> None:
+        RUNNING.append(self)
+        parser = cli.Parser(relay_module.PROG)
+        relay_module.add_relay_options(parser)
+        args = parser.parse_args([LOCALHOST, "--port", str(server_port), "--listen-addr",
+                                  LOCALHOST, "--listen-port", "0", "-v", *argv])
+        self.said: list[str] = []
+        self.status: int | None = None
+        self._out = bytearray()
+        self._cond = threading.Condition()
+        if stdout is None:
+            read_end, stdout = os.pipe()
+            self._reader = threading.Thread(target=self._read, args=(read_end,), daemon=True)
+            self._reader.start()
+            self._close_stdout = True
+        else:
+            self._reader = None
+            self._close_stdout = False
+        self._stdout = stdout
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=trio.run, args=(self._main, args), daemon=True)
+        self._thread.start()
+        assert self._started.wait(WAIT), self.err
+        self.port = int(self.address.rsplit(":", 1)[1])
+
+    def say(self, message: str) -> None:
+        with self._cond:
+            self.said.append(message)
+            self._cond.notify_all()
+
+    async def _main(self, args) -> None:
+        tap = Tap(self._stdout, raw=args.raw, max_line=args.max_line, notify=self.say,
+                  flush_timeout=relay_module.FLUSH_TIMEOUT)
+        relay = relay_module.Relay(args.host, args.port, listen_addr=args.listen_addr,
+                                   listen_port=args.listen_port, loop=args.loop, tap=tap,
+                                   verbose=args.verbose, connect_timeout=args.connect_timeout,
+                                   notices=self)
+        self._token = trio.lowlevel.current_trio_token()
+        status = 0
+        try:
+            async with trio.open_nursery() as root:
+                root.start_soon(tap.run)
+                try:
+                    async with trio.open_nursery() as serving:
+                        self._scope = serving.cancel_scope
+                        [self.address] = await serving.start(relay.serve)
+                        self._started.set()
+                finally:
+                    tap.close()
+                    await tap.finished.wait()
+        except cli.CommandError as error:
+            self.say(f"error: {error}")
+            status = 1
+        if tap.unwritten:
+            self.say(f"error: {tap.unwritten} records were not written")
+            status = 1
+        if self._close_stdout:
+            os.close(self._stdout)
+        self.status = status
+
+    def _read(self, fd: int) -> None:
+        while data := os.read(fd, 1 << 16):
+            with self._cond:
+                self._out += data
+                self._cond.notify_all()
+        os.close(fd)
+
+    @property
+    def out(self) -> bytes:
+        with self._cond:
+            return bytes(self._out)
+
+    @property
+    def err(self) -> str:
+        with self._cond:
+            return "".join(f"ctirelay: {line}\n" for line in self.said)
+
+    def wait_for(self, predicate, timeout: float = WAIT, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self):
+                left = deadline - time.monotonic()
+                assert left > 0, f"timed out waiting for {what}; said:\n{self.err}"
+                self._cond.wait(min(left, 0.1))
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection((LOCALHOST, self.port), timeout=WAIT)
+
+    def records(self) -> list[dict]:
+        return [json.loads(line) for line in self.out.splitlines()]
+
+    def closes(self) -> list[dict]:
+        return [r for r in self.records() if r.get("event") == "close"]
+
+    def stop(self) -> None:
+        """What SIGINT and SIGTERM do: the sessions closed, the records written."""
+        try:
+            self._token.run_sync_soon(self._scope.cancel)
+        except trio.RunFinishedError:
+            pass
+
+    def finish(self, timeout: float = WAIT) -> int:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"the relay did not end; said:\n{self.err}"
+        if self._reader is not None:
+            self._reader.join(timeout)
+        return self.status
 
 
 def check_record(record: dict, raw_line: bytes) -> None:
@@ -38,7 +171,7 @@ def check_record(record: dict, raw_line: bytes) -> None:
 
 def session(server, relay_args=(), client_data=b"", server_data=b""):
     """One session: send both ways, half-close both, return the relay and what each side got."""
-    relay = Relay(server.port, *relay_args)
+    relay = InProcessRelay(server.port, *relay_args)
     client = relay.connect()
     got = exchange(client, server.accept(), client_data, server_data)
     assert relay.finish() == 0, relay.err
@@ -46,7 +179,7 @@ def session(server, relay_args=(), client_data=b"", server_data=b""):
 
 
 def test_records_follow_the_stream_contract(server):
-    relay = Relay(server.port)
+    relay = InProcessRelay(server.port)
     client = relay.connect()
     upstream = server.accept()
     sent = [b'{"class": "login_id", "commandid": 1092130023, "userlogin": "alice"}\n',
@@ -92,7 +225,7 @@ def test_records_follow_the_stream_contract(server):
 
 
 def test_half_close_by_client_still_delivers_server_replies(server):
-    relay = Relay(server.port)
+    relay = InProcessRelay(server.port)
     client = relay.connect()
     upstream = server.accept()
     client.sendall(b'{"class":"logout"}\n')
@@ -109,7 +242,7 @@ def test_half_close_by_client_still_delivers_server_replies(server):
 
 
 def test_half_close_by_server_still_delivers_client_messages(server):
-    relay = Relay(server.port)
+    relay = InProcessRelay(server.port)
     client = relay.connect()
     upstream = server.accept()
     upstream.sendall(b'{"class":"disconnect"}\n')
@@ -124,7 +257,7 @@ def test_half_close_by_server_still_delivers_client_messages(server):
 
 
 def test_client_reset_ends_session_and_resets_server(server):
-    relay = Relay(server.port)
+    relay = InProcessRelay(server.port)
     client = relay.connect()
     upstream = server.accept()
     client.sendall(b'{"class":"x"}\n')
@@ -139,7 +272,7 @@ def test_client_reset_ends_session_and_resets_server(server):
 
 
 def test_server_closing_mid_message_gives_partial_record(server):
-    relay = Relay(server.port)
+    relay = InProcessRelay(server.port)
     client = relay.connect()
     upstream = server.accept()
     upstream.sendall(b'{"class":"getlist","list":["1","2"')
@@ -166,7 +299,7 @@ def test_oversize_lines_come_in_pieces(server):
 
 
 def test_concurrent_sessions_with_loop(server):
-    relay = Relay(server.port, "--loop")
+    relay = InProcessRelay(server.port, "--loop")
     pairs = []
     for _ in range(5):
         client = relay.connect()
@@ -180,7 +313,7 @@ def test_concurrent_sessions_with_loop(server):
         client.close()
         upstream.close()
     relay.wait_for(lambda p: p.out.count(b'"event":"close"') == 5, what="five closes")
-    relay.signal(signal.SIGTERM)
+    relay.stop()
     assert relay.finish() == 0
     by_conn = {}
     for r in relay.records()[1:]:
@@ -213,7 +346,7 @@ def test_unreachable_server_without_loop_exits_1(server):
 
 def test_unreachable_server_with_loop_goes_on(server):
     port = free_port()
-    relay = Relay(port, "--loop")
+    relay = InProcessRelay(port, "--loop")
     for _ in range(2):
         try:
             client = relay.connect()
@@ -221,8 +354,8 @@ def test_unreachable_server_with_loop_goes_on(server):
             continue  # (the reset can reach our connect before it returns)
         assert is_closed(client)
     relay.wait_for(lambda p: p.out.count(b'"event":"error"') == 2, what="two error events")
-    assert relay.popen.poll() is None
-    relay.signal(signal.SIGINT)
+    assert relay.status is None  # still serving
+    relay.stop()
     assert relay.finish() == 0
     assert [r.get("conn") for r in relay.records()] == [None, 1, 2]
 
@@ -257,8 +390,7 @@ def test_help_shows_an_example(capsys):
 
 def test_closed_stdout_does_not_disturb_the_session(server):
     read_end, write_end = os.pipe()
-    relay = Relay(server.port, stdout=write_end)
-    os.close(write_end)
+    relay = InProcessRelay(server.port, stdout=write_end)
     os.close(read_end)  # nobody reads the records: a `| head` that exited
     client = relay.connect()
     upstream = server.accept()
@@ -271,6 +403,7 @@ def test_closed_stdout_does_not_disturb_the_session(server):
     client.close()
     upstream.close()
     assert relay.finish() == 0
+    os.close(write_end)
     assert relay.err.count("standard output closed") == 1
     assert "Traceback" not in relay.err
 
@@ -439,11 +572,7 @@ def test_stalled_reader_loses_records_counted_by_a_gap(server):
 import fcntl  # noqa: E402
 import struct  # noqa: E402
 
-import trio  # noqa: E402
-
 from ctipipe.core import notices as notices_module  # noqa: E402
-from ctipipe.relay import command as relay_module  # noqa: E402
-from ctipipe.relay.tap import Tap  # noqa: E402
 
 
 async def echo_server(task_status=trio.TASK_STATUS_IGNORED):
