@@ -1,6 +1,5 @@
 """A relay pointed at itself: refused at start, and a loop that forms anyway stopped."""
 import os
-import socket
 import subprocess
 
 import pytest
