@@ -419,7 +419,7 @@ def _one_clean_close(relay: Relay) -> dict:
     return closes[0]
 
 
-class InProcessRelay:
+class RelayMain:
     """ctirelay's main() in this process (its signal handling needs the main
     thread) for one session, the test's client in a thread: a relay's records,
     standard error and status without a process start. Tests of what only a
@@ -471,7 +471,7 @@ class InProcessRelay:
 
 def test_starttls_is_intercepted_between_xivo_server_and_client(pair, capfd):
     server = XivoServer(*pair)
-    relay = InProcessRelay(capfd, server.port)
+    relay = RelayMain(capfd, server.port)
     client = XivoClient(relay.port, extra=[{"class": "getlist", "function": "listid"}])
     assert relay.run(lambda port: client.run()) == 0
     received = client.received
@@ -506,7 +506,7 @@ def test_starttls_is_intercepted_between_xivo_server_and_client(pair, capfd):
 
 def test_starttls_pass_forwards_the_encrypted_bytes_unrecorded(pair, capfd):
     server = XivoServer(*pair)
-    relay = InProcessRelay(capfd, server.port, "--starttls", "pass")
+    relay = RelayMain(capfd, server.port, "--starttls", "pass")
     client = XivoClient(relay.port)
     assert relay.run(lambda port: client.run()) == 0
     server.close()
@@ -524,7 +524,7 @@ def test_starttls_pass_forwards_the_encrypted_bytes_unrecorded(pair, capfd):
 def test_a_session_without_starttls_stays_plain(pair, offer, capfd):
     """A server that does not offer, and a client that ignores the offer."""
     server = XivoServer(*pair, offer=offer)
-    relay = InProcessRelay(capfd, server.port)
+    relay = RelayMain(capfd, server.port)
     client = XivoClient(relay.port, wants_tls=False)
     assert relay.run(lambda port: client.run()) == 0
     server.close()
@@ -539,7 +539,7 @@ def test_a_session_without_starttls_stays_plain(pair, offer, capfd):
 
 def test_implicit_tls(pair, capfd):
     server = XivoServer(*pair, implicit=True)
-    relay = InProcessRelay(capfd, server.port, "--tls")
+    relay = RelayMain(capfd, server.port, "--tls")
     client = XivoClient(relay.port, implicit=True)
     assert relay.run(lambda port: client.run()) == 0
     server.close()
@@ -557,7 +557,7 @@ def test_implicit_tls(pair, capfd):
 def test_cert_and_key_are_what_clients_see(pair, tmp_path, capfd):
     cert, key, _ = tls.relay_certificate(tmp_path / "given")
     server = XivoServer(*pair, implicit=True)
-    relay = InProcessRelay(capfd, server.port, "--tls", "--cert", str(cert), "--key", str(key))
+    relay = RelayMain(capfd, server.port, "--tls", "--cert", str(cert), "--key", str(key))
     seen = []
 
     def client(port: int) -> None:
@@ -580,7 +580,7 @@ def test_default_certificate_is_kept_and_reused(pair, tmp_path, monkeypatch, cap
             prints.append(hashlib.sha256(conn.getpeercert(binary_form=True)).hexdigest())
     for _ in range(2):
         server = XivoServer(*pair, implicit=True)
-        relay = InProcessRelay(capfd, server.port, "--tls")
+        relay = RelayMain(capfd, server.port, "--tls")
         relay.run(client)
         server.close()
         assert ("made the relay's TLS certificate" in relay.err) == (len(prints) == 1)
@@ -617,7 +617,7 @@ def _starttls_plain(port: int) -> socket.socket:
 
 def test_client_sending_garbage_instead_of_a_client_hello(pair, capfd):
     server = XivoServer(*pair)
-    relay = InProcessRelay(capfd, server.port)
+    relay = RelayMain(capfd, server.port)
     closed = []
 
     def client(port: int) -> None:
@@ -638,7 +638,7 @@ def test_client_sending_garbage_instead_of_a_client_hello(pair, capfd):
 
 def test_server_that_drops_the_handshake(pair, capfd):
     server = XivoServer(*pair, drop_handshake=True)
-    relay = InProcessRelay(capfd, server.port)
+    relay = RelayMain(capfd, server.port)
     assert relay.run(lambda port: XivoClient(port).run(), client_fails=True) == 1  # never silent
     assert isinstance(relay.client_error, (OSError, EOFError, ssl.SSLError)), relay.client_error
     server.close()
@@ -808,7 +808,7 @@ def _after_the_login(server, port: int) -> None:
 
 def test_a_starttls_exchange_after_the_login_is_only_relayed(server, capfd):
     """Watching ends with the login: a later `starttls` answer switches nothing."""
-    relay = InProcessRelay(capfd, server.port)
+    relay = RelayMain(capfd, server.port)
     assert relay.run(partial(_after_the_login, server)) == 0
     assert not [r for r in relay.records() if r.get("event") == "tls"]
     close = _one_clean_close(relay)
@@ -829,7 +829,7 @@ def _resets_inside_tls(pair, server, port: int) -> None:
 
 
 def test_a_reset_inside_tls_is_passed_on_as_a_reset(pair, server, capfd):
-    relay = InProcessRelay(capfd, server.port, "--tls")
+    relay = RelayMain(capfd, server.port, "--tls")
     assert relay.run(partial(_resets_inside_tls, pair, server)) == 0
     close = _one_clean_close(relay)
     assert close["by"] == "client" and close["error"] == "connection reset by client"
@@ -837,7 +837,7 @@ def test_a_reset_inside_tls_is_passed_on_as_a_reset(pair, server, capfd):
 
 def test_implicit_tls_passed_on_untouched(pair, capfd):
     server = XivoServer(*pair, implicit=True)
-    relay = InProcessRelay(capfd, server.port, "--tls", "--starttls", "pass")
+    relay = RelayMain(capfd, server.port, "--tls", "--starttls", "pass")
     client = XivoClient(relay.port, implicit=True)
     assert relay.run(lambda port: client.run()) == 0
     server.close()
@@ -928,7 +928,7 @@ def _ends_with_a_bare_fin(pair, server, port: int) -> None:
 
 def test_a_peer_that_alerts_on_the_passed_on_fin_ends_the_session_cleanly(pair, server, capfd):
     """OpenSSL 3 answers a bare FIN with a decode_error alert: that is its end, not a failure."""
-    relay = InProcessRelay(capfd, server.port, "--tls")
+    relay = RelayMain(capfd, server.port, "--tls")
     assert relay.run(partial(_ends_with_a_bare_fin, pair, server)) == 0
     close = _one_clean_close(relay)
     assert close["by"] == "client" and "error" not in close, json.dumps(close)

@@ -14,7 +14,7 @@ import trio
 
 from helpers import LOCALHOST, WAIT, Proc, Server, command, free_port
 from peers import XivoServer, tls_context
-from test_tls import InProcessRelay
+from test_tls import RelayMain
 
 from ctipipe.core import notices as notices_module
 from ctipipe.relay import certs
@@ -199,7 +199,7 @@ def _fails_tls(port: int) -> None:
 def test_tls_to_a_port_that_starts_in_plain_text_gives_the_hint(pair, capfd):
     """ctirelay --tls against a XiVO port 5003, which sends its offer in plain text."""
     server = XivoServer(*pair)  # plain, with the STARTTLS offer first
-    proc = InProcessRelay(capfd, server.port, "--tls")
+    proc = RelayMain(capfd, server.port, "--tls")
     assert proc.run(_fails_tls) == 1
     server.close()
     assert proc.err.count("drop --tls") == 1, proc.err
@@ -334,7 +334,7 @@ def _plain_text_after_the_answer(port: int) -> None:
 def test_plain_text_after_a_starttls_answer_gets_no_tls_hint(pair, capfd):
     """--tls is not on the command line there: telling to drop it would mislead."""
     server = XivoServer(*pair)
-    proc = InProcessRelay(capfd, server.port)
+    proc = RelayMain(capfd, server.port)
     assert proc.run(_plain_text_after_the_answer) == 1
     server.close()
     assert "the client's TLS handshake failed" in proc.err and "drop --tls" not in proc.err
