@@ -1,23 +1,26 @@
 """The filters and sinks: their logic in-process, and each command on real pipes."""
 import base64
+import fcntl
 import json
 import os
 import re
 import signal
 import subprocess
+import termios
 import threading
 import time
 from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 from ctipipe.core import stream
 from ctipipe.stages.include import Exclude
 from ctipipe.core.paths import Expression
 from ctipipe.stages.pretty import Pretty
 from ctipipe.stages.strip import Strip
+import inprocess
 from helpers import WAIT, Proc, command
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -25,9 +28,26 @@ SESSION = (GOLDEN / "session.jsonl").read_bytes()
 UTC = {**os.environ, "TZ": "UTC"}
 
 
-def run(name: str, *args: str, data: bytes = SESSION, env=UTC) -> subprocess.CompletedProcess:
-    return subprocess.run(command(name, *args), input=data, capture_output=True, timeout=WAIT,
-                          env=env)
+def run(name: str, *args: str, data: bytes = SESSION, env=UTC, **given) -> inprocess.Result:
+    """The command in this process (its output, errors and status); what only a
+    process shows is tested on real processes below."""
+    return inprocess.run(name, *args, data=data, env=env, **given)
+
+
+def untouched_stdin() -> int:
+    """Standard input for a command that must stop before reading it: a pipe
+    holding one byte (its writer closed), still there if the command did not read."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"x")
+    os.close(write_end)
+    return read_end
+
+
+def still_unread(fd: int) -> bool:
+    try:
+        return os.read(fd, 2) == b"x"
+    finally:
+        os.close(fd)
 
 
 # (the golden input / expected pairs run in-process: tests/test_runner.py)
@@ -117,16 +137,26 @@ def test_expressions_compare_json_text():
                                        ("ctistrip", ["a..b"]), ("ctistat", ["-m", "-n"]),
                                        ("ctipretty", ["--color", "pink"]), ("ctisplit", ["one"])])
 def test_usage_errors_exit_2_in_one_line_before_reading(name, args):
-    # stdin is a pipe nobody writes to: a usage error must not wait for it
-    proc = Proc(command(name, *args), stdin=subprocess.PIPE)
+    # a usage error must not read (nor wait for) standard input
+    stdin = untouched_stdin()
+    result = run(name, *args, stdin=stdin)
+    assert still_unread(stdin)
+    assert result.returncode == 2 and result.stdout == b""
+    err = result.stderr.decode()
+    assert err.count("\n") == 1 and err.startswith(f"{name}: error:")
+
+
+def test_a_usage_error_process_exits_2_without_waiting_for_its_input():
+    # (the process around the command: its status, and stdin a pipe nobody writes to)
+    proc = Proc(command("ctisplit", "one"), stdin=subprocess.PIPE)
     assert proc.finish() == 2
-    assert proc.err.count("\n") == 1 and proc.err.startswith(f"{name}: error:")
+    assert proc.err.count("\n") == 1 and proc.err.startswith("ctisplit: error:")
 
 
 @pytest.mark.parametrize("name", ["ctistrip", "ctiinclude", "ctiexclude", "ctipretty", "ctisplit",
                                   "ctistat"])
 def test_help_has_an_example(name):
-    result = subprocess.run(command(name, "--help"), capture_output=True, timeout=WAIT)
+    result = run(name, "--help")
     assert result.returncode == 0
     assert b"example:" in result.stdout and name.encode() in result.stdout.split(b"example:")[1]
 
@@ -169,11 +199,9 @@ CHAIN = [["ctistrip", "timenow"], ["ctiinclude", "--from", "server"], ["ctiexclu
 def start_pipeline(stages):
     procs = []
     previous = None
-    for index, argv in enumerate(stages):
-        last = index == len(stages) - 1
-        popen_out = subprocess.PIPE
+    for argv in stages:
         proc = subprocess.Popen(command(*argv), stdin=previous.stdout if previous else subprocess.PIPE,
-                                stdout=popen_out, stderr=subprocess.PIPE, env=UTC)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=UTC)
         if previous:
             previous.stdout.close()
         procs.append(proc)
@@ -194,6 +222,28 @@ def read_until(fd, needle: bytes, timeout=WAIT) -> bytes:
             assert chunk, f"EOF before {needle!r}; got {got!r}"
             got += chunk
     return got
+
+
+def until(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def unread(fd: int) -> int:
+    """Bytes waiting in the pipe behind fd (either end)."""
+    pending = bytearray(4)
+    fcntl.ioctl(fd, termios.FIONREAD, pending)
+    return int.from_bytes(pending, "little")
+
+
+def signal_pending(pid: int, signum: int) -> bool:
+    """Is the signal sent to the process and not yet delivered to its handler?"""
+    with open(f"/proc/{pid}/status") as status:
+        masks = [int(line.split()[1], 16) for line in status
+                 if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(mask & (1 << (signum - 1)) for mask in masks)
 
 
 def kill_all(procs):
@@ -221,7 +271,7 @@ def test_a_message_crosses_five_stages_at_once_while_input_stays_open():
 
 
 def test_closed_stdout_ends_a_stage_quietly():
-    big = SESSION * 5000
+    big = SESSION * 200  # 520 KB: its output is several times what a pipe holds
     for name, args in [("ctistrip", ["timenow"]), ("ctipretty", []), ("ctiexclude", ["a=b"])]:
         proc = subprocess.Popen(command(name, *args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
@@ -249,9 +299,9 @@ def test_sigint_on_a_pipe_finishes_the_input_then_summarises():
         lines = SESSION.splitlines(keepends=True)
         proc.stdin.write(b"".join(lines[:8]))
         proc.stdin.flush()
-        time.sleep(0.3)
+        until(lambda: unread(proc.stdin.fileno()) == 0, "the stage to read the first lines")
         os.kill(proc.pid, signal.SIGINT)  # Ctrl-C: the relay upstream would now close
-        time.sleep(0.2)
+        until(lambda: not signal_pending(proc.pid, signal.SIGINT), "the SIGINT to be handled")
         assert proc.poll() is None  # still reading
         proc.stdin.write(b"".join(lines[8:]))
         proc.stdin.close()
@@ -333,10 +383,12 @@ def test_split_refuses_a_planted_symlink(tmp_path):
 
 
 def test_split_bad_path_fails_at_once(tmp_path):
-    proc = Proc(command("ctisplit", str(tmp_path / "no" / "dir"), str(tmp_path / "s")),
-                stdin=subprocess.PIPE)
-    assert proc.finish() == 1  # before any input arrives
-    assert proc.err.startswith("ctisplit: error: cannot open") and proc.err.count("\n") == 1
+    stdin = untouched_stdin()
+    result = run("ctisplit", str(tmp_path / "no" / "dir"), str(tmp_path / "s"), stdin=stdin)
+    assert still_unread(stdin)  # before reading any input
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert err.startswith("ctisplit: error: cannot open") and err.count("\n") == 1
 
 
 def test_split_full_disk_is_one_error_and_what_was_written_stays(tmp_path):
@@ -372,8 +424,19 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children,
                                                                          max_size=4),
     max_leaves=20)
-messages = st.dictionaries(st.sampled_from(["class", "timenow", "commandid", "config", "tid", "x"]),
-                           json_values, max_size=6)
+# Messages whose nested objects use the names the FIELD paths below walk
+# (config.x, x.y.z) as often as other names, so that nested fields are found.
+MESSAGE_KEYS = ["class", "timenow", "commandid", "config", "tid", "x"]
+message_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.text(max_size=8)
+    | st.floats(allow_nan=False, allow_infinity=False, min_value=-1e15, max_value=1e15),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(
+        st.sampled_from(["x", "y", "z", "tid", "timenow"]) | st.text(max_size=4), children,
+        max_size=3),
+    max_leaves=8)
+messages = st.dictionaries(st.sampled_from(MESSAGE_KEYS), st.dictionaries(
+    st.sampled_from(["x", "y", "z", "tid", "timenow"]) | st.text(max_size=4), message_values,
+    min_size=1, max_size=3) | message_values, max_size=6)
 
 
 @given(json_values)
@@ -399,8 +462,11 @@ def record_line(message, side="server") -> bytes:
         side.encode(), orjson.dumps(message))
 
 
-@given(st.lists(messages, max_size=10), st.lists(st.sampled_from(["timenow", "config.x", "tid", "x.y.z"]),
+@given(st.lists(messages, max_size=4), st.lists(st.sampled_from(["timenow", "config.x", "tid", "x.y.z"]),
                                                  min_size=1, max_size=3))
+@example([{"config": {"x": 1, "y": [2]}, "x": {"y": {"z": 3, "w": 4.5}, "z": 5}, "tid": None},
+          {"config": [{"x": 1}], "x": {"y": [{"z": 1}]}, "timenow": 1.5}],
+         ["config.x", "x.y.z", "timenow"])
 def test_strip_changes_only_the_named_fields(batch, fields):
     stage = Strip(fields, set())
     for message in batch:
@@ -419,7 +485,7 @@ def test_strip_changes_only_the_named_fields(batch, fields):
             assert out.startswith(b'{"ts":1764262479.126340,"conn":1,"from":"server","size":10,"msg":')
 
 
-@given(st.lists(messages, max_size=10), st.sampled_from(["class=getlist", "tid=1", "x=null"]))
+@given(st.lists(messages, max_size=4), st.sampled_from(["class=getlist", "tid=1", "x=null"]))
 def test_exclude_never_changes_what_it_keeps(batch, expression):
     stage = Exclude([Expression(expression)])
     for message in batch:
@@ -595,9 +661,11 @@ def test_split_refuses_one_file_for_both_sides(tmp_path, how):
     server = {"same": lambda: client, "dot-dot": lambda: tmp_path / ".." / tmp_path.name / "client",
               "symlink": lambda: (tmp_path / "link").symlink_to(client) or tmp_path / "link",
               "hardlink": lambda: (tmp_path / "hard").hardlink_to(client) or tmp_path / "hard"}[how]()
-    proc = Proc(command("ctisplit", str(client), str(server)), stdin=subprocess.PIPE)
-    assert proc.finish() == 2  # before reading any input
-    assert proc.err.count("\n") == 1 and "the same file" in proc.err
+    stdin = untouched_stdin()
+    result = run("ctisplit", str(client), str(server), stdin=stdin)
+    assert still_unread(stdin)  # before reading any input
+    assert result.returncode == 2
+    assert result.stderr.count(b"\n") == 1 and b"the same file" in result.stderr
     assert client.read_text() == "precious"
 
 
@@ -671,20 +739,28 @@ def test_ctistat_given_a_saved_stream_is_the_sink(tmp_path):
     # start a relay to a host named session.jsonl
     saved = tmp_path / "session.jsonl"
     saved.write_bytes(SESSION)
-    result = subprocess.run(command("ctistat", "-n", str(saved)), stdin=subprocess.DEVNULL,
-                            capture_output=True, timeout=WAIT, env=UTC, cwd=tmp_path)
+    result = run("ctistat", "-n", str(saved), data=b"", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == (GOLDEN / "stat-network.expected").read_bytes()
-    relative = subprocess.run(command("ctistat", "session.jsonl"), stdin=subprocess.DEVNULL,
-                              capture_output=True, timeout=WAIT, env=UTC, cwd=tmp_path)
+    relative = run("ctistat", "session.jsonl", data=b"", cwd=tmp_path)
     assert relative.stdout == (GOLDEN / "stat.expected").read_bytes()
 
 
 @pytest.mark.parametrize("name", ["ctipretty", "ctistat"])
 def test_a_missing_input_file_is_one_line_before_reading(tmp_path, name):
-    proc = Proc(command(name, str(tmp_path / "missing.jsonl")), stdin=subprocess.PIPE)
-    assert proc.finish() == 1  # stdin stays open: the error comes first
-    assert proc.err == f"{name}: error: cannot read {tmp_path / 'missing.jsonl'}: No such file or directory\n"
+    stdin = untouched_stdin()
+    result = run(name, str(tmp_path / "missing.jsonl"), stdin=stdin)
+    assert still_unread(stdin)  # the error comes first
+    assert result.returncode == 1
+    assert result.stderr.decode() == (f"{name}: error: cannot read {tmp_path / 'missing.jsonl'}: "
+                                      "No such file or directory\n")
+
+
+def test_a_missing_input_file_process_exits_1_without_waiting_for_its_input(tmp_path):
+    # (the process around the command: its status, and stdin a pipe nobody writes to)
+    proc = Proc(command("ctipretty", str(tmp_path / "missing.jsonl")), stdin=subprocess.PIPE)
+    assert proc.finish() == 1
+    assert proc.err == f"ctipretty: error: cannot read {tmp_path / 'missing.jsonl'}: No such file or directory\n"
 
 
 def test_classic_ctistat_stopped_before_any_client_says_so(server):
@@ -702,8 +778,7 @@ def test_ctipretty_shows_a_record_whose_time_no_clock_can_show_and_goes_on(clock
     # the rest of the stream.
     records = b"".join(b'{"ts":%s,"conn":1,"from":"client","size":3,"msg":{"n":%d}}\n' % (ts, n)
                        for n, ts in enumerate([b"1e20", b"-1e300", b"1764262479.5"]))
-    result = subprocess.run(command("ctipretty", "--compact", "--color", "never", "--time", clock),
-                            input=records, capture_output=True, timeout=WAIT)
+    result = run("ctipretty", "--compact", "--color", "never", "--time", clock, data=records)
     assert result.returncode == 0 and result.stderr == b"", result.stderr
     assert [line for line in result.stdout.splitlines() if line.startswith(b"{")] == \
         [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
@@ -715,8 +790,7 @@ def test_ctistat_escapes_what_the_wire_controls(mode):
     # addresses: ESC and U+202E must not reach the terminal as they are.
     records = (b'{"ts":1.0,"conn":1,"event":"open","client":"\\u001b[31m","server":"\\u202e"}\n'
                b'{"ts":1.5,"conn":1,"from":"server","size":3,"msg":{"class":"x\\u001b[2J\\u202e"}}\n')
-    result = subprocess.run(command("ctistat", *mode), input=records, capture_output=True,
-                            timeout=WAIT)
+    result = run("ctistat", *mode, data=records)
     assert result.returncode == 0, result.stderr
     assert b"\x1b" not in result.stdout and "\u202e".encode() not in result.stdout
     if mode == ["--json"]:
@@ -735,7 +809,7 @@ def test_ctistat_escapes_what_the_wire_controls(mode):
 ])
 def test_a_field_that_cannot_be_meant_is_refused_with_a_hint(argv, says):
     # `ctistrip msg.timenow` was accepted and removed nothing, silently.
-    result = subprocess.run(command(*argv), input=b"", capture_output=True, timeout=WAIT)
+    result = run(*argv, data=b"")
     assert result.returncode == 2
     err = result.stderr.decode()
     assert err.count("\n") == 1 and says in err, err
@@ -745,8 +819,7 @@ def test_ctistat_a_file_then_a_missing_one_says_the_file_is_missing(tmp_path):
     # The missing word was taken for the classic tool's HOST: "unrecognized arguments".
     saved = tmp_path / "a.jsonl"
     saved.write_bytes(b'{"ts":1.0,"conn":1,"from":"client","size":3,"msg":{"class":"x"}}\n')
-    result = subprocess.run(command("ctistat", str(saved), "missing"), cwd=tmp_path,
-                            capture_output=True, timeout=WAIT)
+    result = run("ctistat", str(saved), "missing", data=b"", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr == b"ctistat: error: cannot read missing: No such file or directory\n"
 
@@ -764,8 +837,7 @@ def test_ctisplit_refuses_a_fifo_or_socket_and_leaves_the_other_file_alone(tmp_p
         os.mkfifo(other)
     else:
         socket_module.socket(socket_module.AF_UNIX).bind(str(other))
-    result = subprocess.run(command("ctisplit", str(client), str(other)), input=SESSION,
-                            capture_output=True, timeout=WAIT)
+    result = run("ctisplit", str(client), str(other))
     assert result.returncode == 1
     assert result.stderr.decode() == (f"ctisplit: error: cannot write a capture to {other}: "
                                       f"it is a {'FIFO' if kind == 'fifo' else 'socket'}\n")
@@ -810,8 +882,7 @@ def test_stat_pairs_the_starttls_answer_and_not_the_offer():
 
 def test_ctipretty_close_record_with_fields_missing_or_absurd_shows_question_marks():
     record = b'{"ts":1.0,"conn":1,"event":"close","by":"client","duration":1e300}\n'
-    result = subprocess.run(command("ctipretty", "--time", "none"), input=record,
-                            capture_output=True, timeout=WAIT)
+    result = run("ctipretty", "--time", "none", data=record)
     assert result.returncode == 0, result.stderr
     assert result.stdout == (b"--- session 1 closed by client after ? s: client sent ? bytes in ? "
                              b"reads, server sent ? bytes in ? reads\n")
