@@ -67,12 +67,14 @@ def _environment(env: dict | None, cwd):
 
 
 def run(name: str, *args: str, data: bytes = b"", stdin: int | None = None,
-        env: dict | None = None, cwd=None) -> Result:
+        stdout: int | None = None, env: dict | None = None, cwd=None) -> Result:
     """Command NAME with ARGS, reading `data` (a regular file, as `< FILE`) or the
-    descriptor `stdin`; `env` replaces the environment while it runs."""
+    descriptor `stdin`, writing to a file of its own (Result.stdout) or to the
+    descriptor `stdout` (a terminal); `env` replaces the environment while it runs."""
     main = entry(name)
     in_fd = _memfd("stdin", data) if stdin is None else stdin
-    out_fd, err_fd = _memfd("stdout"), _memfd("stderr")
+    out_fd = _memfd("stdout") if stdout is None else stdout
+    err_fd = _memfd("stderr")
     saved_fds = [os.dup(fd) for fd in (0, 1, 2)]
     saved_sys = sys.stdin, sys.stdout, sys.stderr, sys.argv
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
@@ -104,8 +106,10 @@ def run(name: str, *args: str, data: bytes = b"", stdin: int | None = None,
         # a command ignores late signals as it ends: not the test run's
         signal.signal(signal.SIGINT, handlers[0])
         signal.signal(signal.SIGTERM, handlers[1])
+    mine = [fd for fd, given in ((in_fd, stdin), (out_fd, stdout), (err_fd, None)) if given is None]
     try:
-        return Result(int(status), _read_all(out_fd), _read_all(err_fd))
+        return Result(int(status), b"" if stdout is not None else _read_all(out_fd),
+                      _read_all(err_fd))
     finally:
-        for fd in (out_fd, err_fd) if stdin is not None else (in_fd, out_fd, err_fd):
+        for fd in mine:
             os.close(fd)

@@ -6,10 +6,12 @@ import os
 import pty
 import random
 import re
+import select
 import signal
 import subprocess
-import time
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -20,6 +22,7 @@ from ctipipe.diff import align
 from ctipipe.diff import compare
 from ctipipe.diff import pairing
 from ctipipe.diff import sessions
+import inprocess
 from helpers import WAIT, Relay, command, exchange
 
 GOLDEN = Path(__file__).parent / "golden" / "diff"
@@ -33,9 +36,10 @@ def cases():
             yield name, args.split(), int(status)
 
 
-def ctidiff(*args: str, cwd=GOLDEN, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run(command("ctidiff", *args), cwd=cwd, capture_output=True, timeout=WAIT,
-                          env=env, stdin=subprocess.DEVNULL)
+def ctidiff(*args: str, cwd=GOLDEN, env=None, data: bytes = b"") -> inprocess.Result:
+    """The command in this process (its output, errors and status); what only a
+    process shows (a closed pipe, Ctrl-C) is tested on real processes below."""
+    return inprocess.run("ctidiff", *args, cwd=cwd, env=env, data=data)
 
 
 # --- golden pairs ----------------------------------------------------------------
@@ -93,8 +97,9 @@ def test_live_captures_of_two_servers_compare(server, tmp_path):
 
 def test_classic_files_written_by_ctisplit(tmp_path):
     for stream, prefix in (("a.jsonl", "a"), ("nested.jsonl", "b")):
-        subprocess.run(command("ctisplit", str(tmp_path / f"{prefix}-client"), str(tmp_path / f"{prefix}-server")),
-                       stdin=open(GOLDEN / stream, "rb"), check=True, timeout=WAIT)
+        split = inprocess.run("ctisplit", str(tmp_path / f"{prefix}-client"),
+                              str(tmp_path / f"{prefix}-server"), data=(GOLDEN / stream).read_bytes())
+        assert split.returncode == 0, split.stderr
     result = ctidiff("a-server", "b-server", "--color", "never", cwd=tmp_path)
     assert result.returncode == 1
     expected = (GOLDEN / "classic.out").read_text().replace("classic-a-server", "a-server")
@@ -185,16 +190,36 @@ def test_a_closed_pipe_ends_quietly():
     assert proc.stderr.read() == b""
 
 
+def _has_begun_reading(pid: int, path: Path) -> bool:
+    """Has the process opened `path` and read into it?"""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                    if int(info.readline().split()[1]) > 0:
+                        return True
+        except (OSError, ValueError, IndexError):
+            pass
+    return False
+
+
 def test_ctrl_c_is_never_equal(tmp_path):
     """A comparison stopped by Ctrl-C must not say "equal" (0) to a script."""
-    records = [orjson.dumps({"ts": 1.0, "conn": 1, "from": "server", "msg": {"class": "x", "n": n}})
-               for n in range(300_000)]
-    _write(tmp_path, "a.jsonl", b"\n".join(records) + b"\n")
-    records[-1] = records[-1].replace(b'"n":', b'"m":')
-    _write(tmp_path, "b.jsonl", b"\n".join(records) + b"\n")
+    record = b'{"ts":1.0,"conn":1,"from":"server","msg":{"class":"x","n":%d}}\n'
+    records = b"".join(record % n for n in range(300_000))
+    _write(tmp_path, "a.jsonl", records)
+    _write(tmp_path, "b.jsonl", records[:records.rindex(b'"n":')] + b'"m":299999}}\n')
     proc = subprocess.Popen(command("ctidiff", "a.jsonl", "b.jsonl"), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(1.0)  # into the loading of 600,000 records (it takes seconds)
+    deadline = time.monotonic() + WAIT
+    # into the loading of 600,000 records (it takes seconds)
+    while not _has_begun_reading(proc.pid, tmp_path / "a.jsonl") and proc.poll() is None:
+        assert time.monotonic() < deadline, "ctidiff never began reading"
+        time.sleep(0.005)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=WAIT * 6)  # (a loaded machine is slow to unwind 600,000 records)
     assert proc.returncode in (1, 2, -signal.SIGINT)  # 1 if it had finished: they differ
@@ -228,20 +253,15 @@ def test_wire_text_cannot_drive_the_terminal(tmp_path):
 
 def _on_a_terminal(args, env) -> bytes:
     controller, terminal = pty.openpty()
-    proc = subprocess.Popen(command("ctidiff", *args), cwd=GOLDEN, stdout=terminal,
-                            stderr=subprocess.DEVNULL, env=env)
-    os.close(terminal)
-    out = b""
-    while True:
-        try:
-            data = os.read(controller, 1 << 16)
-        except OSError:  # EIO: the command ended and closed the terminal
-            break
-        if not data:
-            break
-        out += data
-    os.close(controller)
-    assert proc.wait(WAIT) == 1
+    try:
+        result = inprocess.run("ctidiff", *args, cwd=GOLDEN, stdout=terminal, env=env)
+        out = b""
+        while select.select([controller], [], [], 0)[0]:  # (all of it is written by now)
+            out += os.read(controller, 1 << 16)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert result.returncode == 1, result.stderr
     return out
 
 
@@ -455,17 +475,26 @@ def test_a_pipe_and_standard_input_are_read_like_files(tmp_path):
     assert expected.returncode == 1
     fifo = tmp_path / "a.fifo"
     os.mkfifo(fifo)
-    writer = subprocess.Popen(["sh", "-c", 'cat "$0" > "$1"', str(GOLDEN / "a.jsonl"), str(fifo)])
+
+    def feed():
+        try:
+            with open(fifo, "wb") as pipe:
+                pipe.write((GOLDEN / "a.jsonl").read_bytes())
+        except BrokenPipeError:
+            pass
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
     try:
         through_fifo = ctidiff(str(fifo), "inserted.jsonl", "--color", "never")
     finally:
-        writer.kill()
-        writer.wait(WAIT)
+        if writer.is_alive():  # never opened for reading: let the writer go
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        writer.join(WAIT)
     assert through_fifo.returncode == 1 and through_fifo.stderr == b"", through_fifo.stderr
     assert through_fifo.stdout == expected.stdout.replace(b"a.jsonl", str(fifo).encode())
-    from_stdin = subprocess.run(command("ctidiff", "-", "inserted.jsonl", "--color", "never"),
-                                cwd=GOLDEN, input=(GOLDEN / "a.jsonl").read_bytes(),
-                                capture_output=True, timeout=WAIT)
+    from_stdin = ctidiff("-", "inserted.jsonl", "--color", "never",
+                         data=(GOLDEN / "a.jsonl").read_bytes())
     assert from_stdin.returncode == 1 and from_stdin.stderr == b"", from_stdin.stderr
     assert from_stdin.stdout == expected.stdout.replace(b"a.jsonl", b"-")
     both = ctidiff("-", "-")
@@ -479,7 +508,7 @@ def test_a_file_without_newlines_is_refused_in_bounded_memory():
 
 
 def test_a_field_that_is_not_utf8_is_a_usage_error():
-    result = subprocess.run([*command("ctidiff", "a.jsonl", "inserted.jsonl"), b"--ignore", b"\xff"],
-                            cwd=GOLDEN, capture_output=True, timeout=WAIT)
+    # (as Python gives a process the bytes of its command line)
+    result = ctidiff("a.jsonl", "inserted.jsonl", "--ignore", os.fsdecode(b"\xff"))
     assert result.returncode == 2
     assert result.stderr.count(b"\n") == 1 and b"not UTF-8" in result.stderr
