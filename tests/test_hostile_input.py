@@ -1,23 +1,24 @@
-"""Stages given what is not a tagged stream, or FILE words: what only a process
-shows (exit status, the one line on standard error). The logic is tested
-in-process in test_runner.py."""
+"""Stages given what is not a tagged stream, or FILE words: the exit status and
+the one line on standard error, from each command run in-process
+(tests/inprocess.py) but for the bin/ script. The logic is tested through the
+pure runner in test_runner.py."""
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+import inprocess
 from ctipipe.stages import runner
-from helpers import WAIT, command
+from helpers import WAIT
 
 GOLDEN = Path(__file__).parent / "golden"
 SESSION = (GOLDEN / "session.jsonl").read_bytes()
 CLASSIC = b'{\n    "class": "login_id",\n    "userlogin": "alice"\n}\n'
 
 
-def run(*argv: str, data: bytes = b"", cwd=None, stdin=None) -> subprocess.CompletedProcess:
-    return subprocess.run(command(*argv), input=None if stdin else data, stdin=stdin,
-                          capture_output=True, timeout=WAIT, cwd=cwd)
+def run(*argv: str, data: bytes = b"", cwd=None) -> inprocess.Result:
+    return inprocess.run(*argv, data=data, cwd=cwd)
 
 
 @pytest.mark.parametrize("name,extra", [("ctipretty", []), ("ctistat", []), ("ctistrip", ["x"]),
@@ -59,8 +60,7 @@ def test_a_file_name_that_is_not_utf8_is_escaped(tmp_path):
     name = os.fsencode(tmp_path) + b"/caf\xe9\x1b[2J.jsonl"
     with open(name, "wb") as file:
         file.write(CLASSIC)
-    result = subprocess.run(command("ctipretty", os.fsdecode(name)),
-                            capture_output=True, timeout=WAIT)
+    result = run("ctipretty", os.fsdecode(name))  # (as Python gives a process its arguments)
     assert result.returncode == 2
     assert b"\x1b" not in result.stderr and b"\xe9" not in result.stderr
     assert b"caf\\xe9\\x1b[2J.jsonl is not a tagged stream" in result.stderr
