@@ -5,7 +5,6 @@ import json
 import os
 import re
 import stat
-import subprocess
 from pathlib import Path
 
 import orjson
@@ -13,7 +12,7 @@ import pytest
 
 from ctipipe.report import command as report_command
 from ctipipe.report import model, page
-from helpers import WAIT, command
+import inprocess
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = Path(__file__).parent / "golden"
@@ -241,9 +240,8 @@ def test_no_redact_keeps_credentials_and_says_so(tmp_path):
         for k, v in body.items()}.items()
 
 
-def run(*args, data=b"", cwd=None):
-    return subprocess.run(command("ctireport", *args), input=data, capture_output=True,
-                          timeout=WAIT, cwd=cwd)
+def run(*args, data=b"", cwd=None, **given):
+    return inprocess.run("ctireport", *args, data=data, cwd=cwd, **given)
 
 
 @pytest.mark.parametrize("data", [b"", b'{"ts":1.0,"event":"start","stream":1,"producer":"x"}\n'])
@@ -411,8 +409,7 @@ def test_o_that_is_a_symbolic_link_is_refused(tmp_path, capfd, target):
 
 def test_o_that_is_standard_output_through_proc_is_refused(tmp_path):
     with open(tmp_path / "out", "wb") as out:
-        result = subprocess.run(command("ctireport", str(DEMO), "-o", "/proc/self/fd/1"),
-                                stdout=out, stderr=subprocess.PIPE, timeout=WAIT)
+        result = run(str(DEMO), "-o", "/proc/self/fd/1", stdout=out.fileno())
     assert result.returncode == 1
     assert result.stderr == (b"ctireport: error: /proc/self/fd/1 is a symbolic link; not writing "
                              b"through it (give the real path)\n")
@@ -462,8 +459,7 @@ def test_o_that_is_standard_input_is_refused_exit_2(tmp_path):
     recording = tmp_path / "w.jsonl"
     recording.write_bytes(DEMO.read_bytes())
     with open(recording, "rb") as given:
-        result = subprocess.run(command("ctireport", "-o", str(recording)), stdin=given,
-                                capture_output=True, timeout=WAIT)
+        result = run("-o", str(recording), stdin=given.fileno())
     assert result.returncode == 2
     assert result.stderr == (f"ctireport: error: -o {recording} is the input standard input: the "
                              f"page would replace it (see ctireport --help)\n").encode()

@@ -2,14 +2,13 @@
 import csv
 import io
 import json
-import subprocess
 from pathlib import Path
 
 import orjson
 import pytest
 
 from ctipipe.stages import replies, stats
-from helpers import WAIT, command
+import inprocess
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -207,7 +206,7 @@ def test_ctistat_reads_files_in_process(tmp_path, capfd):
 @pytest.mark.parametrize("args", [["--csv", "-n"], ["--samples", "--json"], ["--csv", "--totals"],
                                   ["--samples", "-m"]])
 def test_samples_refuse_what_they_cannot_give(args):
-    result = subprocess.run(command("ctistat", *args), input=b"", capture_output=True, timeout=WAIT)
+    result = inprocess.run("ctistat", *args)
     assert result.returncode == 2
     assert result.stderr.count(b"\n") == 1 and result.stdout == b""
 
