@@ -3,9 +3,7 @@ one that breaks it (real messages from the corpus where one exists), then
 whole streams: the corpus, the demo's sessions, the README's examples."""
 from __future__ import annotations
 
-import io
 import shutil
-import os
 import subprocess
 from pathlib import Path
 
@@ -459,13 +457,14 @@ def test_readme_examples_file_gives_the_readme_output(capfd):
     assert out.splitlines()[0] in readme
 
 
-def _pcap(packets, port=5003) -> bytes:
-    """A capture of one TCP connection to `port` (no handshake): (from_client, payload)."""
+def _pcap(packets, port=5003, client_port=40000, header=True) -> bytes:
+    """A capture of one TCP connection to `port` (no handshake): (from_client, payload);
+    without its header, to follow another connection's in the same file."""
     import struct
-    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)] if header else []
     seq = {True: 1000, False: 5000}
     for n, (client, data) in enumerate(packets):
-        ports = (40000, port) if client else (port, 40000)
+        ports = (client_port, port) if client else (port, client_port)
         hosts = (b"\n\0\0\7", b"\n\0\0\1") if client else (b"\n\0\0\1", b"\n\0\0\7")
         tcp = struct.pack("!HHIIBBHHH", *ports, seq[client], seq[not client], 5 << 4, 0x18,
                           65535, 0, 0)
@@ -475,6 +474,11 @@ def _pcap(packets, port=5003) -> bytes:
         frame = b"\0" * 12 + b"\x08\x00" + ip + tcp + data
         out.append(struct.pack("<IIII", 1764262479 + n, 0, len(frame), len(frame)) + frame)
     return b"".join(out)
+
+
+# One short connection, client then server, for the direction on any port (below).
+ANSWER_THEN_LOGIN = [(True, b'{"class":"answer","uniqueid":"1.2"}\n'),
+                     (False, orjson.dumps(LOGIN_ID_OK) + b"\n")]
 
 
 def test_wireshark_lua_dissector_made_from_the_table(tmp_path, capfd):
@@ -489,19 +493,26 @@ def test_wireshark_lua_dissector_made_from_the_table(tmp_path, capfd):
         (True, orjson.dumps(LOGIN_ID) + b"\n"),
         (False, orjson.dumps(LOGIN_ID_OK) + b"\n"),
         (True, b'{"class":"answer","uniqueid":"1.2"}\n{"class":"ipbxcommand","command":"orig'),
-        (True, b'inate"}\n')]))  # a message cut across two segments
+        (True, b'inate"}\n')])  # a message cut across two segments
+        # and another connection to 5003, registered without -d: the direction on the
+        # default port (test_wireshark_lua_dissector_knows_the_client_on_any_port)
+        + _pcap(ANSWER_THEN_LOGIN, client_port=40001, header=False))
     shown = subprocess.run([tshark, "-r", str(tmp_path / "cti.pcap"), "-X",
                             f"lua_script:{tmp_path / 'cti.lua'}", "-T", "fields", "-e", "cti.class",
-                            "-e", "_ws.expert.message"], capture_output=True, text=True, timeout=60)
+                            "-e", "_ws.expert.message", "-e", "cti.from", "-e", "_ws.col.Info"],
+                           capture_output=True, text=True, timeout=60)
     rows = [line.split("\t") for line in shown.stdout.splitlines()]
-    assert rows[0] == ["login_id", ""] and rows[1] == ["login_id", ""], shown.stderr
-    assert rows[2] == ["answer", '[M1] answer needs "unique_id"; the server closes the connection '
-                                 'on this']
+    assert len(rows) == 6, shown.stderr
+    assert rows[0][:2] == ["login_id", ""] and rows[1][:2] == ["login_id", ""], shown.stderr
+    assert rows[2][:2] == ["answer", '[M1] answer needs "unique_id"; the server closes the '
+                                     'connection on this']
     assert rows[3][0] == "ipbxcommand" and rows[3][1].startswith("[M4] ipbxcommand command "
                                                                  "originate is unknown")
+    assert [row[2:] for row in rows[4:]] == [["client", "C>S answer"], ["server", "S>C login_id"]]
 
 
-@pytest.mark.parametrize("port, decode_as", [(5003, []), (6000, ["-d", "tcp.port==6000,cti"]),
+# (port 5003 without -d: test_wireshark_lua_dissector_made_from_the_table)
+@pytest.mark.parametrize("port, decode_as", [(6000, ["-d", "tcp.port==6000,cti"]),
                                              (5003, ["-d", "tcp.port==5003,cti"])])
 def test_wireshark_lua_dissector_knows_the_client_on_any_port(tmp_path, capfd, port, decode_as):
     """The direction comes from the port the dissector was applied on, not from 5003."""
@@ -510,9 +521,7 @@ def test_wireshark_lua_dissector_knows_the_client_on_any_port(tmp_path, capfd, p
         pytest.skip("tshark is not installed: the dissector is not run")
     _, lua_text, _ = _main(["--wireshark-lua"], capfd)
     (tmp_path / "cti.lua").write_text(lua_text)
-    (tmp_path / "cti.pcap").write_bytes(_pcap([
-        (True, b'{"class":"answer","uniqueid":"1.2"}\n'),
-        (False, orjson.dumps(LOGIN_ID_OK) + b"\n")], port))
+    (tmp_path / "cti.pcap").write_bytes(_pcap(ANSWER_THEN_LOGIN, port))
     shown = subprocess.run([tshark, "-r", str(tmp_path / "cti.pcap"), "-X",
                             f"lua_script:{tmp_path / 'cti.lua'}", *decode_as, "-T", "fields",
                             "-e", "cti.from", "-e", "_ws.col.Info"],
