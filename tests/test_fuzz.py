@@ -6,8 +6,7 @@ import re
 import subprocess
 
 import orjson
-import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from ctipipe.core import stream
 from ctipipe.core.paths import Expression
@@ -26,11 +25,15 @@ json_values = st.recursive(
     scalars,
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
     max_leaves=12)
-# Every JSON type, for a key that wants one of them; deep values orjson cannot write.
+# Every JSON type, for a key that wants one of them; deep values orjson cannot write
+# (beyond 255 levels). A value of each known key nested 1023 levels deep, as deep as
+# orjson reads, is in the @example below; a message that deep (ctipretty's indented
+# output of one is 4 MB, a third of a second) goes through every stage in
+# test_runner.py (test_a_message_deeper_than_orjson_writes_goes_through_every_stage).
 any_type = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
                      st.text(max_size=6), st.just([]), st.just({}), st.just([1, "x"]),
                      st.just({"client": "x", "server": None}), st.just({"client": [1]}),
-                     st.integers(1, 1023).map(lambda depth: "DEEP%d" % depth))
+                     st.integers(1, 300).map(lambda depth: "DEEP%d" % depth))
 KNOWN_KEYS = ["ts", "conn", "from", "size", "msg", "raw", "raw_b64", "event", "lost", "by",
               "duration", "error", "bytes", "reads", "partial", "chunk", "client", "server"]
 
@@ -57,17 +60,22 @@ events = st.fixed_dictionaries({"ts": st.floats(0, 2e9), "conn": st.integers(1, 
 wrong_types = st.tuples(st.one_of(records, events),
                         st.dictionaries(st.sampled_from(KNOWN_KEYS), any_type, min_size=1, max_size=3)).map(
     lambda pair: encode({**orjson.loads(pair[0]), **pair[1]}) if b"[[" not in pair[0] else pair[0])
+# Lines known to be hard: every stage is given all of them (the @example below).
+HARD_LINES = [b"[" * 2000 + b"]" * 2000, b"1" * 400, b"1e400", b"-", b"",
+              b'{"a":"\\ud800"}', b'{"a":"\xff"}', b'"text"', b"[1,2]", b"null",
+              b'{"ts":1,"conn":1,"from":"client","msg":' + b"[" * 1500 + b"]" * 1500 + b"}",
+              b'{"from":"client","msg":{"class":{"nested":true}}}',
+              b'{"from":"client","msg":{"password":"s3cret","password":"***"}}',
+              b'{"event":"close","conn":"x","bytes":"no","duration":"long"}']
 hostile = st.one_of(
     st.binary(max_size=60).map(lambda b: b.replace(b"\n", b"")),           # anything at all
-    st.sampled_from([b"[" * 2000 + b"]" * 2000, b"1" * 400, b"1e400", b"-", b"",
-                     b'{"a":"\\ud800"}', b'{"a":"\xff"}', b'"text"', b"[1,2]", b"null",
-                     b'{"ts":1,"conn":1,"from":"client","msg":' + b"[" * 1500 + b"]" * 1500 + b"}",
-                     b'{"ts":1,"conn":1,"from":"client","size":1,"msg":' + b"[" * 1023 + b"]" * 1023 + b"}",
-                     b'{"from":"client","msg":{"class":{"nested":true}}}',
-                     b'{"from":"client","msg":{"password":"s3cret","password":"***"}}',
-                     b'{"event":"close","conn":"x","bytes":"no","duration":"long"}']),
+    st.sampled_from(HARD_LINES),
     json_values.map(encode))
 START = b'{"ts":1.000000,"event":"start","stream":1,"producer":"ctirelay 0.3.0"}'
+# Each known key but msg nested 1023 levels deep, in a record and in an event.
+DEEP_KEYS = [encode({**base, key: "DEEP1023"}) for key in KNOWN_KEYS if key != "msg" for base in (
+    {"ts": 1.0, "conn": 1, "from": "client", "size": 1, "msg": {"class": "x"}},
+    {"ts": 1.0, "conn": 1, "event": "close", "by": "client"})]
 batches = st.lists(st.one_of(records, events, wrong_types, hostile), min_size=1, max_size=25).map(
     lambda lines: [START] + lines)
 
@@ -100,13 +108,19 @@ def decoded(line: bytes):
     return value if type(value) is dict else None
 
 
-@pytest.mark.parametrize("name", sorted(STAGES))
+# Each batch goes through every stage: 30 batches for each, drawn once for all.
 @settings(max_examples=30, deadline=None)
 @given(batch=batches, cuts=st.lists(st.integers(1, 4000), max_size=6))
-def test_every_stage_holds_up_on_any_line(name, batch, cuts, tmp_path_factory):
+@example(batch=[START, *HARD_LINES, *DEEP_KEYS], cuts=[1, 2100, 3000, 3001])
+def test_every_stage_holds_up_on_any_line(batch, cuts, tmp_path_factory):
     tmp = tmp_path_factory.getbasetemp()
+    for name in sorted(STAGES):
+        holds_up(name, STAGES[name](tmp), batch, cuts)
+
+
+def holds_up(name, stage, batch, cuts):
     data = b"\n".join(batch) + b"\n"
-    pipe = runner.Runner(STAGES[name](tmp))
+    pipe = runner.Runner(stage)
     output, warnings, last = b"", [], 0
     for cut in sorted(set(c for c in cuts if c < len(data))) + [len(data)]:
         out, said = pipe.feed(data[last:cut])  # read in pieces, as from a pipe
@@ -116,21 +130,21 @@ def test_every_stage_holds_up_on_any_line(name, batch, cuts, tmp_path_factory):
     warned = {}
     for warning in warnings:
         match = WARNING.match(warning)
-        assert match, warning
+        assert match, (name, warning)
         warned[int(match[1])] = match[2]
     for number, line in enumerate(batch, 1):
         record = decoded(line)
         if record is None:  # not a record at all: always said, as such
-            assert bool(line.strip()) == (number in warned), (number, line)
-            assert number not in warned or NOT_A_RECORD.match(warned[number]), warned[number]
+            assert bool(line.strip()) == (number in warned), (name, number, line)
+            assert number not in warned or NOT_A_RECORD.match(warned[number]), (name, warned[number])
         elif number in warned:  # skipped: only a record that breaks the contract's types
-            assert warned[number] == stream.record_problem(record), (line, warned[number])
+            assert warned[number] == stream.record_problem(record), (name, line, warned[number])
     if name.startswith(FILTERS):
         for line in output.splitlines():
-            assert type(orjson.loads(line)) is dict  # a filter writes records only
+            assert type(orjson.loads(line)) is dict, name  # a filter writes records only
     if name.endswith("--json"):
         for line in output.splitlines():
-            assert type(orjson.loads(line)) is dict
+            assert type(orjson.loads(line)) is dict, name
 
 
 def test_a_stage_process_on_hostile_lines_exits_0_with_one_warning_a_line():
