@@ -5,7 +5,6 @@ import os
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 
 from ctipipe.core import cli
