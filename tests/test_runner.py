@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ctipipe.core import cli
+from ctipipe.check.command import Check
 from ctipipe.core.paths import Expression
 from ctipipe.stages import runner
 from ctipipe.stages.include import Exclude, Include
@@ -215,12 +216,35 @@ def every_stage(tmp_path):
 AFTER = b'{"ts":2.000000,"conn":1,"from":"server","size":3,"msg":{"class":"ok","after":true}}'
 
 
+DEEP_LIST = b"[" * 1023 + b"]" * 1023
+
+
+@pytest.mark.parametrize("conn,says", [
+    (b"{}", "an object"), (b"[1]", "a list"), (DEEP_LIST, "a list"), (b"1.5", "a decimal number"),
+    (b"true", "true or false"),
+])
+@pytest.mark.parametrize("name", ["ctistat", "ctistat --json", "cticheck", "cticheck --json"])
+def test_a_conn_that_names_no_session_is_skipped_by_the_stages_that_count_sessions(name, conn, says):
+    """The stream's conn is a number: a session-keeping stage skips a record whose
+    conn is an object, a list (1023 levels deep too: a RecursionError before) or
+    a float with a warning, and sees one session, not two."""
+    stage = {"ctistat": Stat(False, False), "ctistat --json": Stat(False, True),
+             "cticheck": Check("", "text"), "cticheck --json": Check("", "json")}[name]
+    bad = b'{"ts":1.0,"conn":' + conn + b',"from":"client","size":1,"msg":{"class":"ok"}}'
+    output, warnings = run(stage, b"\n".join([RECORD, bad, AFTER]) + b"\n")
+    assert warnings == [f'line 2: "conn" is {says}, not an integer; skipped'], warnings
+    if name == "ctistat":
+        assert output.count(b"=== Session ") == 1, output
+    elif name == "cticheck":
+        assert output.count(b"=== session ") == 1, output
+
+
 @pytest.mark.parametrize("bad,says", [
     (b'{"ts":1.0,"conn":1,"from":[],"size":1,"msg":{"class":"ok"}}', '"from" is a list, not a string'),
-    (b'{"ts":1.0,"conn":{},"from":"client","size":1,"msg":{"class":"ok"}}', '"conn" is an object, not a number'),
+    (b'{"ts":1.0,"conn":{},"from":"client","size":1,"msg":{"class":"ok"}}', '"conn" is an object, not an integer'),
     (b'{"ts":1.0,"conn":1,"from":{},"size":1,"raw":"x"}', '"from" is an object, not a string'),
     (b'{"ts":1.0,"conn":1,"event":"close","bytes":{"client":"10","server":1},"reads":{"client":1}}',
-     '"bytes" of "client" is a string, not a number'),
+     '"bytes" of "client" is a string, not an integer'),
     (b'{"ts":1.0,"conn":1,"event":"close","bytes":{"client":1},"reads":[1]}', '"reads" is a list, not an object'),
     (b'{"ts":1.0,"conn":1,"event":"close","bytes":null}', '"bytes" is null, not an object'),
 ])

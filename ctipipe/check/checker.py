@@ -150,6 +150,8 @@ class Checker:
         found = self.sessions.get(conn) if type(conn) is int else None
         if found is not None:
             return found
+        if conn is not None and type(conn) not in (int, str):
+            raise TypeError("conn")  # (names no session: the runner says so and skips the record)
         key = replies.request_key(conn)
         found = self.sessions.get(key)
         if found is None:

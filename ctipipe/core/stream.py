@@ -112,13 +112,13 @@ def encode(record: dict) -> bytes:
 
 _NUMBER = (int, float)
 _JSON_TYPES = {dict: "an object", list: "a list", str: "a string", int: "a number",
-               float: "a number", bool: "true or false", type(None): "null"}
+               float: "a decimal number", bool: "true or false", type(None): "null"}
 # The keys of the contract (docs/stream.md) and the types they hold; a record
 # where one holds another type is skipped by a stage that cannot use it.
 _KEY_TYPES = {
-    "ts": (_NUMBER, "a number"), "conn": ((int,), "a number"), "from": ((str,), "a string"),
-    "size": ((int,), "a number"), "raw": ((str,), "a string"), "raw_b64": ((str,), "a string"),
-    "event": ((str,), "a string"), "lost": ((int,), "a number"), "by": ((str,), "a string"),
+    "ts": (_NUMBER, "a number"), "conn": ((int,), "an integer"), "from": ((str,), "a string"),
+    "size": ((int,), "an integer"), "raw": ((str,), "a string"), "raw_b64": ((str,), "a string"),
+    "event": ((str,), "a string"), "lost": ((int,), "an integer"), "by": ((str,), "a string"),
     "duration": (_NUMBER, "a number"), "error": ((str,), "a string"),
     "bytes": ((dict,), "an object"), "reads": ((dict,), "an object"),
 }
@@ -139,7 +139,7 @@ def record_problem(record: dict) -> str | None:
         for side, count in counts.items() if type(counts) is dict else ():
             if type(count) is not int:
                 return (f'"{key}" of "{side}" is {_JSON_TYPES.get(type(count), "something else")}, '
-                        f"not a number")
+                        f"not an integer")
     return None
 
 
