@@ -45,8 +45,13 @@ async def answer(stream, reply, close_after: str = "getlist") -> None:
 
 def devnull_tap(nursery) -> Tap:
     """A tap whose records go to /dev/null, running in `nursery`."""
-    tap = Tap(os.open(os.devnull, os.O_WRONLY), raw=False, max_line=1 << 20,
-              notify=lambda message: None)
+    return file_tap(nursery, os.devnull)
+
+
+def file_tap(nursery, path) -> Tap:
+    """A tap whose records go to the file `path` (read it once the tap is closed)."""
+    tap = Tap(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), raw=False,
+              max_line=1 << 20, notify=lambda message: None)
     nursery.start_soon(tap.run)
     return tap
 
@@ -87,13 +92,15 @@ class Said:
         self.lines.append(message)
 
 
-def mock(recording: bytes, nursery, **options) -> Mock:
-    """A mock of `recording` whose records go to /dev/null; serve one client with
-    nursery.start_soon(serve_one, mock, stream); what it says is in mock.notices.lines."""
-    settings = {"pace": 1.0, "timeout": 10.0, **options}
-    return Mock(script.load(recording), source="replay:recording.jsonl#1",
-                tap=devnull_tap(nursery), max_line=1 << 20, loop=False, listen_addr=None,
-                listen_port=0, notices=Said(), **settings)
+def mock(recording: bytes | script.Script, nursery, tap: Tap | None = None,
+         **options) -> Mock:
+    """A mock of `recording` whose records go to /dev/null (or to `tap`); serve one
+    client with nursery.start_soon(serve_one, mock, stream); what it says is in
+    mock.notices.lines."""
+    settings = {"pace": 1.0, "timeout": 10.0, "max_line": 1 << 20, "notices": Said(), **options}
+    loaded = recording if isinstance(recording, script.Script) else script.load(recording)
+    return Mock(loaded, source="replay:recording.jsonl#1", tap=tap or devnull_tap(nursery),
+                loop=False, listen_addr=None, listen_port=0, **settings)
 
 
 async def serve_one(server: Mock, stream) -> None:
