@@ -508,6 +508,18 @@ def test_loop_serves_clients_one_after_another_outlives_resets_and_ctrl_c_ends_i
     assert mock.err.count(": followed the recording") == 3
 
 
+def test_no_starttls_on_the_command_line_leaves_the_offer_out(tls_recording):
+    """The recorded server offered STARTTLS at once: with --no-starttls the first
+    line is the answer to the login instead (the rest: in-process, above)."""
+    mock = Mock(tls_recording, "--no-starttls", "--pace", "asap")
+    with mock.connect() as sock, sock.makefile("rb") as reader:
+        sock.sendall(b'{"class":"login_id","commandid":1}\n')
+        assert json.loads(reader.readline())["class"] == "login_id"
+    assert mock.finish() == 1  # it left early
+    assert "session 1: diverged: " in mock.err
+    assert b'"class":"starttls"' not in mock.out and b'"event":"tls"' not in mock.out
+
+
 def test_ctrl_c_ends_live_clients_with_their_close_records(recording, server):
     replay = Proc(command("ctireplay", str(recording), "--to", LOCALHOST, "--port",
                           str(server.port), "--clients", "3", "--timeout", "30"))
