@@ -80,7 +80,9 @@ async def record(path, starttls: bool) -> None:
                             notices=Said(), tls_options=tls_options)
         async with trio.open_nursery() as relaying:
             bound = await relaying.start(relay.serve)
-            relaying.start_soon(run_client, LOCALHOST, int(bound[0].rsplit(":", 1)[1]), "alice", 0.01)
+            # A plain session's client logs in at once (ctidemo replay --no-starttls).
+            relaying.start_soon(run_client, LOCALHOST, int(bound[0].rsplit(":", 1)[1]), "alice",
+                                0.01, starttls)
         tap.close()
         await tap.finished.wait()
         os.close(tap.fd)
