@@ -1,12 +1,11 @@
 """ctipcap on crafted captures, in-process: every record checked."""
 import gzip
 import json
-import struct
 
 import pytest
 
 from ctipipe.pcap import command
-from pcapcraft import (ACK, CLIENT6, CPORT, FIN, PSH, SERVER6, SPORT, Talk, line, pcap,
+from pcapcraft import (ACK, CLIENT6, CPORT, PSH, SERVER6, SPORT, Talk, line, pcap,
                        pcapng_section)
 
 LOGIN = line('{"class":"login_id","commandid":1}')

@@ -6,7 +6,6 @@ saying how to get them, where Chromium or its driver is not installed.
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import orjson

@@ -81,8 +81,9 @@ def _parser() -> cli.Parser:
                         help="keep the recorded pauses (recorded, the default), none (asap), "
                              "or go FACTOR times faster")
     parser.add_argument("--timeout", type=cli.seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                        help="how long to wait for a message the recording says comes next "
-                             f"(default {DEFAULT_TIMEOUT:g}): reported, then the session goes on")
+                        help="how long to wait for the server to accept, and for a message the "
+                             "recording says comes next (default "
+                             f"{DEFAULT_TIMEOUT:g}): reported, then the session goes on")
     parser.add_argument("--max-line", type=cli.positive, default=16 << 20, metavar="BYTES",
                         help="longer live lines are recorded in pieces (default 16 MiB)")
     mock = parser.add_argument_group("as a server (without --to)")

@@ -154,7 +154,6 @@ def round_trips(port: int, count: int) -> list[float]:
 
 if __name__ == "__main__":
     import argparse
-    import sys
     parser = argparse.ArgumentParser(description="a fake CTI server for the benchmark")
     parser.add_argument("--messages", type=int, default=0)
     parser.add_argument("--reply", action="store_true")
