@@ -48,7 +48,40 @@ def command(name: str, *args: str) -> list[str]:
     return [PYTHON, "-P", "-m", "ctipipe", name, *args]
 
 
-class Proc:
+class Collecting:
+    """Output collected by a reading thread: `out` so far, and waits for a condition
+    on it. A subclass sets `_out` and `_cond`, and says what `err` is."""
+
+    _out: bytearray
+    _cond: threading.Condition
+
+    def _read_into_out(self, fd: int) -> None:
+        while data := os.read(fd, 1 << 16):
+            with self._cond:
+                self._out += data
+                self._cond.notify_all()
+
+    @property
+    def out(self) -> bytes:
+        with self._cond:
+            return bytes(self._out)
+
+    def wait_for(self, predicate, timeout: float = WAIT, what: str = "condition") -> None:
+        """Wait until predicate(self) holds, or fail showing what we have."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out waiting for {what}; stderr:\n{self.err}\n"
+                                         f"stdout tail:\n{bytes(self._out[-2000:])!r}")
+                self._cond.wait(min(left, 0.1))
+
+    def records(self) -> list[dict]:
+        return [json.loads(line) for line in self.out.splitlines()]
+
+
+class Proc(Collecting):
     """A started command whose stdout and stderr are collected by threads."""
 
     def __init__(self, argv: list[str], *, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -67,11 +100,7 @@ class Proc:
             thread.start()
 
     def _read_out(self) -> None:
-        fd = self.popen.stdout.fileno()
-        while data := os.read(fd, 1 << 16):
-            with self._cond:
-                self._out += data
-                self._cond.notify_all()
+        self._read_into_out(self.popen.stdout.fileno())
 
     def _read_err(self) -> None:
         for line in self.popen.stderr:
@@ -80,28 +109,9 @@ class Proc:
                 self._cond.notify_all()
 
     @property
-    def out(self) -> bytes:
-        with self._cond:
-            return bytes(self._out)
-
-    @property
     def err(self) -> str:
         with self._cond:
             return "".join(self._err)
-
-    def wait_for(self, predicate, timeout: float = WAIT, what: str = "condition") -> None:
-        """Wait until predicate(self) holds, or fail showing what we have."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate(self):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"timed out waiting for {what}; stderr:\n{self.err}\n"
-                                         f"stdout tail:\n{bytes(self._out[-2000:])!r}")
-                self._cond.wait(min(left, 0.1))
-
-    def records(self) -> list[dict]:
-        return [json.loads(line) for line in self.out.splitlines()]
 
     def signal(self, signum: int) -> None:
         if self.popen.poll() is None:

@@ -17,7 +17,7 @@ from hypothesis import given, strategies as st
 from ctipipe.core import cli
 from ctipipe.relay import command as relay_module
 from ctipipe.relay.tap import Tap
-from helpers import (LOCALHOST, STARTED, WAIT, Proc, Relay, command, exchange, free_port, is_closed,
+from helpers import (LOCALHOST, STARTED, WAIT, Collecting, Proc, Relay, command, exchange, free_port, is_closed,
                      recv_all, reset, send_in_chunks)
 
 KEY_ORDER_DATA = ["ts", "conn", "from"]
@@ -35,7 +35,7 @@ def no_relay_outlives_its_test():
             relay.finish()
 
 
-class InProcessRelay:
+class InProcessRelay(Collecting):
     """ctirelay's relay and tap in this process (a trio run in a thread), for what
     a process would not show more of: records, half-closes, resets, pieces. The
     same interface as helpers.Relay; `stop()` is the signal, `finish()` the exit
@@ -104,35 +104,16 @@ class InProcessRelay:
         self.status = status
 
     def _read(self, fd: int) -> None:
-        while data := os.read(fd, 1 << 16):
-            with self._cond:
-                self._out += data
-                self._cond.notify_all()
+        self._read_into_out(fd)
         os.close(fd)
-
-    @property
-    def out(self) -> bytes:
-        with self._cond:
-            return bytes(self._out)
 
     @property
     def err(self) -> str:
         with self._cond:
             return "".join(f"ctirelay: {line}\n" for line in self.said)
 
-    def wait_for(self, predicate, timeout: float = WAIT, what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate(self):
-                left = deadline - time.monotonic()
-                assert left > 0, f"timed out waiting for {what}; said:\n{self.err}"
-                self._cond.wait(min(left, 0.1))
-
     def connect(self) -> socket.socket:
         return socket.create_connection((LOCALHOST, self.port), timeout=WAIT)
-
-    def records(self) -> list[dict]:
-        return [json.loads(line) for line in self.out.splitlines()]
 
     def closes(self) -> list[dict]:
         return [r for r in self.records() if r.get("event") == "close"]
