@@ -18,6 +18,8 @@ PROG = "ctistat"
 # Estimated TCP/IP header bytes per read, as the classic ctistat counted them.
 HEADER_BYTES = 50
 
+_MISSING = object()
+
 # The columns of --csv, and the keys of a --samples line in that order
 # (`function` only when the request had one).
 SAMPLE_FIELDS = ("conn", "class", "function", "commandid", "request_ts", "reply_ts", "latency")
@@ -60,32 +62,40 @@ class _Session:
 
     def add(self, record: dict, side: str) -> None:
         ts = record.get("ts")
-        if isinstance(ts, (int, float)):
+        timed = type(ts) is float or isinstance(ts, (int, float))
+        if timed:
             if self.first_ts is None:
                 self.first_ts = ts
             self.last_ts = ts
         size = record.get("size")
-        if isinstance(size, int):
+        if type(size) is int or isinstance(size, int):
             self.bytes[side] += size
         self.seen[side] += 1
-        if "msg" not in record:
+        message = record.get("msg", _MISSING)
+        if message is _MISSING:
             self.classes[side]["(raw chunk)" if record.get("chunk") else "(not JSON)"] += 1
             return
-        message = record["msg"]
         if type(message) is not dict:
             self.classes[side]["(not an object)"] += 1
             return
-        name = replies.class_name(message)
+        name = message.get("class")
+        if type(name) is not str:
+            name = "(no class)"  # as replies.class_name
         self.classes[side][name] += 1
-        if not isinstance(ts, (int, float)):
+        if not timed:
             return
+        pairing = self.pairing
         if side == "client":
-            for outcome in self.pairing.request(message, ts, message):
+            if "commandid" not in message:
+                return  # not a request (replies.is_request)
+            for outcome in pairing.request(message, ts, message):
                 self._unanswered(outcome)
                 if self.outcomes is not None:
                     self.outcomes.append(outcome)
-        else:
-            outcome = self.pairing.reply(message, ts)
+        # A server message that answers nothing and is not a STARTTLS offer
+        # leaves the pairing as it was (Pairing.reply): the common broadcast.
+        elif "replyid" in message or pairing.pending or name == "starttls":
+            outcome = pairing.reply(message, ts)
             if outcome is not None:
                 self.latency[outcome.request.name].append(outcome.latency_ms)
                 if self.outcomes is not None:
@@ -280,13 +290,20 @@ class Stat(stage.Stage):
 
     def handle(self, record: dict, line: bytes) -> bytes | None:
         side = record.get("from")
-        if side in ("client", "server"):
+        if side == "client" or side == "server":
             message = record.get("msg")
-            if (type(message) is dict and (type(message.get("commandid")) is float
-                                           or type(message.get("replyid")) is float)
-                    and _inexact_id(message)):
-                record = stream.exact_loads(line)  # compared, and written by --samples, exactly
-            session = self._session(record.get("conn"))
+            # orjson reads an integer beyond 64 bits as a float: the request's
+            # commandid or the reply's replyid (the value each side is paired
+            # by, and --samples writes) is then read again exactly.
+            if type(message) is dict:
+                number = message.get("commandid" if side == "client" else "replyid")
+                if type(number) is float and not -BEYOND_64_BITS < number < BEYOND_64_BITS:
+                    record = stream.exact_loads(line)
+            conn = record.get("conn")
+            # an integer conn, the common case, is its own key (_key)
+            session = self.sessions.get(conn) if type(conn) is int else None
+            if session is None:
+                session = self._session(conn)
             session.add(record, side)
             if session.outcomes:
                 return self._samples(session)
@@ -392,17 +409,9 @@ class Stat(stage.Stage):
 
 # orjson reads an integer beyond 64 bits as a float: a commandid or replyid that
 # came as a float this large is read again exactly (two different ones must not
-# meet as the same float). Looked for in these two keys only, which costs far
-# less than a look for long runs of digits in every batch.
+# meet as the same float). Looked for in the key each side is paired by, which
+# costs far less than a look for long runs of digits in every batch.
 BEYOND_64_BITS = 2.0 ** 63
-
-
-def _inexact_id(message: dict) -> bool:
-    for key in ("commandid", "replyid"):
-        value = message.get(key)
-        if type(value) is float and not -BEYOND_64_BITS < value < BEYOND_64_BITS:
-            return True
-    return False
 
 
 def _sample(conn: object, outcome: replies.Outcome) -> dict:
