@@ -1,7 +1,6 @@
 """ctipretty: show the tagged stream to a person, as the classic ctispy did."""
 from __future__ import annotations
 
-import functools
 import os
 import re
 import time
@@ -35,6 +34,8 @@ _COLORS = {
 _DIRECTION = {"client": b"Client > Server", "server": b"Server > Client"}
 _NO_MESSAGE = object()
 _TOKEN = re.compile(rb'("(?:[^"\\]|\\.)*")(\s*:)?|(-?\d[\d.eE+-]*)|\b(true|false|null)\b')
+# How a message is laid out before end_of_batch widens it or puts it on one line.
+_LAYOUT = orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2
 TIME_MODES = ("local", "utc", "relative", "none")
 # Times beyond this many seconds from 1970 (year 5138) are not shown as a clock.
 _TS_RANGE = 1e11
@@ -65,10 +66,9 @@ class Pretty(stage.Stage):
     def __init__(self, compact: bool, color: bool, clock: str = "local",
                  tag_sessions: bool = False) -> None:
         self.compact = compact
-        self.format = functools.partial(orjson.dumps,
-                                        option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
         self.color = color
         self.clock = clock
+        self.wall_clock = clock in ("local", "utc")  # the common header, made in handle()
         self.tag_sessions = tag_sessions
         self.parts: list[bytes] = []
         self.exact = True  # this batch's lines need the \x00 and \x01 marks
@@ -113,7 +113,7 @@ class Pretty(stage.Stage):
         # The header, "\x00HH:MM:SS.ffffff Client > Server" (see the class docstring).
         direction = _DIRECTION.get(side) or safe_text(f"{side} >".encode(), False)
         ts = record.get("ts")
-        if type(ts) is float and self.clock in ("local", "utc") and -_TS_RANGE < ts < _TS_RANGE:
+        if type(ts) is float and self.wall_clock and -_TS_RANGE < ts < _TS_RANGE:
             second = int(ts)
             if second != self._second:
                 self._time(ts)
@@ -126,14 +126,16 @@ class Pretty(stage.Stage):
             header += safe_text(f" [session {conn}]".encode(), False)
         message = record.get("msg", _NO_MESSAGE)
         if message is not _NO_MESSAGE:
-            try:
-                body = self.format(message)  # made safe with the whole batch (end_of_batch)
+            try:  # made safe with the whole batch (end_of_batch)
+                body = orjson.dumps(message, None, _LAYOUT)
             except orjson.JSONEncodeError:  # deeper than orjson writes, or a big integer
-                body = stream.dumps(message, orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
+                body = stream.dumps(message, _LAYOUT)
             if self.color:
                 body = _TOKEN.sub(_paint_token, body)
                 header = self._paint(side, header)
-            self.parts += (header, body)
+            parts = self.parts
+            parts.append(header)
+            parts.append(body)
             return None
         # An undecodable line or a raw chunk: its text under the same header, as
         # the classic tool showed it; what we know about it on a line of its own.
