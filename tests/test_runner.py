@@ -296,6 +296,15 @@ def test_integers_beyond_64_bits_stay_exact_whatever_the_stage_does(tmp_path):
     assert b'"id": 18446744073709551617' in (tmp_path / "c").read_bytes()
 
 
+def test_a_changed_message_is_written_anew_when_another_key_holds_an_object():
+    # the text before the message's `,"msg":` is kept only when no object could hold one
+    line = b'{"ts":1.000000,"conn":{"a":1,"msg":2},"from":"client","size":3,"msg":{"timenow":1,"b":2}}'
+    output, warnings = run(Strip(["timenow"], set()), line + b"\n")
+    assert json.loads(output) == {"ts": 1.0, "conn": {"a": 1, "msg": 2}, "from": "client",
+                                  "size": 3, "msg": {"b": 2}}
+    assert warnings == []
+
+
 # --- redaction without holes ------------------------------------------------------------
 
 def redacted(message: bytes) -> bytes:

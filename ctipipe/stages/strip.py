@@ -16,6 +16,7 @@ PROG = "ctistrip"
 # hashedpassword; other clients and tools use the rest).
 SECRET_FIELDS = ("hashedpassword", "password", "passwd", "token")
 MASK = "***"
+_MISSING = object()
 
 EXAMPLE = """\
 ctirelay xivo-new | ctistrip timenow commandid replyid | ctipretty
@@ -46,21 +47,23 @@ class Strip(stage.Stage):
     def handle(self, record: dict, line: bytes) -> bytes | None:
         if "from" not in record:
             return line  # not a data record: passes untouched
-        if "msg" not in record:
+        message = record.get("msg", _MISSING)
+        if message is _MISSING:
             return self._mask_raw(record, line) if self.in_text is not None else line
+        changed = False
         if self.hint is not None and self.hint.search(line) is not None:
             record, changed = self._every_key_masked(record, line)
-        else:  # no credential's name in the line, nor an escape that could spell one
-            changed = False
-        message = record["msg"]
+            message = record["msg"]
+        # (otherwise no credential's name in the line, nor an escape that could spell one)
         if type(message) is dict:
             for key in self.top:
                 if key in message:
                     del message[key]
                     changed = True
-        for path in self.deep:
-            if paths.remove(message, path):
-                changed = True
+        if self.deep:
+            for path in self.deep:
+                if paths.remove(message, path):
+                    changed = True
         # Untouched messages keep their wire text byte for byte.
         return stream.replace_message(record, line) if changed else line
 
