@@ -64,6 +64,11 @@ def test_the_wire_text_is_kept_and_raw_lines_are_sent_as_they_were():
     assert s.server[0].msg == {"class": "a", "x": 1} and s.server[1].msg is None
 
 
+def test_a_msg_key_inside_another_keys_object_is_not_taken_for_the_message():
+    data = b'{"ts":1.0,"conn":1,"from":"server","size":{"a":1,"msg":2},"msg":{"class":"a"}}\n'
+    assert [line.wire for line in script.load(data).server] == [b'{"class":"a"}\n']
+
+
 def test_oversize_pieces_become_one_line():
     data = rec({"ts": 1.0, "conn": 1, "from": "server", "size": 3, "oversize": True, "raw": "abc"},
                {"ts": 1.0, "conn": 1, "from": "server", "size": 3, "oversize": True, "raw": "def"},

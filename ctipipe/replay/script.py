@@ -186,7 +186,7 @@ def _content(record: dict, text: bytes) -> tuple[bytes | None, dict | None]:
         # The producer embeds the wire text as it was: reuse it rather than re-encode.
         if next(reversed(record)) == "msg" and _PRODUCER_KEYS.issuperset(record):
             start = text.find(b',"msg":')
-            if start > 0:
+            if start > 0 and text.find(b"{", 1, start) < 0:  # (else inside another key's object)
                 wire = text[start + 7:text.rstrip().rfind(b"}")].strip()
         if wire is None:
             wire = orjson.dumps(msg)
