@@ -67,3 +67,37 @@ async def test_a_client_sending_only_unexpected_messages_gets_ten_lines_said(aut
                        "are counted in the session's line at the end")
     assert report.run_report(server.results)[0].startswith(
         "session 1: diverged: 500 unexpected (evil0, evil1, evil2, evil3, evil4, evil5, ...)")
+
+
+async def test_a_request_that_never_comes_is_waited_for_timeout_seconds_exactly(autojump_clock):
+    """--timeout: the mock waits that long for the request the recording has next,
+    says so, and closes (the recorded client's request never came)."""
+    recording = rec(msg(1.0, "client", {"class": "login_id", "commandid": 1}),
+                    msg(1.1, "server", {"class": "login_id", "sessionid": "abc"}))
+    async with trio.open_nursery() as nursery:
+        server = mock(recording, nursery, timeout=7.0)
+        ours, theirs = trio.testing.memory_stream_pair()
+        nursery.start_soon(serve_one, server, theirs)
+        start = trio.current_time()
+        assert await received(ours) == []  # nothing sent, then closed
+        waited = trio.current_time() - start
+    assert waited == 7.0
+    assert report.run_report(server.results)[0].startswith("session 1: diverged")
+    assert "login_id" in report.run_report(server.results)[0]
+
+
+async def test_the_recorded_clients_close_is_waited_for_timeout_seconds_exactly(autojump_clock):
+    """The recorded client closed the session: the live one must too, within --timeout;
+    a client that stays is closed by the mock after exactly that long, and said."""
+    recording = rec(msg(1.0, "client", {"class": "login_id", "commandid": 1}),
+                    msg(1.1, "server", {"class": "login_id", "sessionid": "abc"}),
+                    {"ts": 2.0, "conn": 1, "event": "close", "by": "client"})
+    async with trio.open_nursery() as nursery:
+        server = mock(recording, nursery, timeout=3.0, pace=float("inf"))
+        ours, theirs = trio.testing.memory_stream_pair()
+        nursery.start_soon(serve_one, server, theirs)
+        await ours.send_all(b'{"class":"login_id","commandid":42}\n')
+        got = await received(ours)
+    assert [(when, m["class"]) for when, m in got] == [(0.0, "login_id")]
+    assert trio.current_time() == 3.0  # the reply at once, then the wait for the close
+    assert "client's close" in report.run_report(server.results)[0]

@@ -170,10 +170,12 @@ class Mock:
     async def _play(self, live: Conversation, expecting: _Expecting, divergence: Divergence) -> None:
         script = self.script
         last_sent = trio.current_time()
+        silent = False  # the client let a --timeout pass without its next request
         for sent, line in enumerate(script.server):
             if not await live.wait_until(lambda: expecting.next >= line.after, self.timeout):
                 if not live.eof:
                     divergence.timed_out.add(f"client {label(script.client[expecting.next].cls)}")
+                    silent = True
                 break
             anchor = max(last_sent, expecting.when[line.after - 1] if line.after else 0.0)
             pause = anchor + line.delay / self.pace - trio.current_time()
@@ -204,7 +206,7 @@ class Mock:
                 break
             last_sent = trio.current_time()
         if not live.eof:
-            if script.closed_by == "server":
+            if script.closed_by == "server" or silent:  # (silent: waited long enough)
                 live.ended_by = "server"
             else:  # the recorded client ended it: so must the live one
                 if not await live.wait_until(lambda: False, self.timeout) and not live.eof:
