@@ -404,6 +404,16 @@ BAD = [
 ]
 
 
+@pytest.mark.parametrize("given, pace", [([], 1.0), (["--pace", "recorded"], 1.0),
+                                         (["--pace", "asap"], float("inf")),
+                                         (["--pace", "10"], 10.0), (["--pace", "0.5"], 0.5)])
+def test_pace_words_and_factors_are_the_pace_the_mock_keeps(given, pace):
+    """--pace as the mock and the crowd use it (a speed factor: recorded pauses are
+    divided by it; test_replay_mock keeps them to the exact virtual second)."""
+    from ctipipe.replay import command as replay_command
+    assert replay_command._parser().parse_args(["r.jsonl", *given]).pace == pace
+
+
 def bad_argv(tmp_path, argv: list[str]) -> list[str]:
     files = {"empty": b"",
              "events": rec({"ts": 1.0, "event": "start", "stream": 1, "producer": "ctirelay 0.1.0"}),
