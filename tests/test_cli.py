@@ -375,3 +375,17 @@ def test_ctrl_c_while_a_command_loads_ends_it_quietly_with_130():
                             capture_output=True, timeout=WAIT)
     # 130 as SIGINT gives, never 0: for ctidiff 0 means "equal", for cticheck "no finding"
     assert result.returncode == 130 and result.stderr == b"", result.stderr
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt(),
+                                    BaseExceptionGroup("trio", [KeyboardInterrupt(),
+                                                                KeyboardInterrupt()])])
+def test_ctrl_c_inside_a_commands_work_ends_it_with_0_and_nothing_said(raised, capsys):
+    """Ctrl-C is how a user ends a command once it has begun its work (a relay, a
+    mock, ctidemo server): exit 0, no error line. (Before that work begins, the
+    commands' table gives 130: test_ctrl_c_while_a_command_loads_ends_it_quietly_with_130.)"""
+    def body() -> int:
+        raise raised
+
+    assert cli.guarded("ctitest", body) == 0
+    assert capsys.readouterr().err == ""

@@ -239,6 +239,14 @@ def test_a_conn_that_names_no_session_is_skipped_by_the_stages_that_count_sessio
         assert output.count(b"=== session ") == 1, output
 
 
+def test_ctistat_takes_conn_5_and_conn_string_5_for_one_session():
+    records = [b'{"ts":1.0,"conn":5,"event":"open","client":"c:1","server":"s:2"}',
+               b'{"ts":1.1,"conn":"5","from":"client","size":1,"msg":{"class":"a"}}',
+               b'{"ts":1.2,"conn":5,"from":"server","size":1,"msg":{"class":"b"}}']
+    output, warnings = run(Stat(False, False), b"\n".join(records) + b"\n")
+    assert warnings == [] and output.count(b"=== Session ") == 1, output
+
+
 @pytest.mark.parametrize("bad,says", [
     (b'{"ts":1.0,"conn":1,"from":[],"size":1,"msg":{"class":"ok"}}', '"from" is a list, not a string'),
     (b'{"ts":1.0,"conn":{},"from":"client","size":1,"msg":{"class":"ok"}}', '"conn" is an object, not an integer'),
