@@ -14,8 +14,9 @@ from typing import NamedTuple
 from ctipipe.check import rules as R
 from ctipipe.check.message import (Finding, check_client, check_server, finding, int_like,
                                    show)
-from ctipipe.core import protocol
+from ctipipe.core import protocol, stream
 from ctipipe.stages import replies
+from ctipipe.stages.runner import BadRecord
 
 # Every commandid a session's client sent, kept to tell a reply to nothing (R2)
 # from a reply to a request the protocol does not answer; bounded like the
@@ -150,14 +151,11 @@ class Checker:
         found = self.sessions.get(conn) if type(conn) is int else None
         if found is not None:
             return found
-        if conn is not None and type(conn) not in (int, str):
-            raise TypeError("conn")  # (names no session: the runner says so and skips the record)
-        key = replies.request_key(conn)
-        found = self.sessions.get(key)
-        if found is None:
-            found = self.sessions[key] = _Session(conn, self.forced)
-            if type(conn) is int:
-                self.sessions[conn] = found  # the common case, looked up as it is
+        if type(conn) is not int:
+            # (a string, null, an object... names no session: the record is
+            # skipped with the runner's warning, as ctistat and ctireport do)
+            raise BadRecord(stream.NO_SESSION)
+        found = self.sessions[conn] = _Session(conn, self.forced)
         return found
 
     def record(self, record: dict) -> list[Located]:
@@ -189,7 +187,7 @@ class Checker:
                 session.silent = {side for side in ("client", "server") if sent.get(side) == 0}
             out = [] if session.logged_in else self._timeout(session, ts)
             out += self._end(session, ts, "closed")
-            self.sessions.pop(replies.request_key(session.conn), None)
+            self.sessions.pop(session.conn, None)
             self.sessions.pop(session.conn, None)
             self.ended.append(session)
             return out

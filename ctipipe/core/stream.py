@@ -111,7 +111,7 @@ def encode(record: dict) -> bytes:
 
 _NUMBER = (int, float)
 _JSON_TYPES = {dict: "an object", list: "a list", str: "a string", int: "a number",
-               float: "a decimal number", bool: "true or false", type(None): "null"}
+               float: "a number", bool: "true or false", type(None): "null"}
 # The keys of the contract (docs/stream.md) and the types they hold; a record
 # where one holds another type is skipped by a stage that cannot use it.
 _KEY_TYPES = {
@@ -123,6 +123,11 @@ _KEY_TYPES = {
 }
 
 
+# Why a record whose conn is absent (or not an integer) is skipped by a stage
+# that counts sessions.
+NO_SESSION = 'no "conn": the record belongs to no session'
+
+
 def record_problem(record: dict) -> str | None:
     """Why a record breaks the stream contract's types (`"from" is a list, not
     a string`), or None. Only for records a stage has trouble with: the
@@ -132,6 +137,8 @@ def record_problem(record: dict) -> str | None:
         if value is None and key not in record:
             continue
         if type(value) not in types:
+            if type(value) is float and types == (int,):  # (orjson reads 2**64 as a float)
+                return f'"{key}" is not an integer of 64 bits or less'
             return f'"{key}" is {_JSON_TYPES.get(type(value), "something else")}, not {wanted}'
     for key in ("bytes", "reads"):
         counts = record.get(key)
@@ -139,6 +146,8 @@ def record_problem(record: dict) -> str | None:
             if type(count) is not int:
                 return (f'"{key}" of "{side}" is {_JSON_TYPES.get(type(count), "something else")}, '
                         f"not an integer")
+    if "from" in record and "conn" not in record:  # a message belongs to a session
+        return NO_SESSION
     return None
 
 

@@ -190,16 +190,13 @@ def _measured(close: dict) -> tuple[dict, dict] | None:
     return {side: packets[side] for side in sides}, {side: wire[side] for side in sides}
 
 
-def _key(value: object) -> object:
-    """Session 5 and "5" are the same session (an int, the common case, is its own key)."""
+def _key(value: object) -> int:
+    """A session's number: the stream's conn, an integer. Any other value (a
+    string, null, an object...) names no session: the record is skipped with
+    the runner's warning, as ctireport and cticheck skip it."""
     if type(value) is int:
         return value
-    if type(value) is str and value.isascii() and value.isdigit() and str(int(value)) == value:
-        return int(value)
-    if value is not None and type(value) is not str:
-        # (a list or an object names no session: the runner says so and skips the record)
-        raise TypeError("conn")
-    return replies.request_key(value)
+    raise stage.BadRecord(stream.NO_SESSION)
 
 
 class _Totals:
@@ -332,8 +329,9 @@ class Stat(stage.Stage):
             session.close = record
             del self.sessions[_key(record.get("conn"))]
             return self._report(session)
-        elif event == "error":
-            session = self.sessions.get(_key(record.get("conn")))
+        elif event == "error":  # (without conn: a client the relay could not serve)
+            conn = record.get("conn")
+            session = self.sessions.get(conn) if type(conn) is int else None
             if session is not None:
                 session.error = record.get("error")
             else:
