@@ -64,8 +64,14 @@ def test_the_wire_text_is_kept_and_raw_lines_are_sent_as_they_were():
     assert s.server[0].msg == {"class": "a", "x": 1} and s.server[1].msg is None
 
 
-def test_a_msg_key_inside_another_keys_object_is_not_taken_for_the_message():
-    data = b'{"ts":1.0,"conn":1,"from":"server","size":{"a":1,"msg":2},"msg":{"class":"a"}}\n'
+@pytest.mark.parametrize("data", [
+    b'{"ts":1.0,"conn":1,"from":"server","size":{"a":1,"msg":2},"msg":{"class":"a"}}\n',
+    b'{"ts":1.0,"conn":1,"from":"server","size":1,"msg":{"class":"a"},"size":{"msg":{"x":1}}}\n',
+    b'{"ts":1.0,"conn":1,"from":"server","size":1,"msg":{"class":"a"},"ts":1.27}\n',
+])
+def test_a_msg_key_inside_another_keys_object_or_a_key_after_it_is_not_sent(data):
+    """The message's wire text is what the recorded peer sent, never a piece of
+    another key (a crafted line): else the message is encoded again."""
     assert [line.wire for line in script.load(data).server] == [b'{"class":"a"}\n']
 
 

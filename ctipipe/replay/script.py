@@ -178,6 +178,16 @@ def same_id(a: object, b: object) -> bool:
     return str(a) == str(b) and not isinstance(a, bool) and not isinstance(b, bool)
 
 
+_UNREADABLE = object()  # equal to no message
+
+
+def _decoded(text: bytes) -> object:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return _UNREADABLE
+
+
 def _content(record: dict, text: bytes) -> tuple[bytes | None, dict | None]:
     """The bytes a data record stands for, newline included, and its message if an object."""
     if "msg" in record:
@@ -188,6 +198,8 @@ def _content(record: dict, text: bytes) -> tuple[bytes | None, dict | None]:
             start = text.find(b',"msg":')
             if start > 0 and text.find(b"{", 1, start) < 0:  # (else inside another key's object)
                 wire = text[start + 7:text.rstrip().rfind(b"}")].strip()
+                if _decoded(wire) != msg:  # a key written again after "msg" (a crafted line)
+                    wire = None
         if wire is None:
             wire = orjson.dumps(msg)
         return wire + b"\n", msg if isinstance(msg, dict) else None
