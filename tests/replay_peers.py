@@ -109,6 +109,14 @@ async def serve_one(server: Mock, stream) -> None:
     await close_tap(server.tap)
 
 
+def serving_one(recording, nursery, **options) -> tuple[Mock, trio.StapledStream]:
+    """A mock of `recording` serving one client in `nursery`; the mock and the client's end."""
+    server = mock(recording, nursery, **options)
+    ours, theirs = trio.testing.memory_stream_pair()
+    nursery.start_soon(serve_one, server, theirs)
+    return server, ours
+
+
 async def received(stream) -> list[tuple[float, dict]]:
     """Every message the peer sends until it closes, with the trio time it came."""
     got, buffer = [], b""

@@ -3,10 +3,9 @@ to the exact virtual second, a client that leaves during one, and the cap on
 what a hostile client gets said."""
 import pytest
 import trio
-import trio.testing
 
 from ctipipe.replay import report
-from replay_peers import mock, msg, rec, received, serve_one
+from replay_peers import msg, rec, received, serving_one
 
 
 def pause_recording(gap: float) -> bytes:
@@ -20,9 +19,7 @@ def pause_recording(gap: float) -> bytes:
 @pytest.mark.parametrize("pace, gap", [(1.0, 2.0), (10.0, 0.2), (float("inf"), 0.0)])
 async def test_a_recorded_pause_is_kept_at_the_pace_asked(autojump_clock, pace, gap):
     async with trio.open_nursery() as nursery:
-        server = mock(pause_recording(2.0), nursery, pace=pace)
-        ours, theirs = trio.testing.memory_stream_pair()
-        nursery.start_soon(serve_one, server, theirs)
+        server, ours = serving_one(pause_recording(2.0), nursery, pace=pace)
         start = trio.current_time()
         await ours.send_all(b'{"class":"login_id","commandid":42}\n')
         got = await received(ours)  # until the mock closes, as the recorded server did
@@ -36,9 +33,7 @@ async def test_a_client_that_leaves_during_a_recorded_pause_ends_the_session_at_
     recording = rec(msg(1.0, "server", {"class": "hello"}), msg(61.0, "server", {"class": "later"}),
                     {"ts": 62.0, "conn": 1, "event": "close", "by": "server"})
     async with trio.open_nursery() as nursery:
-        server = mock(recording, nursery)
-        ours, theirs = trio.testing.memory_stream_pair()
-        nursery.start_soon(serve_one, server, theirs)
+        server, ours = serving_one(recording, nursery)
         start = trio.current_time()
         assert (await ours.receive_some(1 << 16)).startswith(b'{"class":"hello"')
         await ours.aclose()
@@ -51,9 +46,7 @@ async def test_a_client_sending_only_unexpected_messages_gets_ten_lines_said(aut
     recording = rec(msg(1.0, "client", {"class": "login_id", "commandid": 1}),
                     msg(1.1, "server", {"class": "login_id", "sessionid": "abc"}))
     async with trio.open_nursery() as nursery:
-        server = mock(recording, nursery, timeout=5.0)
-        ours, theirs = trio.testing.memory_stream_pair()
-        nursery.start_soon(serve_one, server, theirs)
+        server, ours = serving_one(recording, nursery, timeout=5.0)
         for n in range(500):
             await ours.send_all(b'{"class":"evil%d","commandid":%d}\n' % (n, n))
         await ours.send_all(b'{"class":"login_id","commandid":7}\n')
@@ -75,9 +68,7 @@ async def test_a_request_that_never_comes_is_waited_for_timeout_seconds_exactly(
     recording = rec(msg(1.0, "client", {"class": "login_id", "commandid": 1}),
                     msg(1.1, "server", {"class": "login_id", "sessionid": "abc"}))
     async with trio.open_nursery() as nursery:
-        server = mock(recording, nursery, timeout=7.0)
-        ours, theirs = trio.testing.memory_stream_pair()
-        nursery.start_soon(serve_one, server, theirs)
+        server, ours = serving_one(recording, nursery, timeout=7.0)
         start = trio.current_time()
         assert await received(ours) == []  # nothing sent, then closed
         waited = trio.current_time() - start
@@ -93,9 +84,7 @@ async def test_the_recorded_clients_close_is_waited_for_timeout_seconds_exactly(
                     msg(1.1, "server", {"class": "login_id", "sessionid": "abc"}),
                     {"ts": 2.0, "conn": 1, "event": "close", "by": "client"})
     async with trio.open_nursery() as nursery:
-        server = mock(recording, nursery, timeout=3.0, pace=float("inf"))
-        ours, theirs = trio.testing.memory_stream_pair()
-        nursery.start_soon(serve_one, server, theirs)
+        server, ours = serving_one(recording, nursery, timeout=3.0, pace=float("inf"))
         await ours.send_all(b'{"class":"login_id","commandid":42}\n')
         got = await received(ours)
     assert [(when, m["class"]) for when, m in got] == [(0.0, "login_id")]
