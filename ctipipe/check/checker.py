@@ -144,18 +144,17 @@ class Checker:
 
     def __init__(self, protocol_version: str = "auto") -> None:
         self.forced = None if protocol_version == "auto" else protocol_version
-        self.sessions: dict[object, _Session] = {}
+        self.sessions: dict[int, _Session] = {}  # by conn
         self.ended: list[_Session] = []  # sessions over, for the summary
 
     def session(self, conn: object) -> _Session:
-        found = self.sessions.get(conn) if type(conn) is int else None
-        if found is not None:
-            return found
         if type(conn) is not int:
             # (a string, null, an object... names no session: the record is
             # skipped with the runner's warning, as ctistat and ctireport do)
             raise BadRecord(stream.NO_SESSION)
-        found = self.sessions[conn] = _Session(conn, self.forced)
+        found = self.sessions.get(conn)
+        if found is None:
+            found = self.sessions[conn] = _Session(conn, self.forced)
         return found
 
     def record(self, record: dict) -> list[Located]:
@@ -187,7 +186,6 @@ class Checker:
                 session.silent = {side for side in ("client", "server") if sent.get(side) == 0}
             out = [] if session.logged_in else self._timeout(session, ts)
             out += self._end(session, ts, "closed")
-            self.sessions.pop(session.conn, None)
             self.sessions.pop(session.conn, None)
             self.ended.append(session)
             return out
